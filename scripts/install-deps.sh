@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything Nacre's build, main job and tests need on a fresh Debian 12 machine.
+# Idempotent: packages already present are left alone, so a second run takes seconds.
+set -euo pipefail
+
+APT_PACKAGES=(
+  # build
+  build-essential pkg-config
+  # UKI assembly and Secure Boot signing
+  binutils systemd-boot-efi sbsigntool pesign openssl
+  # guests: firmware, software TPM, kernel and a static busybox for test initrds
+  qemu-system-x86 ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
+  # disk images assembled and checked in user space
+  fdisk mtools dosfstools
+  # systemd-measure (oracle for PCR 11) ships with systemd
+  systemd
+  # helpers used by the scripts
+  python3 python3-venv jq
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# virt-fw-vars (enrolls PK/KEK/db into an OVMF variable store) comes from PyPI's virt-firmware;
+# it lives in a private venv so the host's Python is untouched.
+VENV="${NACRE_VENV:-/opt/nacre-venv}"
+if [[ ! -x "$VENV/bin/virt-fw-vars" ]]; then
+  echo "install-deps: installing virt-firmware into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'virt-firmware==26.10'
+fi
+
+command -v cargo >/dev/null || { echo "install-deps: cargo (rustup) is required" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

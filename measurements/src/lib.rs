@@ -2,6 +2,14 @@
 //! golden values, and verify nodes against them.
 
 pub mod authenticode;
+pub mod der;
+pub mod diff;
+pub mod efivars;
+pub mod manifest;
+pub mod pcrsig;
 pub mod pe;
+pub mod predict;
+pub mod sign;
+pub mod source;
 pub mod stub_cpio;
 pub mod uki;

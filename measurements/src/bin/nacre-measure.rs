@@ -1,1 +1,754 @@
-fn main() {}
+//! nacre-measure: predict, publish and check the boot measurements of nacre images.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use nacre_eventlog::alg::HashAlg;
+use nacre_eventlog::runtime::Phase;
+use nacre_eventlog::tcg::EventLog;
+use nacre_measure::diff::{self, Observed};
+use nacre_measure::efivars::SecureBootVars;
+use nacre_measure::manifest::{self, ImageRef, Manifest};
+use nacre_measure::predict::{self, BootConfig, Prediction};
+use nacre_measure::sign::{self, BlobSigner, CommandSigner, PemSigner, PublicKey, RsaSigner};
+use nacre_measure::source::BootFiles;
+use nacre_measure::uki::{StubProfile, Uki};
+use nacre_measure::{authenticode, pcrsig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "nacre-measure",
+    version,
+    about = "Predict, sign and verify the boot measurements of nacre images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show a UKI's (or a disk image's UKI's) sections, stub, command line and digests.
+    Inspect {
+        /// A UKI, or a raw GPT disk image with an ESP.
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the events and PCR values of booting an image.
+    Predict {
+        #[command(flatten)]
+        boot: BootArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the golden-measurement manifest of an image (optionally signed).
+    Golden {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Image reference recorded in the manifest.
+        #[arg(long = "ref", default_value = "nacre-node")]
+        reference: String,
+        #[arg(long, default_value = "dev")]
+        version: String,
+        #[arg(long, default_value = "qemu-vtpm")]
+        variant: String,
+        /// PCRs reported but not enforced (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        warn_only: Vec<u32>,
+        /// Where to write the manifest.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Also sign it with this ECDSA P-256 key (writes <out>.sig).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Sign a file cosign-style (ECDSA P-256, base64 DER in <file>.sig).
+    Sign {
+        file: PathBuf,
+        #[command(flatten)]
+        signer: SignerArgs,
+        /// Signature output (default: <file>.sig).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generate an ECDSA P-256 signing key (PKCS#8 PEM) and its public key.
+    Keygen {
+        /// Writes <prefix>.key and <prefix>.pub.
+        #[arg(long, default_value = "nacre-measurements")]
+        prefix: PathBuf,
+    },
+    /// Check a manifest's signature, and observed PCRs or an event log against it.
+    Verify {
+        manifest: PathBuf,
+        /// Public key (PEM) the manifest must be signed with.
+        #[arg(long)]
+        key: PathBuf,
+        /// Signature file (default: <manifest>.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Observed PCRs as JSON {"0": "<hex>", ...}.
+        #[arg(long)]
+        pcrs: Option<PathBuf>,
+        /// Firmware event log (binary_bios_measurements).
+        #[arg(long)]
+        eventlog: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode and replay a firmware event log.
+    Eventlog {
+        log: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare an image's prediction with a real event log, event by event.
+    Diff {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// Firmware event log of the boot.
+        #[arg(long)]
+        eventlog: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a manifest to another tool's format.
+    Export {
+        #[command(subcommand)]
+        format: ExportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Constellation's image measurements (v2) JSON.
+    Constellation {
+        manifest: PathBuf,
+        #[arg(long, default_value = "QEMU")]
+        csp: String,
+        #[arg(long, default_value = "stable")]
+        stream: String,
+    },
+    /// systemd's signed PCR 11 policy (.pcrsig JSON) and public key (.pcrpkey PEM).
+    Pcrsig {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// RSA private key (PEM).
+        #[arg(long)]
+        rsa_key: PathBuf,
+        /// Where to write the .pcrsig JSON.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the .pcrpkey PEM.
+        #[arg(long)]
+        pubkey_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct BootArgs {
+    /// A UKI, or a raw GPT disk image (its ESP's drop-ins are then included).
+    image: PathBuf,
+    /// systemd-stub behaviour: 252 or 257 (default: from the UKI's .sdmagic).
+    #[arg(long)]
+    stub: Option<u32>,
+    /// OVMF variable store with the Secure Boot keys (PK/KEK/db/dbx) of the boot.
+    #[arg(long)]
+    vars: Option<PathBuf>,
+    /// PCR bank: sha256, sha384, sha1 or sha512.
+    #[arg(long, default_value = "sha256")]
+    bank: String,
+    /// Last nacre-init phase extended into PCR 11 when the PCRs are read: none, enter-initrd,
+    /// leave-initrd, sysinit (when a node attests) or ready.
+    #[arg(long, default_value = "sysinit")]
+    phase: String,
+    /// Cluster ID (64 hex) of a node that has joined (PCR 15); absent for a first join.
+    #[arg(long)]
+    cluster_id: Option<String>,
+}
+
+#[derive(Args)]
+struct SignerArgs {
+    /// ECDSA P-256 private key, PKCS#8 PEM.
+    #[arg(long, conflicts_with = "signer_command")]
+    key: Option<PathBuf>,
+    /// External signer (KMS/HSM): reads the message on stdin, prints base64 DER signature.
+    #[arg(long, requires = "public_key")]
+    signer_command: Option<String>,
+    /// Public key the external signer's signatures must verify with.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+}
+
+fn parse_phase(s: &str) -> Result<Option<Phase>> {
+    if s == "none" {
+        return Ok(None);
+    }
+    Phase::ALL
+        .iter()
+        .find(|p| p.word() == s)
+        .copied()
+        .map(Some)
+        .with_context(|| {
+            format!("unknown phase {s:?}: use none, enter-initrd, leave-initrd, sysinit or ready")
+        })
+}
+
+fn parse_bank(s: &str) -> Result<HashAlg> {
+    let alg: HashAlg = s.parse().with_context(|| format!("unknown bank {s:?}"))?;
+    if !alg.is_supported() {
+        bail!("bank {s} cannot be computed");
+    }
+    Ok(alg)
+}
+
+impl BootArgs {
+    fn load(&self) -> Result<(BootFiles, BootConfig)> {
+        let files = BootFiles::open(&self.image)?;
+        let secure_boot = match &self.vars {
+            Some(p) => {
+                let fd = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                SecureBootVars::from_ovmf_varstore(&fd)
+                    .with_context(|| format!("{}", p.display()))?
+            }
+            None => SecureBootVars::default(),
+        };
+        let stub = match self.stub {
+            None => None,
+            Some(v) => Some(StubProfile::from_version(&v.to_string())?),
+        };
+        let cluster_id = match &self.cluster_id {
+            None => None,
+            Some(h) => {
+                let v = hex::decode(h).context("--cluster-id is not hex")?;
+                Some(
+                    <[u8; 32]>::try_from(v.as_slice())
+                        .ok()
+                        .context("--cluster-id must be 32 bytes (64 hex digits)")?,
+                )
+            }
+        };
+        let cfg = BootConfig {
+            alg: parse_bank(&self.bank)?,
+            stub,
+            secure_boot,
+            dropins: files.dropins.clone(),
+            phase: parse_phase(&self.phase)?,
+            cluster_id,
+        };
+        Ok((files, cfg))
+    }
+
+    fn predict(&self) -> Result<(BootFiles, BootConfig, Prediction)> {
+        let (files, cfg) = self.load()?;
+        let p = predict::predict(&files.uki, &cfg)
+            .with_context(|| format!("predicting {}", self.image.display()))?;
+        Ok((files, cfg, p))
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_prediction(p: &Prediction) {
+    println!(
+        "stub {}, bank {}, Secure Boot {}",
+        p.stub.name(),
+        p.alg.name(),
+        if p.secure_boot { "on" } else { "off" }
+    );
+    println!(
+        "\n{:>3}  {:<34} {:<16} description",
+        "PCR", "type", "digest"
+    );
+    for e in &p.events {
+        let t = e.event_type.name().unwrap_or("?");
+        println!(
+            "{:>3}  {:<34} {:<16} {}",
+            e.pcr,
+            t,
+            &hex::encode(&e.digest)[..16],
+            e.description
+        );
+    }
+    println!();
+    for (pcr, v) in &p.pcrs {
+        println!("PCR {pcr:>2}: {}", hex::encode(v));
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+fn sig_path(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+fn signer(args: &SignerArgs) -> Result<Box<dyn BlobSigner>> {
+    match (&args.key, &args.signer_command) {
+        (Some(k), None) => Ok(Box::new(PemSigner::from_pem_file(k)?)),
+        (None, Some(cmd)) => {
+            let pk = args
+                .public_key
+                .as_ref()
+                .context("--signer-command needs --public-key")?;
+            Ok(Box::new(CommandSigner {
+                command: cmd.clone(),
+                public_key: PublicKey::from_pem_file(pk)?,
+            }))
+        }
+        _ => bail!("give --key or --signer-command"),
+    }
+}
+
+fn read_pcrs_json(path: &Path) -> Result<BTreeMap<u32, Vec<u8>>> {
+    let raw: BTreeMap<String, String> = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{}: expected a JSON object {{\"<pcr>\": \"<hex>\"}}",
+            path.display()
+        )
+    })?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let pcr = k
+                .parse()
+                .with_context(|| format!("{}: PCR index {k:?}", path.display()))?;
+            let val = hex::decode(v.trim())
+                .with_context(|| format!("{}: PCR {k} is not hex", path.display()))?;
+            Ok((pcr, val))
+        })
+        .collect()
+}
+
+fn read_eventlog(path: &Path) -> Result<EventLog> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    EventLog::parse(&bytes).with_context(|| format!("{}: malformed event log", path.display()))
+}
+
+fn observed_events(log: &EventLog, alg: HashAlg) -> Vec<Observed> {
+    log.events
+        .iter()
+        .filter_map(|e| Observed::from_log(e, alg))
+        .collect()
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("nacre-measure: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Inspect { image, json } => inspect(&image, json),
+        Cmd::Predict { boot, json } => {
+            let (_, _, p) = boot.predict()?;
+            if json {
+                print_json(&p)
+            } else {
+                print_prediction(&p);
+                Ok(())
+            }
+        }
+        Cmd::Golden {
+            boot,
+            reference,
+            version,
+            variant,
+            warn_only,
+            out,
+            key,
+        } => {
+            let (files, cfg, p) = boot.predict()?;
+            let uki = Uki::parse(&files.uki)?;
+            let image = ImageRef {
+                reference,
+                version,
+                variant,
+                uki_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &files.uki)),
+                roothash: uki.roothash()?,
+            };
+            let phase = cfg.phase.map(|p| p.word().to_string());
+            let m = Manifest::from_prediction(image, &p, phase, &warn_only);
+            let json = m.to_json();
+            // Sign first, so a failing signer leaves nothing behind.
+            let sig = match &key {
+                Some(k) => Some(sign::sign_blob(&PemSigner::from_pem_file(k)?, &json)?),
+                None => None,
+            };
+            write_atomic(&out, &json)?;
+            if let Some(sig) = sig {
+                write_atomic(&sig_path(&out), sig.as_bytes())?;
+            }
+            eprintln!(
+                "wrote {}{}",
+                out.display(),
+                if key.is_some() { " and its .sig" } else { "" }
+            );
+            Ok(())
+        }
+        Cmd::Sign {
+            file,
+            signer: s,
+            out,
+        } => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let sig = sign::sign_blob(signer(&s)?.as_ref(), &data)?;
+            let out = out.unwrap_or_else(|| sig_path(&file));
+            write_atomic(&out, sig.as_bytes())?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Keygen { prefix } => {
+            let (s, pem) = PemSigner::generate()?;
+            let key = prefix.with_extension("key");
+            let public = prefix.with_extension("pub");
+            if key.exists() {
+                bail!("{} exists: not overwriting a key", key.display());
+            }
+            let pk = PublicKey::from_spki(&s.public_key_spki())?;
+            write_atomic(&public, pk.to_pem().as_bytes())?;
+            write_atomic(&key, pem.as_bytes())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+            }
+            eprintln!("wrote {} and {}", key.display(), public.display());
+            Ok(())
+        }
+        Cmd::Verify {
+            manifest,
+            key,
+            signature,
+            pcrs,
+            eventlog,
+            json,
+        } => verify(&manifest, &key, signature, pcrs, eventlog, json),
+        Cmd::Eventlog { log, json } => {
+            let log = read_eventlog(&log)?;
+            let banks = log.banks().to_vec();
+            let replayed =
+                nacre_eventlog::replay::replay(&log, &[]).context("replaying the log")?;
+            if json {
+                let events: Vec<_> = banks
+                    .iter()
+                    .flat_map(|b| observed_events(&log, *b))
+                    .collect();
+                let pcrs: BTreeMap<String, BTreeMap<String, String>> = replayed
+                    .iter()
+                    .map(|bank| {
+                        (
+                            bank.alg.name().to_string(),
+                            (0..24)
+                                .map(|i| (i.to_string(), hex::encode(&bank.values[i])))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                return print_json(&serde_json::json!({"events": events, "pcrs": pcrs}));
+            }
+            let main_bank = banks
+                .iter()
+                .copied()
+                .find(|b| *b == HashAlg::Sha256)
+                .or(banks.first().copied())
+                .context("log has no banks")?;
+            for e in &log.events {
+                let d = e.digest(main_bank).map(hex::encode).unwrap_or_default();
+                println!(
+                    "{:#07x} PCR {:>2} {:<34} {:.16} {}",
+                    e.offset,
+                    e.pcr,
+                    e.event_type.name().unwrap_or("?"),
+                    d,
+                    e.decode()
+                );
+            }
+            for bank in &replayed {
+                println!("\n{} bank:", bank.alg.name());
+                for (i, v) in bank.values.iter().enumerate() {
+                    println!("  PCR {i:>2}: {}", hex::encode(v));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Diff {
+            boot,
+            eventlog,
+            json,
+        } => {
+            let (_, cfg, p) = boot.predict()?;
+            let log = read_eventlog(&eventlog)?;
+            let diffs = diff::compare(
+                &p.events,
+                &observed_events(&log, cfg.alg),
+                &predict::PREDICTED_PCRS,
+            );
+            if json {
+                print_json(&diffs)?;
+            } else if diffs.is_empty() {
+                println!(
+                    "the event log matches the prediction for PCRs {:?}",
+                    predict::PREDICTED_PCRS
+                );
+            } else {
+                for d in &diffs {
+                    println!("{d}\n");
+                }
+            }
+            if !diffs.is_empty() {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Cmd::Export { format } => match format {
+            ExportCmd::Constellation {
+                manifest,
+                csp,
+                stream,
+            } => {
+                let m = Manifest::from_json(
+                    &std::fs::read(&manifest)
+                        .with_context(|| format!("reading {}", manifest.display()))?,
+                )
+                .with_context(|| format!("{}", manifest.display()))?;
+                print_json(&manifest::to_constellation(&m, &csp, &stream))
+            }
+            ExportCmd::Pcrsig {
+                boot,
+                rsa_key,
+                out,
+                pubkey_out,
+            } => {
+                let (files, mut cfg) = boot.load()?;
+                cfg.phase = None;
+                cfg.cluster_id = None;
+                let p = predict::predict(&files.uki, &cfg)?;
+                let pcr11 = p.pcrs.get(&11).context("no PCR 11 predicted")?;
+                let signer = RsaSigner::from_pem_file(&rsa_key)?;
+                let phases = pcrsig::phase_values(cfg.alg, pcr11)?;
+                let j = pcrsig::sign_pcr11(&signer, cfg.alg, &phases)?;
+                write_atomic(&out, serde_json::to_string(&j)?.as_bytes())?;
+                if let Some(pk) = pubkey_out {
+                    write_atomic(
+                        &pk,
+                        sign::to_pem("PUBLIC KEY", &signer.public_spki()).as_bytes(),
+                    )?;
+                }
+                eprintln!("wrote {}", out.display());
+                Ok(())
+            }
+        },
+    }
+}
+
+fn inspect(image: &Path, json: bool) -> Result<()> {
+    let files = BootFiles::open(image)?;
+    let uki = Uki::parse(&files.uki).with_context(|| format!("{}: UKI", image.display()))?;
+    let sha = |alg| hex::encode(authenticode::digest(&uki.pe, alg));
+    let kernel = uki.section_data(".linux").context("no .linux")?;
+    let kpe = nacre_measure::pe::PeImage::parse(&kernel)
+        .context(".linux is not a PE image (EFI stub kernel)")?;
+    let ksha = |alg| hex::encode(authenticode::digest(&kpe, alg));
+    let sections: Vec<_> = uki
+        .pe
+        .sections
+        .iter()
+        .map(|s| serde_json::json!({"name": s.name, "virtual_size": s.virtual_size, "file_offset": s.pointer_to_raw_data, "raw_size": s.size_of_raw_data}))
+        .collect();
+    let v = serde_json::json!({
+        "stub_version": uki.stub_version,
+        "cmdline": uki.cmdline()?,
+        "roothash": uki.roothash()?,
+        "os_release": uki.os_release().into_iter().collect::<BTreeMap<_, _>>(),
+        "signed": uki.pe.cert_table.is_some(),
+        "sections": sections,
+        "authenticode": {"uki": {"sha256": sha(&ring::digest::SHA256), "sha384": sha(&ring::digest::SHA384)},
+                          "kernel": {"sha256": ksha(&ring::digest::SHA256), "sha384": ksha(&ring::digest::SHA384)}},
+        "esp_dropins": files.dropins.extra_d.iter().map(|(n, d)| format!("EFI/BOOT/BOOTX64.EFI.extra.d/{n} ({} bytes)", d.len()))
+            .chain(files.dropins.loader_credentials.iter().map(|(n, d)| format!("loader/credentials/{n} ({} bytes)", d.len()))).collect::<Vec<_>>(),
+    });
+    if json {
+        return print_json(&v);
+    }
+    println!(
+        "stub:      systemd-stub {}",
+        uki.stub_version
+            .as_deref()
+            .unwrap_or("(unknown: no .sdmagic)")
+    );
+    println!("cmdline:   {}", uki.cmdline()?.unwrap_or_default());
+    println!(
+        "roothash:  {}",
+        uki.roothash()?.unwrap_or_else(|| "(none)".into())
+    );
+    println!(
+        "signed:    {}",
+        if uki.pe.cert_table.is_some() {
+            "yes (Authenticode)"
+        } else {
+            "no"
+        }
+    );
+    println!("sections:");
+    for s in &uki.pe.sections {
+        println!(
+            "  {:<9} {:>10} bytes at {:#x}",
+            s.name, s.virtual_size, s.pointer_to_raw_data
+        );
+    }
+    println!(
+        "Authenticode sha256: UKI {}  kernel {}",
+        sha(&ring::digest::SHA256),
+        ksha(&ring::digest::SHA256)
+    );
+    println!(
+        "Authenticode sha384: UKI {}  kernel {}",
+        sha(&ring::digest::SHA384),
+        ksha(&ring::digest::SHA384)
+    );
+    for d in v["esp_dropins"].as_array().into_iter().flatten() {
+        println!("drop-in:   {}", d.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn verify(
+    manifest_path: &Path,
+    key: &Path,
+    signature: Option<PathBuf>,
+    pcrs: Option<PathBuf>,
+    eventlog: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let bytes = std::fs::read(manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let sig_file = signature.unwrap_or_else(|| sig_path(manifest_path));
+    let sig = std::fs::read(&sig_file)
+        .with_context(|| format!("reading signature {}", sig_file.display()))?;
+    let pk = PublicKey::from_pem_file(key)?;
+    sign::verify_blob(&pk, &bytes, &sig).with_context(|| {
+        format!(
+            "{}: signature {}",
+            manifest_path.display(),
+            sig_file.display()
+        )
+    })?;
+    let m = Manifest::from_json(&bytes).with_context(|| format!("{}", manifest_path.display()))?;
+    if !json {
+        println!(
+            "signature: OK ({} signed by {})",
+            manifest_path.display(),
+            key.display()
+        );
+    }
+    let mut report = serde_json::json!({"signature": "ok"});
+    let mut failed = false;
+    let mut observed_pcrs = match &pcrs {
+        Some(p) => Some(read_pcrs_json(p)?),
+        None => None,
+    };
+    if let Some(log_path) = &eventlog {
+        let log = read_eventlog(log_path)?;
+        let replayed =
+            nacre_eventlog::replay::replay(&log, &[]).context("replaying the event log")?;
+        let bank = replayed
+            .iter()
+            .find(|b| b.alg == m.alg)
+            .with_context(|| format!("the event log has no {} bank", m.alg.name()))?;
+        // The log must explain the quoted values: a log that replays to other PCRs is forged or
+        // incomplete.
+        if let Some(obs) = &observed_pcrs {
+            for pcr in m.measurements.keys() {
+                if let (Some(o), Some(r)) = (obs.get(pcr), bank.values.get(*pcr as usize)) {
+                    if o != r {
+                        bail!("{}: replaying the event log gives PCR {pcr} = {}, but the observed value is {}: the log does not belong to these PCRs", log_path.display(), hex::encode(r), hex::encode(o));
+                    }
+                }
+            }
+        }
+        let diffs = diff::compare(
+            &m.events,
+            &observed_events(&log, m.alg),
+            &m.measurements
+                .keys()
+                .copied()
+                .filter(|p| m.events.iter().any(|e| e.pcr == *p))
+                .collect::<Vec<_>>(),
+        );
+        if !json {
+            for d in &diffs {
+                let warn = m.measurements.get(&d.pcr).is_some_and(|e| e.warn_only);
+                println!("{}: {d}", if warn { "warning" } else { "error" });
+            }
+        }
+        report["event_differences"] = serde_json::to_value(&diffs)?;
+        if observed_pcrs.is_none() {
+            observed_pcrs = Some(
+                (0..24u32)
+                    .filter_map(|i| Some((i, bank.values.get(i as usize)?.clone())))
+                    .collect(),
+            );
+        }
+    }
+    if let Some(obs) = &observed_pcrs {
+        let v = m.check_pcrs(obs);
+        if !json {
+            for w in &v.warnings {
+                println!(
+                    "warning: PCR {} (warn-only) is {} , expected {}",
+                    w.pcr,
+                    w.observed.as_deref().unwrap_or("absent"),
+                    w.expected
+                );
+            }
+            for e in &v.errors {
+                println!(
+                    "error: PCR {} is {}, expected {}",
+                    e.pcr,
+                    e.observed.as_deref().unwrap_or("absent"),
+                    e.expected
+                );
+            }
+            println!(
+                "PCRs: {} matched, {} warnings, {} errors",
+                v.matched.len(),
+                v.warnings.len(),
+                v.errors.len()
+            );
+        }
+        failed = !v.ok();
+        report["pcrs"] = serde_json::to_value(&v)?;
+    }
+    report["ok"] = serde_json::Value::Bool(!failed);
+    if json {
+        print_json(&report)?;
+    }
+    if failed {
+        std::process::exit(2);
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The runtime events nacre's PID 1 extends: the single definition shared by the init (which
+//! extends them) and the measurement predictor (which predicts the PCRs they produce).
+//!
+//! * **PCR 11, boot phases** — exactly what systemd-pcrphase does, so UKIs carrying a
+//!   `.pcrsig` made by `systemd-measure sign`/ukify/mkosi for the phases `enter-initrd`,
+//!   `:leave-initrd`, `:sysinit`, `:ready` match a nacre boot although nacre runs no systemd.
+//!   Each phase extends `H(word)`: the word's UTF-8 bytes, no NUL, in every bank. This was
+//!   checked against systemd 252's `systemd-measure calculate`, whose phase lines are the
+//!   stub's PCR 11 followed by these extends (see the tests). When nacre extends them:
+//!   - `enter-initrd`: first thing stage 1 (the initrd init) does;
+//!   - `leave-initrd`: just before switching root;
+//!   - `sysinit`: first thing stage 2 on the verified root does;
+//!   - `ready`: just before services (the kubelet) start.
+//! * **PCR 15, cluster identity** — extended once, when the node is initialized (joined or
+//!   bootstrapped a cluster). Content `nacre.cluster-id=<64 lowercase hex digits>`, digest the
+//!   hash of that content string. A node that never joined has PCR 15 = 0, which is how a join
+//!   service tells that a node is not already part of another cluster.
+//!
+//! In both cases the digest is the hash of the CEL record's `content.string`, so anyone can
+//! re-check a record without knowing nacre.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::alg::{AlgError, HashAlg};
+use crate::cel::{CelContent, CelDigest, CelRecord, CONTENT_TYPE_NACRE};
+
+/// PCR extended with the boot phases.
+pub const PHASE_PCR: u32 = 11;
+/// PCR extended with the cluster identity.
+pub const CLUSTER_ID_PCR: u32 = 15;
+/// Prefix of the cluster identity content string.
+pub const CLUSTER_ID_PREFIX: &str = "nacre.cluster-id=";
+
+/// A boot phase, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Stage 1 started.
+    EnterInitrd,
+    /// Stage 1 is about to switch root.
+    LeaveInitrd,
+    /// Stage 2 started on the verified root.
+    Sysinit,
+    /// Services are about to start.
+    Ready,
+}
+
+impl Phase {
+    /// All phases, in boot order.
+    pub const ALL: [Phase; 4] = [
+        Phase::EnterInitrd,
+        Phase::LeaveInitrd,
+        Phase::Sysinit,
+        Phase::Ready,
+    ];
+
+    /// The word extended into PCR 11 (systemd-pcrphase's word).
+    pub const fn word(self) -> &'static str {
+        match self {
+            Phase::EnterInitrd => "enter-initrd",
+            Phase::LeaveInitrd => "leave-initrd",
+            Phase::Sysinit => "sysinit",
+            Phase::Ready => "ready",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+impl FromStr for Phase {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self, RuntimeError> {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.word() == s)
+            .ok_or_else(|| RuntimeError::UnknownPhase(s.to_owned()))
+    }
+}
+
+/// An event nacre-init extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuntimeEvent {
+    /// A boot phase, on PCR 11.
+    Phase(Phase),
+    /// The cluster identity, on PCR 15.
+    ClusterId([u8; 32]),
+}
+
+/// Why a runtime event or record is not what nacre defines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// Hashing failed.
+    #[error(transparent)]
+    Alg(#[from] AlgError),
+    /// A PCR value of the wrong length for its bank.
+    #[error("{alg} PCR value is {found} bytes, expected {expected}")]
+    PcrLength {
+        /// The bank.
+        alg: HashAlg,
+        /// The value's length.
+        found: usize,
+        /// The bank's size.
+        expected: usize,
+    },
+    /// The record is not one of nacre's.
+    #[error("content_type is {0:?}, expected \"nacre\"")]
+    ContentType(String),
+    /// Unknown content.eventType.
+    #[error("unknown nacre event type {0:?}")]
+    UnknownEventType(String),
+    /// Unknown phase word.
+    #[error("unknown boot phase {0:?}")]
+    UnknownPhase(String),
+    /// Malformed cluster id content.
+    #[error("cluster id content {0:?} is not \"nacre.cluster-id=\" and 64 lowercase hex digits")]
+    BadClusterId(String),
+    /// The record is on the wrong PCR for its event.
+    #[error("{event} belongs on PCR {expected}, record is on PCR {found}")]
+    WrongPcr {
+        /// The event's content.
+        event: String,
+        /// The event's PCR.
+        expected: u32,
+        /// The record's PCR.
+        found: u32,
+    },
+    /// A digest is not the hash of the content.
+    #[error("{alg} digest does not match the content {content:?}")]
+    DigestMismatch {
+        /// The bank.
+        alg: HashAlg,
+        /// The content string.
+        content: String,
+    },
+}
+
+impl RuntimeEvent {
+    /// The PCR this event extends.
+    pub const fn pcr(&self) -> u32 {
+        match self {
+            RuntimeEvent::Phase(_) => PHASE_PCR,
+            RuntimeEvent::ClusterId(_) => CLUSTER_ID_PCR,
+        }
+    }
+
+    /// The CEL `content.eventType`.
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            RuntimeEvent::Phase(_) => "phase",
+            RuntimeEvent::ClusterId(_) => "cluster-id",
+        }
+    }
+
+    /// The measured string; its hash is the digest.
+    pub fn content(&self) -> String {
+        match self {
+            RuntimeEvent::Phase(p) => p.word().to_owned(),
+            RuntimeEvent::ClusterId(id) => format!("{CLUSTER_ID_PREFIX}{}", hex::encode(id)),
+        }
+    }
+
+    /// The digest extended into `alg`'s bank.
+    pub fn digest(&self, alg: HashAlg) -> Result<Vec<u8>, AlgError> {
+        alg.hash(self.content().as_bytes())
+    }
+
+    /// The CEL record for this event, with a digest for each of `banks`.
+    pub fn to_cel(&self, recnum: u64, banks: &[HashAlg]) -> Result<CelRecord, AlgError> {
+        let digests = banks
+            .iter()
+            .map(|&alg| {
+                Ok(CelDigest {
+                    hash_alg: alg,
+                    digest: self.digest(alg)?,
+                })
+            })
+            .collect::<Result<_, AlgError>>()?;
+        Ok(CelRecord {
+            recnum,
+            pcr: self.pcr(),
+            digests,
+            content_type: CONTENT_TYPE_NACRE.to_owned(),
+            content: CelContent {
+                event_type: self.event_type().to_owned(),
+                string: self.content(),
+            },
+        })
+    }
+
+    /// Recognizes one of nacre's records and checks its PCR and every digest against its
+    /// content, so a verifier can trust the content it shows.
+    pub fn from_cel(rec: &CelRecord) -> Result<Self, RuntimeError> {
+        if rec.content_type != CONTENT_TYPE_NACRE {
+            return Err(RuntimeError::ContentType(rec.content_type.clone()));
+        }
+        let s = &rec.content.string;
+        let ev = match rec.content.event_type.as_str() {
+            "phase" => RuntimeEvent::Phase(s.parse()?),
+            "cluster-id" => RuntimeEvent::ClusterId(parse_cluster_id(s)?),
+            other => return Err(RuntimeError::UnknownEventType(other.to_owned())),
+        };
+        if rec.pcr != ev.pcr() {
+            return Err(RuntimeError::WrongPcr {
+                event: ev.content(),
+                expected: ev.pcr(),
+                found: rec.pcr,
+            });
+        }
+        for d in &rec.digests {
+            if ev.digest(d.hash_alg)? != d.digest {
+                return Err(RuntimeError::DigestMismatch {
+                    alg: d.hash_alg,
+                    content: ev.content(),
+                });
+            }
+        }
+        Ok(ev)
+    }
+}
+
+fn parse_cluster_id(s: &str) -> Result<[u8; 32], RuntimeError> {
+    let bad = || RuntimeError::BadClusterId(s.to_owned());
+    let h = s.strip_prefix(CLUSTER_ID_PREFIX).ok_or_else(bad)?;
+    // Only the canonical (lowercase) spelling hashes to the digest nacre extends.
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(bad());
+    }
+    let v = hex::decode(h).map_err(|_| bad())?;
+    v.try_into().map_err(|_| bad())
+}
+
+impl fmt::Display for RuntimeEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PCR {} {}: {}", self.pcr(), self.event_type(), self.content())
+    }
+}
+
+/// PCR 11 after the phases up to and including `upto`, starting from `initial` (the value
+/// systemd-stub left, i.e. the replayed firmware log's PCR 11).
+pub fn pcr11_after(initial: &[u8], upto: Phase, alg: HashAlg) -> Result<Vec<u8>, RuntimeError> {
+    if initial.len() != alg.digest_size() {
+        return Err(RuntimeError::PcrLength {
+            alg,
+            found: initial.len(),
+            expected: alg.digest_size(),
+        });
+    }
+    let mut v = initial.to_vec();
+    for p in Phase::ALL.into_iter().take_while(|p| *p <= upto) {
+        v = alg.extend(&v, &RuntimeEvent::Phase(p).digest(alg)?)?;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cel_round_trip_and_checks() {
+        let id = [0x5a; 32];
+        for ev in [RuntimeEvent::Phase(Phase::Sysinit), RuntimeEvent::ClusterId(id)] {
+            let rec = ev.to_cel(3, &[HashAlg::Sha256, HashAlg::Sha384]).unwrap();
+            rec.validate().unwrap();
+            assert_eq!(RuntimeEvent::from_cel(&rec), Ok(ev));
+            let mut wrong = rec.clone();
+            wrong.digests[1].digest[0] ^= 1;
+            assert!(matches!(
+                RuntimeEvent::from_cel(&wrong),
+                Err(RuntimeError::DigestMismatch { alg: HashAlg::Sha384, .. })
+            ));
+            let mut wrong = rec.clone();
+            wrong.pcr = 4;
+            assert!(matches!(RuntimeEvent::from_cel(&wrong), Err(RuntimeError::WrongPcr { .. })));
+        }
+        let ev = RuntimeEvent::ClusterId(id);
+        assert_eq!(ev.content(), format!("nacre.cluster-id={}", "5a".repeat(32)));
+        assert_eq!(ev.pcr(), 15);
+        let mut upper = ev.to_cel(0, &[HashAlg::Sha256]).unwrap();
+        upper.content.string = upper.content.string.to_uppercase().replace("NACRE.CLUSTER-ID", "nacre.cluster-id");
+        assert!(matches!(RuntimeEvent::from_cel(&upper), Err(RuntimeError::BadClusterId(_))));
+        assert_eq!(
+            "ready".parse::<Phase>().unwrap(),
+            Phase::Ready
+        );
+        assert!(matches!(
+            pcr11_after(&[0; 20], Phase::Ready, HashAlg::Sha256),
+            Err(RuntimeError::PcrLength { found: 20, .. })
+        ));
+    }
+}

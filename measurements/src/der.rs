@@ -2,7 +2,10 @@
 //! measurement code only needs byte ranges (a subject name to look for), never to trust them.
 
 /// Split one TLV off the front: (tag, whole TLV, contents, rest).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// (tag, whole TLV, contents, rest)
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
     let tag = *b.first()?;
     let first = *b.get(1)?;
     let (len, hdr) = if first < 0x80 {

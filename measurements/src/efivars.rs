@@ -156,7 +156,7 @@ pub fn parse_signature_lists(var: &str, data: &[u8]) -> Result<Vec<SignatureData
             .filter(|&e| e <= data.len() && list_size >= 28)
             .ok_or(err(pos, "SignatureListSize runs past the variable"))?;
         let first = pos + 28 + header_size;
-        if sig_size <= 16 || first > end || (end - first) % sig_size != 0 {
+        if sig_size <= 16 || first > end || !(end - first).is_multiple_of(sig_size) {
             return Err(err(
                 pos,
                 "SignatureSize does not divide the list (or is not larger than the owner GUID)",
@@ -202,7 +202,7 @@ impl SecureBootVars {
         };
         let pk = get(&EFI_GLOBAL_VARIABLE, "PK").unwrap_or_default();
         let enable = get(&SECURE_BOOT_ENABLE_DISABLE, "SecureBootEnable");
-        let enabled = !pk.is_empty() && enable.map_or(true, |e| e.first() != Some(&0));
+        let enabled = !pk.is_empty() && enable.is_none_or(|e| e.first() != Some(&0));
         Ok(SecureBootVars {
             enabled,
             pk,

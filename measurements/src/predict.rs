@@ -82,13 +82,16 @@ pub mod event_type_name {
     }
 }
 
-/// Files the stub picks up from the ESP, as (file name, contents).
+/// A file from the ESP: (file name, contents).
+pub type EspFile = (String, Vec<u8>);
+
+/// Files the stub picks up from the ESP.
 #[derive(Debug, Clone, Default)]
 pub struct EspDropins {
     /// `\EFI\BOOT\BOOTX64.EFI.extra.d\*` (credentials `*.cred`, system extensions `*.raw`).
-    pub extra_d: Vec<(String, Vec<u8>)>,
+    pub extra_d: Vec<EspFile>,
     /// `\loader\credentials\*.cred`.
-    pub loader_credentials: Vec<(String, Vec<u8>)>,
+    pub loader_credentials: Vec<EspFile>,
 }
 
 /// Everything a prediction depends on besides the UKI itself.
@@ -229,8 +232,12 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
     if cfg.secure_boot.enabled {
         let db = efivars::parse_signature_lists("db", &cfg.secure_boot.db)?;
         let sha256 = authenticode::digest(&uki.pe, &ring::digest::SHA256);
-        let authority = efivars::find_db_authority(&db, &uki.pe.signatures().map_err(PredictError::Signature)?, sha256.as_ref())
-            .ok_or(PredictError::NotAuthorized)?;
+        let authority = efivars::find_db_authority(
+            &db,
+            &uki.pe.signatures().map_err(PredictError::Signature)?,
+            sha256.as_ref(),
+        )
+        .ok_or(PredictError::NotAuthorized)?;
         let data = efivars::uefi_variable_data(
             &efivars::EFI_IMAGE_SECURITY_DATABASE,
             "db",
@@ -275,7 +282,7 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
         }
     }
     // ... then the cpio archives it generates from ESP drop-ins (PCR 12, 13).
-    let kinds: [(&DropinKind, &Vec<(String, Vec<u8>)>); 3] = [
+    let kinds: [(&DropinKind, &[EspFile]); 3] = [
         (&stub_cpio::CREDENTIALS, &cfg.dropins.extra_d),
         (
             &stub_cpio::GLOBAL_CREDENTIALS,

@@ -21,7 +21,7 @@ pub enum SourceError {
         cause: std::io::Error,
     },
     #[error("{path}: {cause}")]
-    Disk { path: PathBuf, cause: EspError },
+    Disk { path: PathBuf, cause: Box<EspError> },
     #[error("{path}: reading {file} from the ESP: {cause}")]
     Fat {
         path: PathBuf,
@@ -61,7 +61,7 @@ impl BootFiles {
         }
         let (_gpt, mut fat) = open_esp(path).map_err(|cause| SourceError::Disk {
             path: path.to_path_buf(),
-            cause,
+            cause: Box::new(cause),
         })?;
         let fat_err = |file: &str, cause| SourceError::Fat {
             path: path.to_path_buf(),

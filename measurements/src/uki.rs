@@ -159,10 +159,10 @@ fn parse_sdmagic(text: &str) -> Option<String> {
 pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
     cmdline
         .split_whitespace()
+        .rev()
         .filter_map(|w| w.split_once('='))
-        .filter(|(k, _)| *k == key)
+        .find(|(k, _)| *k == key)
         .map(|(_, v)| v.to_string())
-        .last()
 }
 
 #[cfg(test)]

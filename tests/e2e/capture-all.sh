@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Boot every variant built by tests/e2e/build-variants.sh with scripts/qemu-capture.sh and check
+# the captures.
+#
+# Usage: tests/e2e/capture-all.sh OUTDIR [--jobs N] [--timeout S] [--no-check] [VARIANT...]
+#   VARIANTs default to: plain sb extra sb-unsigned. --jobs: boots at a time (default 2).
+#   Writes OUTDIR/<variant>/capture/{eventlog.bin,pcrs.json,console.log,capture.json,result}.
+#   sb-unsigned must be refused by the firmware: qemu-capture.sh exits 3 ("firmware refused the
+#   image"); its result file records the reason.
+#   Checks (unless --no-check), with tpm2_eventlog: replaying eventlog.bin gives pcrs.json for
+#   PCRs 0-7, 9, 11, 12, 13 (PCRs without events must be zero); plain/sb/extra have the four
+#   systemd-stub PCR 11 sections; extra has events in PCR 12 and 13, the others none;
+#   sb has an EV_EFI_VARIABLE_AUTHORITY event in PCR 7, the others none.
+# Exit code 0 only if every variant behaved as expected.
+set -euo pipefail
+
+help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+here=$(cd "$(dirname "$0")" && pwd)
+capture=$(cd "$here/../../scripts" && pwd)/qemu-capture.sh
+
+out="" jobs=2 timeout=180 check=1 variants=()
+while (($#)); do
+  case "$1" in
+    --jobs) jobs="$2"; shift 2 ;;
+    --timeout) timeout="$2"; shift 2 ;;
+    --no-check) check=0; shift ;;
+    -h|--help) help; exit 0 ;;
+    -*) echo "capture-all: unknown option $1" >&2; exit 2 ;;
+    *) if [[ -z "$out" ]]; then out="$1"; else variants+=("$1"); fi; shift ;;
+  esac
+done
+[[ -n "$out" && -d "$out" ]] || { help >&2; exit 2; }
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "capture-all: --jobs wants a positive number" >&2; exit 2; }
+((${#variants[@]})) || variants=(plain sb extra sb-unsigned)
+out=$(cd "$out" && pwd)
+
+# Boot one variant; the result file holds "<rc> <seconds> <last qemu-capture line>".
+boot() {
+  local v=$1 dir=$out/$1 args=() rc=0 t0 t1
+  [[ -f "$dir/disk.img" ]] || { echo "capture-all: $dir/disk.img missing (run build-variants.sh)" >&2; return 1; }
+  [[ -f "$dir/vars.fd" ]] && args+=(--secure-boot "$dir/vars.fd")
+  mkdir -p "$dir/capture"
+  t0=$(date +%s.%N)
+  "$capture" "$dir/disk.img" "$dir/capture" ${args[@]+"${args[@]}"} --timeout "$timeout" \
+    2>"$dir/capture/qemu-capture.err" || rc=$?
+  t1=$(date +%s.%N)
+  printf '%s %s %s\n' "$rc" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" \
+    "$(tail -n1 "$dir/capture/qemu-capture.err")" >"$dir/capture/result"
+  echo "capture-all: $v: $(cat "$dir/capture/result")" >&2
+}
+
+start=$(date +%s.%N)
+running=0
+for v in "${variants[@]}"; do
+  rm -f "$out/$v/capture/result"
+  if ((running >= jobs)); then wait -n || true; running=$((running - 1)); fi
+  boot "$v" &
+  running=$((running + 1))
+done
+wait || true
+wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "capture-all: ${#variants[@]} boots, --jobs $jobs, wall time ${wall}s" >&2
+
+# Replay check: tpm2_eventlog's final "pcrs: sha256:" block against pcrs.json.
+check_variant() { # VARIANT -> prints problems, returns non-zero on any
+  local v=$1 cap=$out/$1/capture
+  tpm2_eventlog "$cap/eventlog.bin" >"$cap/eventlog.yaml" 2>"$cap/eventlog.warn" \
+    || { echo "tpm2_eventlog failed on $cap/eventlog.bin"; return 1; }
+  python3 - "$v" "$cap" <<'PY'
+import json, re, sys
+v, cap = sys.argv[1], sys.argv[2]
+yaml = open(cap + "/eventlog.yaml").read()
+pcrs = json.load(open(cap + "/pcrs.json"))
+replayed = dict((int(n), h.lower()) for n, h in re.findall(r"^\s+(\d+)\s*:\s*0x([0-9A-Fa-f]{64})$", yaml.split("\npcrs:")[-1], re.M))
+bad = []
+for n in (0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13):
+    want = pcrs[str(n)]
+    got = replayed.get(n, "0" * 64)
+    if got != want:
+        bad.append("PCR %d: replay %s != live %s" % (n, got[:16], want[:16]))
+# Events per PCR and type.
+events = re.findall(r"PCRIndex: (\d+)\n\s+EventType: (\S+)", yaml)
+def count(pcr, etype=None):
+    return sum(1 for p, t in events if int(p) == pcr and (etype is None or t == etype))
+n12, n13, auth = count(12), count(13), count(7, "EV_EFI_VARIABLE_AUTHORITY")
+if count(11, "EV_IPL") != 8:
+    bad.append("PCR 11: %d EV_IPL events, want 8 (.linux .osrel .cmdline .initrd)" % count(11, "EV_IPL"))
+if v == "extra":
+    if n12 == 0: bad.append("no PCR 12 events (credentials)")
+    if n13 == 0: bad.append("no PCR 13 events (sysext)")
+elif n12 or n13:
+    bad.append("unexpected PCR 12/13 events: %d/%d" % (n12, n13))
+if v == "sb" and auth != 1:
+    bad.append("%d EV_EFI_VARIABLE_AUTHORITY events in PCR 7, want 1" % auth)
+if v != "sb" and auth:
+    bad.append("unexpected EV_EFI_VARIABLE_AUTHORITY in PCR 7")
+print("%s: %d events; PCR 12: %d, PCR 13: %d, PCR 7 authority: %d; replay %s" % (
+    v, len(events), n12, n13, auth, "matches" if not any(b.startswith("PCR ") and "replay" in b for b in bad) else "MISMATCH"))
+for b in bad:
+    print("  " + b)
+sys.exit(1 if bad else 0)
+PY
+}
+
+failed=0
+for v in "${variants[@]}"; do
+  res=$out/$v/capture/result
+  if [[ ! -f "$res" ]]; then echo "capture-all: $v: no result" >&2; failed=1; continue; fi
+  read -r rc secs msg <"$res"
+  if [[ "$v" == sb-unsigned ]]; then
+    if [[ "$rc" == 3 ]]; then
+      echo "capture-all: PASS sb-unsigned refused as expected after ${secs}s: $msg" >&2
+      echo "refused: $msg" >"$out/$v/capture/expected"
+    else
+      echo "capture-all: FAIL sb-unsigned was not refused (rc $rc): $msg" >&2; failed=1
+    fi
+    continue
+  fi
+  if [[ "$rc" != 0 ]]; then echo "capture-all: FAIL $v: capture failed (rc $rc): $msg" >&2; failed=1; continue; fi
+  if ((check)); then
+    if report=$(check_variant "$v"); then
+      echo "capture-all: PASS $v (${secs}s) $report" >&2
+    else
+      echo "capture-all: FAIL $v (${secs}s) $report" >&2; failed=1
+    fi
+  else
+    echo "capture-all: captured $v (${secs}s)" >&2
+  fi
+done
+exit "$failed"

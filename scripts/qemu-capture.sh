@@ -45,6 +45,7 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 disk=$(cd "$(dirname "$disk")" && pwd)/$(basename "$disk")
+[[ "$disk$out" != *,* ]] || { echo "qemu-capture: paths must not contain ',' (QEMU option syntax)" >&2; exit 2; }
 rm -f "$out"/{console.log,qemu.log,eventlog.bin,pcrs.json,capture.json}
 
 # Short private directory: UNIX socket paths must stay under 108 bytes.

@@ -29,11 +29,17 @@ fn volume(fat_bits: u32, size: u64) -> Vol {
     mtool("mcopy", &img, &[src.to_str().unwrap(), "::/loop.bin"]);
     mtool("mmd", &img, &["::/a", "::/a/b"]);
     for i in 0..40 {
-        let f = tmp.path().join(format!("a long file name to fill the directory {i}"));
+        let f = tmp
+            .path()
+            .join(format!("a long file name to fill the directory {i}"));
         std::fs::write(&f, b"x").unwrap();
         mtool("mcopy", &img, &[f.to_str().unwrap(), "::/a/"]);
     }
-    Vol { _tmp: tmp, img, geo }
+    Vol {
+        _tmp: tmp,
+        img,
+        geo,
+    }
 }
 
 fn open(img: &Path) -> Fat<File> {
@@ -45,7 +51,8 @@ fn set_fat(v: &Vol, cluster: u32, value: u32) {
     let g = &v.geo;
     let c = u64::from(cluster);
     for copy in 0..g.num_fats {
-        let base = u64::from(g.reserved_sectors + copy * g.fat_sectors) * u64::from(g.bytes_per_sector);
+        let base =
+            u64::from(g.reserved_sectors + copy * g.fat_sectors) * u64::from(g.bytes_per_sector);
         match g.fat_type {
             FatType::Fat12 => {
                 let off = base + c + c / 2;
@@ -67,23 +74,40 @@ fn set_fat(v: &Vol, cluster: u32, value: u32) {
 /// Byte offset of the 8.3 entry `name11` within `len` bytes at `start`.
 fn find_entry(img: &Path, start: u64, len: usize, name11: &[u8; 11]) -> u64 {
     let region = read_at(img, start, len);
-    let i = region.chunks(32).position(|e| e.starts_with(name11)).expect("entry not found");
+    let i = region
+        .chunks(32)
+        .position(|e| e.starts_with(name11))
+        .expect("entry not found");
     start + 32 * i as u64
 }
 
 fn root_entry(v: &Vol, name11: &[u8; 11]) -> u64 {
     let g = &v.geo;
     if g.fat_type == FatType::Fat32 {
-        find_entry(&v.img, g.cluster_offset(g.root_cluster), g.cluster_size as usize, name11)
+        find_entry(
+            &v.img,
+            g.cluster_offset(g.root_cluster),
+            g.cluster_size as usize,
+            name11,
+        )
     } else {
-        find_entry(&v.img, g.root_dir_offset(), g.root_dir_bytes() as usize, name11)
+        find_entry(
+            &v.img,
+            g.root_dir_offset(),
+            g.root_dir_bytes() as usize,
+            name11,
+        )
     }
 }
 
 fn read_err(v: &Vol, path: &str) -> FatError {
     let t = Instant::now();
     let e = open(&v.img).read_file(path, LIMIT).unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     e
 }
 
@@ -93,7 +117,10 @@ fn bpb_zero_bytes_per_sector() {
     write_at(&v.img, 11, &[0, 0]);
     let e = Fat::new(File::open(&v.img).unwrap()).unwrap_err();
     assert!(matches!(e, FatError::BadBootSector { .. }), "{e}");
-    assert!(e.to_string().contains("bytes per sector (offset 11) is 0"), "{e}");
+    assert!(
+        e.to_string().contains("bytes per sector (offset 11) is 0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,7 +128,11 @@ fn bpb_cluster_size_not_power_of_two() {
     let v = volume(16, 16 << 20);
     write_at(&v.img, 13, &[3]);
     let e = Fat::new(File::open(&v.img).unwrap()).unwrap_err();
-    assert!(e.to_string().contains("sectors per cluster (offset 13) is 3"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("sectors per cluster (offset 13) is 3"),
+        "{e}"
+    );
 }
 
 /// What mkosi's offline repart produces for a small ESP with 4096-byte sectors: mkfs.vfat only
@@ -113,7 +144,14 @@ fn fat32_layout_with_too_few_clusters() {
     mkfs(&img, 32, 4096, 64 << 20, &[]);
     let e = Fat::new(File::open(&img).unwrap()).unwrap_err();
     assert!(
-        matches!(e, FatError::TypeMismatch { layout: "FAT32", by_count: "FAT16", .. }),
+        matches!(
+            e,
+            FatError::TypeMismatch {
+                layout: "FAT32",
+                by_count: "FAT16",
+                ..
+            }
+        ),
         "{e}"
     );
 }
@@ -121,9 +159,23 @@ fn fat32_layout_with_too_few_clusters() {
 #[test]
 fn truncated_volume() {
     let v = volume(16, 16 << 20);
-    File::options().write(true).open(&v.img).unwrap().set_len(8 << 20).unwrap();
+    File::options()
+        .write(true)
+        .open(&v.img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     let e = Fat::new(File::open(&v.img).unwrap()).unwrap_err();
-    assert!(matches!(e, FatError::VolumeTruncated { device_bytes: 0x80_0000, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            FatError::VolumeTruncated {
+                device_bytes: 0x80_0000,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 fn chain_loop(fat_bits: u32, size: u64) {
@@ -132,7 +184,10 @@ fn chain_loop(fat_bits: u32, size: u64) {
     assert_eq!(c.len(), 5);
     set_fat(&v, c[3], c[1]);
     let e = read_err(&v, "/LOOP.BIN");
-    assert!(matches!(&e, FatError::ChainLoop { path, cluster } if path == "/LOOP.BIN" && *cluster == c[1]), "{e}");
+    assert!(
+        matches!(&e, FatError::ChainLoop { path, cluster } if path == "/LOOP.BIN" && *cluster == c[1]),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,7 +214,10 @@ fn directory_chain_loop() {
         set_fat(&v, *c.last().unwrap(), c[0]);
         let t = Instant::now();
         let e = open(&v.img).read_dir("/a").unwrap_err();
-        assert!(matches!(&e, FatError::ChainLoop { path, .. } if path == "/a"), "FAT{bits}: {e}");
+        assert!(
+            matches!(&e, FatError::ChainLoop { path, .. } if path == "/a"),
+            "FAT{bits}: {e}"
+        );
         assert!(open(&v.img).walk().is_err());
         assert!(t.elapsed() < Duration::from_secs(5));
     }
@@ -171,7 +229,17 @@ fn chain_shorter_than_size() {
     let c = open(&v.img).clusters("/loop.bin").unwrap();
     set_fat(&v, c[1], 0xFFFF);
     let e = read_err(&v, "/loop.bin");
-    assert!(matches!(e, FatError::ChainTooShort { found: 2, needed: 5, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            FatError::ChainTooShort {
+                found: 2,
+                needed: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("/loop.bin: "), "{e}");
 }
 
@@ -182,7 +250,10 @@ fn link_out_of_range_free_or_bad() {
         let c = open(&v.img).clusters("/loop.bin").unwrap();
         set_fat(&v, c[1], value);
         let e = read_err(&v, "/loop.bin");
-        assert!(matches!(e, FatError::BadLink { cluster, .. } if cluster == c[1]), "{e}");
+        assert!(
+            matches!(e, FatError::BadLink { cluster, .. } if cluster == c[1]),
+            "{e}"
+        );
         assert!(e.to_string().contains(what), "{e}");
     }
 }
@@ -193,7 +264,16 @@ fn first_cluster_out_of_range() {
     let off = root_entry(&v, b"LOOP    BIN");
     write_at(&v.img, off + 26, &0xFFF0u16.to_le_bytes());
     let e = read_err(&v, "/loop.bin");
-    assert!(matches!(e, FatError::FirstClusterOutOfRange { cluster: 0xFFF0, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            FatError::FirstClusterOutOfRange {
+                cluster: 0xFFF0,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -207,15 +287,33 @@ fn absurd_and_too_large_sizes() {
     let size = 5 * v.geo.cluster_size + 1;
     write_at(&v.img, off + 28, &size.to_le_bytes());
     let e = read_err(&v, "/loop.bin");
-    assert!(matches!(e, FatError::ChainTooShort { found: 5, needed: 6, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            FatError::ChainTooShort {
+                found: 5,
+                needed: 6,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn directory_cycle_in_walk() {
     let v = volume(16, 16 << 20);
     let a = open(&v.img).clusters("/a").unwrap();
-    let off = find_entry(&v.img, v.geo.cluster_offset(a[0]), v.geo.cluster_size as usize, b"B          ");
+    let off = find_entry(
+        &v.img,
+        v.geo.cluster_offset(a[0]),
+        v.geo.cluster_size as usize,
+        b"B          ",
+    );
     write_at(&v.img, off + 26, &(a[0] as u16).to_le_bytes());
     let e = open(&v.img).walk().unwrap_err();
-    assert!(matches!(&e, FatError::DirectoryCycle { path, .. } if path == "/a/b"), "{e}");
+    assert!(
+        matches!(&e, FatError::DirectoryCycle { path, .. } if path == "/a/b"),
+        "{e}"
+    );
 }

@@ -29,32 +29,103 @@ fn put(img: &Path, dir: &Path, files: &mut Files, path: &str, data: Vec<u8>) {
 fn populate(img: &Path, dir: &Path, cluster: usize) -> Files {
     let mut files = Files::new();
     for d in [
-        "/EFI", "/EFI/BOOT", "/EFI/BOOT/BOOTX64.EFI.extra.d", "/EFI/Linux", "/loader",
-        "/loader/credentials", "/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b/c/d/e", "/frag", "/many",
+        "/EFI",
+        "/EFI/BOOT",
+        "/EFI/BOOT/BOOTX64.EFI.extra.d",
+        "/EFI/Linux",
+        "/loader",
+        "/loader/credentials",
+        "/a",
+        "/a/b",
+        "/a/b/c",
+        "/a/b/c/d",
+        "/a/b/c/d/e",
+        "/frag",
+        "/many",
     ] {
         mtool("mmd", img, &[&format!("::{d}")]);
     }
-    put(img, dir, &mut files, "/EFI/BOOT/BOOTX64.EFI", bytes(1, 3 << 20));
-    put(img, dir, &mut files, "/EFI/BOOT/BOOTX64.EFI.extra.d/tpm2-root.cred", bytes(2, 700));
-    put(img, dir, &mut files, "/EFI/BOOT/BOOTX64.EFI.extra.d/Netzwerk Konfiguration.cred", bytes(3, 5000));
-    put(img, dir, &mut files, "/EFI/BOOT/BOOTX64.EFI.extra.d/nacre-k8s.sysext.raw", bytes(4, 70_000));
-    put(img, dir, &mut files, "/loader/credentials/cluster.cred", bytes(5, 33));
-    put(img, dir, &mut files, "/This is a rather long file name, with spaces and commas.conf", bytes(6, 10));
+    put(
+        img,
+        dir,
+        &mut files,
+        "/EFI/BOOT/BOOTX64.EFI",
+        bytes(1, 3 << 20),
+    );
+    put(
+        img,
+        dir,
+        &mut files,
+        "/EFI/BOOT/BOOTX64.EFI.extra.d/tpm2-root.cred",
+        bytes(2, 700),
+    );
+    put(
+        img,
+        dir,
+        &mut files,
+        "/EFI/BOOT/BOOTX64.EFI.extra.d/Netzwerk Konfiguration.cred",
+        bytes(3, 5000),
+    );
+    put(
+        img,
+        dir,
+        &mut files,
+        "/EFI/BOOT/BOOTX64.EFI.extra.d/nacre-k8s.sysext.raw",
+        bytes(4, 70_000),
+    );
+    put(
+        img,
+        dir,
+        &mut files,
+        "/loader/credentials/cluster.cred",
+        bytes(5, 33),
+    );
+    put(
+        img,
+        dir,
+        &mut files,
+        "/This is a rather long file name, with spaces and commas.conf",
+        bytes(6, 10),
+    );
     put(img, dir, &mut files, "/MixedCase.Txt", b"mixed".to_vec());
     put(img, dir, &mut files, "/lower.txt", b"lower".to_vec());
-    put(img, dir, &mut files, "/café-ünïcode.conf", b"unicode".to_vec());
+    put(
+        img,
+        dir,
+        &mut files,
+        "/café-ünïcode.conf",
+        b"unicode".to_vec(),
+    );
     put(img, dir, &mut files, "/empty.txt", Vec::new());
-    put(img, dir, &mut files, "/a/b/c/d/e/deep file.txt", b"deep".to_vec());
+    put(
+        img,
+        dir,
+        &mut files,
+        "/a/b/c/d/e/deep file.txt",
+        b"deep".to_vec(),
+    );
     // Holes first, then a large file: mtools fills the holes, so the file is fragmented.
     for i in 0..8 {
-        put(img, dir, &mut files, &format!("/frag/s{i}"), bytes(10 + i, 3 * cluster));
+        put(
+            img,
+            dir,
+            &mut files,
+            &format!("/frag/s{i}"),
+            bytes(10 + i, 3 * cluster),
+        );
     }
     for i in [1, 3, 5] {
         mtool("mdel", img, &[&format!("::/frag/s{i}")]);
         files.remove(&format!("/frag/s{i}"));
     }
     forget_next_free_hint(img);
-    put(img, dir, &mut files, "/frag/big", bytes(20, (2 << 20) + 123));
+    put(
+        img,
+        dir,
+        &mut files,
+        "/frag/big",
+        bytes(20, (2 << 20) + 123),
+    );
     // Many entries in one directory, copied with one mcopy (one process, fast).
     let mut srcs = Vec::new();
     let many_dir = dir.join("many");
@@ -103,7 +174,10 @@ fn check_variant(fat_bits: u32, sector: u32, size: u64, extra: &[&str], want: Fa
     let img = tmp.path().join("fat.img");
     mkfs(&img, fat_bits, sector, size, extra);
     let cluster = {
-        let g = Fat::new(File::open(&img).unwrap()).unwrap().geometry().clone();
+        let g = Fat::new(File::open(&img).unwrap())
+            .unwrap()
+            .geometry()
+            .clone();
         g.cluster_size as usize
     };
     let files = populate(&img, tmp.path(), cluster);
@@ -129,25 +203,52 @@ fn check_variant(fat_bits: u32, sector: u32, size: u64, extra: &[&str], want: Fa
 
     // Long names, with the 8.3 alias usable for lookup too.
     let dropins = fat.read_dir("/EFI/BOOT/BOOTX64.EFI.extra.d").unwrap();
-    let netz = dropins.iter().find(|e| e.name == "Netzwerk Konfiguration.cred").unwrap();
+    let netz = dropins
+        .iter()
+        .find(|e| e.name == "Netzwerk Konfiguration.cred")
+        .unwrap();
     assert_eq!(netz.size, 5000);
     assert!(netz.short_name.contains('~'), "{}", netz.short_name);
-    let by_short = fat.stat(&format!("/efi/boot/bootx64.efi.extra.d/{}", netz.short_name)).unwrap();
+    let by_short = fat
+        .stat(&format!(
+            "/efi/boot/bootx64.efi.extra.d/{}",
+            netz.short_name
+        ))
+        .unwrap();
     assert_eq!(&by_short, netz);
-    let root: Vec<String> = fat.read_dir("/").unwrap().into_iter().map(|e| e.name).collect();
-    for n in ["lower.txt", "MixedCase.Txt", "café-ünïcode.conf", "EFI", "empty.txt"] {
+    let root: Vec<String> = fat
+        .read_dir("/")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    for n in [
+        "lower.txt",
+        "MixedCase.Txt",
+        "café-ünïcode.conf",
+        "EFI",
+        "empty.txt",
+    ] {
         assert!(root.iter().any(|r| r == n), "{n} not in {root:?}");
     }
 
     // A directory spanning many clusters.
     let many = fat.read_dir("/many").unwrap();
     assert_eq!(many.len(), MANY);
-    assert!(fat.clusters("/many").unwrap().len() > 1, "directory should span clusters");
+    assert!(
+        fat.clusters("/many").unwrap().len() > 1,
+        "directory should span clusters"
+    );
 
     // The large file really is fragmented, and still reads back (checked above).
     let chain = fat.clusters("/frag/big").unwrap();
     let runs = 1 + chain.windows(2).filter(|w| w[1] != w[0] + 1).count();
-    assert!(runs > 1, "not fragmented: {} clusters from {:?}", chain.len(), chain.first());
+    assert!(
+        runs > 1,
+        "not fragmented: {} clusters from {:?}",
+        chain.len(),
+        chain.first()
+    );
 
     // Streaming reader with small reads and seeks.
     let mut f = fat.open("/EFI/BOOT/BOOTX64.EFI").unwrap();
@@ -170,7 +271,10 @@ fn check_variant(fat_bits: u32, sector: u32, size: u64, extra: &[&str], want: Fa
     assert!(!fat.exists("/EFI/BOOT/missing.efi").unwrap());
     assert!(!fat.exists("/lower.txt/below").unwrap());
     let e = fat.read_file("/EFI/nope/x", LIMIT).unwrap_err();
-    assert!(matches!(&e, FatError::NotFound { path } if path == "/EFI/nope"), "{e}");
+    assert!(
+        matches!(&e, FatError::NotFound { path } if path == "/EFI/nope"),
+        "{e}"
+    );
     let e = fat.read_file("/EFI/BOOT", LIMIT).unwrap_err();
     assert!(matches!(e, FatError::IsADirectory { .. }), "{e}");
     let e = fat.read_dir("/lower.txt").unwrap_err();

@@ -17,6 +17,14 @@ use common::{bytes, mkfs, mtool, run, tool};
 use nacre_diskimage::fat::Fat;
 use nacre_diskimage::gpt::Gpt;
 
+/// Iterations per test; `NACRE_MUTATIONS` overrides the default.
+fn iters(default: u64) -> u64 {
+    std::env::var("NACRE_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -84,42 +92,71 @@ fn mutate(img: &mut [u8], hot: &[(usize, usize)], rng: &mut Rng) -> Vec<(usize, 
     undo
 }
 
-fn run_mutations(name: &'static str, mut img: Vec<u8>, hot: &[(usize, usize)], iters: u64, check: fn(&[u8])) {
+fn run_mutations(
+    name: &'static str,
+    mut img: Vec<u8>,
+    hot: &[(usize, usize)],
+    iters: u64,
+    check: fn(&[u8]) -> bool,
+) {
     let progress = Arc::new(AtomicU64::new(0));
     watchdog(progress.clone(), name);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ iters);
     let started = Instant::now();
+    let mut slowest = (Duration::ZERO, 0);
+    let mut parsed = 0u64;
     for i in 0..iters {
         progress.store(i, Ordering::Relaxed);
         let undo = mutate(&mut img, hot, &mut rng);
-        if catch_unwind(AssertUnwindSafe(|| check(&img))).is_err() {
+        let t = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| check(&img)));
+        slowest = slowest.max((t.elapsed(), i));
+        parsed += u64::from(matches!(result, Ok(true)));
+        if result.is_err() {
             let out = std::env::temp_dir().join(format!("nacre-{name}-crash-{i}.img"));
             std::fs::write(&out, &img).unwrap();
-            panic!("{name}: parser panicked at iteration {i}; input saved to {}", out.display());
+            panic!(
+                "{name}: parser panicked at iteration {i}; input saved to {}",
+                out.display()
+            );
         }
         for (p, b) in undo.into_iter().rev() {
             img[p] = b;
         }
     }
     progress.store(u64::MAX, Ordering::Relaxed);
-    eprintln!("{name}: {iters} mutations in {:?}", started.elapsed());
+    eprintln!(
+        "{name}: {iters} mutations in {:?}, {parsed} still parsed, slowest {:?} (iteration {})",
+        started.elapsed(),
+        slowest.0,
+        slowest.1
+    );
+    // Both outcomes must be common, or the mutations are not exercising the parser.
+    assert!(
+        parsed > iters / 20 && parsed < iters - iters / 20,
+        "{name}: {parsed}/{iters} parsed"
+    );
 }
 
 /// Opens the volume, walks every directory and reads every file (as the fuzz target does).
-fn check_fat(img: &[u8]) {
-    let Ok(mut fat) = Fat::new(Cursor::new(img)) else { return };
-    if let Ok(all) = fat.walk() {
+/// True if the whole walk succeeded.
+fn check_fat(img: &[u8]) -> bool {
+    let Ok(mut fat) = Fat::new(Cursor::new(img)) else {
+        return false;
+    };
+    let walked = fat.walk();
+    let ok = walked.is_ok();
+    if let Ok(all) = walked {
         for (path, e) in all {
-            if e.is_dir {
-                let _ = fat.read_dir(&path);
-            } else {
-                let _ = fat.read_file(&path, 1 << 20);
-                let _ = fat.clusters(&path);
+            if !e.is_dir {
+                let _ = fat.open_entry(&path, &e).and_then(|mut f| f.read_all());
             }
         }
     }
-    let _ = fat.read_file("/EFI/BOOT/BOOTX64.EFI", 1 << 20);
-    let _ = fat.read_dir("/many");
+    // Lookups through damaged directories, also where the walk gave up.
+    let _ = fat.read_file("\\efi\\boot\\bootx64.efi", 1 << 20);
+    let _ = fat.clusters("/many");
+    ok
 }
 
 /// Builds a small populated volume and returns it with the byte ranges worth mutating:
@@ -127,23 +164,57 @@ fn check_fat(img: &[u8]) {
 fn fat_image(dir: &Path, bits: u32, size: u64) -> (Vec<u8>, Vec<(usize, usize)>) {
     let img = dir.join(format!("fat{bits}.img"));
     mkfs(&img, bits, 512, size, &["-s", "1"]);
-    mtool("mmd", &img, &["::/EFI", "::/EFI/BOOT", "::/many", "::/a", "::/a/b"]);
+    mtool(
+        "mmd",
+        &img,
+        &["::/EFI", "::/EFI/BOOT", "::/many", "::/a", "::/a/b"],
+    );
     let src = dir.join("src");
     std::fs::write(&src, bytes(9, 20_000)).unwrap();
-    mtool("mcopy", &img, &[src.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"]);
+    mtool(
+        "mcopy",
+        &img,
+        &[src.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"],
+    );
     std::fs::write(&src, b"x").unwrap();
     for i in 0..24 {
-        mtool("mcopy", &img, &[src.to_str().unwrap(), &format!("::/many/a long file name {i}.txt")]);
+        mtool(
+            "mcopy",
+            &img,
+            &[
+                src.to_str().unwrap(),
+                &format!("::/many/a long file name {i}.txt"),
+            ],
+        );
     }
-    mtool("mcopy", &img, &[src.to_str().unwrap(), "::/a/b/Deep Name.conf"]);
+    mtool(
+        "mcopy",
+        &img,
+        &[src.to_str().unwrap(), "::/a/b/Deep Name.conf"],
+    );
     let data = std::fs::read(&img).unwrap();
     let mut fat = Fat::new(Cursor::new(data.as_slice())).unwrap();
     let g = fat.geometry().clone();
-    let mut hot = vec![(0, 512), (g.fat_offset() as usize, (g.fat_offset() + g.fat_bytes().min(1024)) as usize)];
+    let mut hot = vec![
+        (0, 512),
+        (
+            g.fat_offset() as usize,
+            (g.fat_offset() + g.fat_bytes().min(1024)) as usize,
+        ),
+    ];
     if g.root_dir_bytes() > 0 {
-        hot.push((g.root_dir_offset() as usize, (g.root_dir_offset() + g.root_dir_bytes()) as usize));
+        hot.push((
+            g.root_dir_offset() as usize,
+            (g.root_dir_offset() + g.root_dir_bytes()) as usize,
+        ));
     }
-    let dirs: Vec<String> = fat.walk().unwrap().into_iter().filter(|(_, e)| e.is_dir).map(|(p, _)| p).collect();
+    let dirs: Vec<String> = fat
+        .walk()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.is_dir)
+        .map(|(p, _)| p)
+        .collect();
     for d in dirs.iter().map(String::as_str).chain(["/"]) {
         for c in fat.clusters(d).unwrap() {
             let o = g.cluster_offset(c) as usize;
@@ -158,27 +229,33 @@ fn fat_image(dir: &Path, bits: u32, size: u64) -> (Vec<u8>, Vec<(usize, usize)>)
 fn fat12_mutations() {
     let tmp = tempfile::tempdir().unwrap();
     let (img, hot) = fat_image(tmp.path(), 12, 256 << 10);
-    run_mutations("fat12", img, &hot, 50_000, check_fat);
+    run_mutations("fat12", img, &hot, iters(50_000), check_fat);
 }
 
 #[test]
 fn fat16_mutations() {
     let tmp = tempfile::tempdir().unwrap();
     let (img, hot) = fat_image(tmp.path(), 16, 3 << 20);
-    run_mutations("fat16", img, &hot, 20_000, check_fat);
+    run_mutations("fat16", img, &hot, iters(25_000), check_fat);
 }
 
 #[test]
 fn fat32_mutations() {
     let tmp = tempfile::tempdir().unwrap();
     let (img, hot) = fat_image(tmp.path(), 32, 34 << 20);
-    run_mutations("fat32", img, &hot, 20_000, check_fat);
+    run_mutations("fat32", img, &hot, iters(25_000), check_fat);
 }
 
-fn check_gpt(img: &[u8]) {
+/// True if the table parsed at the real length.
+fn check_gpt(img: &[u8]) -> bool {
     let len = img.len() as u64;
+    let ok = Gpt::read(&mut Cursor::new(img), len).is_ok();
     // Also lie about the length now and then: callers pass it separately.
-    let lens = [len, len / 2 + (u64::from(img[0x1C0]) << 9), u64::from(img[0x1C1]) << 12];
+    let lens = [
+        len,
+        len / 2 + (u64::from(img[0x1C0]) << 9),
+        u64::from(img[0x1C1]) << 12,
+    ];
     for l in lens {
         if let Ok(gpt) = Gpt::read(&mut Cursor::new(img), l) {
             for p in &gpt.partitions {
@@ -186,13 +263,17 @@ fn check_gpt(img: &[u8]) {
             }
         }
     }
+    ok
 }
 
 #[test]
 fn gpt_mutations() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("gpt.img");
-    std::fs::File::create(&img).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let mut c = Command::new(tool("sfdisk"));
     c.arg("-q").arg(&img).stdin(std::fs::File::open({
         let s = tmp.path().join("script");
@@ -201,8 +282,19 @@ fn gpt_mutations() {
     }).unwrap());
     run(&mut c);
     let data = std::fs::read(&img).unwrap();
-    assert_eq!(Gpt::read(&mut Cursor::new(&data), data.len() as u64).unwrap().partitions.len(), 3);
+    assert_eq!(
+        Gpt::read(&mut Cursor::new(&data), data.len() as u64)
+            .unwrap()
+            .partitions
+            .len(),
+        3
+    );
     let end = data.len();
-    let hot = [(0x1B0, 0x200), (512, 512 + 92), (1024, 1024 + 3 * 128), (end - 512, end - 512 + 92)];
-    run_mutations("gpt", data, &hot, 50_000, check_gpt);
+    let hot = [
+        (0x1B0, 0x200),
+        (512, 512 + 92),
+        (1024, 1024 + 3 * 128),
+        (end - 512, end - 512 + 92),
+    ];
+    run_mutations("gpt", data, &hot, iters(50_000), check_gpt);
 }

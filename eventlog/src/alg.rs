@@ -106,7 +106,9 @@ impl HashAlg {
 
     /// One-shot digest of `data`.
     pub fn hash(self, data: &[u8]) -> Result<Vec<u8>, AlgError> {
-        Ok(ring::digest::digest(self.ring_alg()?, data).as_ref().to_vec())
+        Ok(ring::digest::digest(self.ring_alg()?, data)
+            .as_ref()
+            .to_vec())
     }
 
     /// A streaming hasher, for data that arrives in pieces (files, sections).
@@ -226,7 +228,10 @@ mod tests {
 
     #[test]
     fn serde_uses_names() {
-        assert_eq!(serde_json::to_string(&HashAlg::Sha512).unwrap(), "\"sha512\"");
+        assert_eq!(
+            serde_json::to_string(&HashAlg::Sha512).unwrap(),
+            "\"sha512\""
+        );
         assert_eq!(
             serde_json::from_str::<HashAlg>("\"sha1\"").unwrap(),
             HashAlg::Sha1

@@ -366,7 +366,11 @@ mod tests {
         let swapped = [rec(1).to_line(), rec(0).to_line()].concat();
         assert!(matches!(
             parse(&swapped),
-            Err(CelError::Recnum { line: 1, found: 1, expected: 0 })
+            Err(CelError::Recnum {
+                line: 1,
+                found: 1,
+                expected: 0
+            })
         ));
         log.extend(b"\n");
         assert!(matches!(parse(&log), Err(CelError::EmptyLine { line: 3 })));
@@ -374,7 +378,10 @@ mod tests {
         bad.digests[0].digest.pop();
         assert!(matches!(
             parse(&bad.to_line()),
-            Err(CelError::Record { line: 1, source: RecordError::DigestSize { found: 31, .. } })
+            Err(CelError::Record {
+                line: 1,
+                source: RecordError::DigestSize { found: 31, .. }
+            })
         ));
         let extra = b"{\"recnum\":0,\"pcr\":1,\"digests\":[],\"content_type\":\"x\",\"content\":{\"eventType\":\"a\",\"string\":\"b\"},\"x\":1}\n";
         assert!(matches!(parse(extra), Err(CelError::Json { line: 1, .. })));
@@ -401,7 +408,10 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&rec(2).to_line()[..20]).unwrap();
         assert!(matches!(read(&path), Err(CelError::Truncated { line: 3 })));
-        assert!(matches!(CelWriter::open(&path), Err(CelError::Truncated { line: 3 })));
+        assert!(matches!(
+            CelWriter::open(&path),
+            Err(CelError::Truncated { line: 3 })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,20 @@
 //!   with a TPM quote.
 //!
 //! All parsers take untrusted bytes: they return typed errors naming the byte offset (or line)
-//! and never panic; the crate is fuzzed (see `fuzz/`).
+//! and never panic; the crate is fuzzed (see `fuzz/`). The lints below keep it that way
+//! outside unit tests: no slice indexing, no unchecked arithmetic or truncating casts, no
+//! unwrap/expect/panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 pub mod alg;
 mod bytes;

@@ -153,8 +153,7 @@ pub fn replay_banks(
             };
             if ev.event_type == EventType::NoAction {
                 if ev.pcr == 0 {
-                    if let EventData::StartupLocality(l) = decode::decode(ev.event_type, &ev.data)
-                    {
+                    if let EventData::StartupLocality(l) = decode::decode(ev.event_type, &ev.data) {
                         if pcr0_extended {
                             return Err(ReplayError::LateStartupLocality { record });
                         }
@@ -178,10 +177,11 @@ pub fn replay_banks(
             pcr0_extended |= ev.pcr == 0;
         }
         for rec in runtime {
-            bank.extend_cel(rec).map_err(|source| ReplayError::Runtime {
-                recnum: rec.recnum,
-                source,
-            })?;
+            bank.extend_cel(rec)
+                .map_err(|source| ReplayError::Runtime {
+                    recnum: rec.recnum,
+                    source,
+                })?;
         }
         out.push(bank);
     }
@@ -209,19 +209,29 @@ mod tests {
             alg,
             value: vec![0; alg.digest_size()],
         };
-        log.push(0, EventType::NoAction, vec![zero(HashAlg::Sha256)], loc.clone())
+        log.push(
+            0,
+            EventType::NoAction,
+            vec![zero(HashAlg::Sha256)],
+            loc.clone(),
+        )
+        .unwrap();
+        log.push_hashed(18, EventType::Action, b"x", b"x".to_vec())
             .unwrap();
-        log.push_hashed(18, EventType::Action, b"x", b"x".to_vec()).unwrap();
         let banks = replay(&log, &[]).unwrap();
         let mut want0 = [0u8; 32];
         want0[31] = 3;
         assert_eq!(banks[0].get(0).unwrap(), &want0);
         let mut pcr18 = PcrBank::new(HashAlg::Sha256);
-        pcr18.extend(18, &HashAlg::Sha256.hash(b"x").unwrap()).unwrap();
+        pcr18
+            .extend(18, &HashAlg::Sha256.hash(b"x").unwrap())
+            .unwrap();
         assert_eq!(banks[0].get(18), pcr18.get(18));
 
-        log.push_hashed(0, EventType::SCrtmVersion, b"v", b"v".to_vec()).unwrap();
-        log.push(0, EventType::NoAction, vec![zero(HashAlg::Sha256)], loc).unwrap();
+        log.push_hashed(0, EventType::SCrtmVersion, b"v", b"v".to_vec())
+            .unwrap();
+        log.push(0, EventType::NoAction, vec![zero(HashAlg::Sha256)], loc)
+            .unwrap();
         assert_eq!(
             replay(&log, &[]),
             Err(ReplayError::LateStartupLocality { record: 4 })
@@ -235,7 +245,10 @@ mod tests {
     #[test]
     fn extend_checks_sizes() {
         let mut b = PcrBank::new(HashAlg::Sha1);
-        assert!(matches!(b.extend(0, &[0; 32]), Err(ExtendError::DigestSize { .. })));
+        assert!(matches!(
+            b.extend(0, &[0; 32]),
+            Err(ExtendError::DigestSize { .. })
+        ));
         assert_eq!(b.extend(24, &[0; 20]), Err(ExtendError::PcrIndex(24)));
         let mut s = PcrBank::new(HashAlg::Sm3_256);
         assert!(matches!(s.extend(0, &[0; 32]), Err(ExtendError::Alg(_))));

@@ -235,7 +235,13 @@ fn parse_cluster_id(s: &str) -> Result<[u8; 32], RuntimeError> {
 
 impl fmt::Display for RuntimeEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PCR {} {}: {}", self.pcr(), self.event_type(), self.content())
+        write!(
+            f,
+            "PCR {} {}: {}",
+            self.pcr(),
+            self.event_type(),
+            self.content()
+        )
     }
 }
 
@@ -263,7 +269,10 @@ mod tests {
     #[test]
     fn cel_round_trip_and_checks() {
         let id = [0x5a; 32];
-        for ev in [RuntimeEvent::Phase(Phase::Sysinit), RuntimeEvent::ClusterId(id)] {
+        for ev in [
+            RuntimeEvent::Phase(Phase::Sysinit),
+            RuntimeEvent::ClusterId(id),
+        ] {
             let rec = ev.to_cel(3, &[HashAlg::Sha256, HashAlg::Sha384]).unwrap();
             rec.validate().unwrap();
             assert_eq!(RuntimeEvent::from_cel(&rec), Ok(ev));
@@ -271,22 +280,35 @@ mod tests {
             wrong.digests[1].digest[0] ^= 1;
             assert!(matches!(
                 RuntimeEvent::from_cel(&wrong),
-                Err(RuntimeError::DigestMismatch { alg: HashAlg::Sha384, .. })
+                Err(RuntimeError::DigestMismatch {
+                    alg: HashAlg::Sha384,
+                    ..
+                })
             ));
             let mut wrong = rec.clone();
             wrong.pcr = 4;
-            assert!(matches!(RuntimeEvent::from_cel(&wrong), Err(RuntimeError::WrongPcr { .. })));
+            assert!(matches!(
+                RuntimeEvent::from_cel(&wrong),
+                Err(RuntimeError::WrongPcr { .. })
+            ));
         }
         let ev = RuntimeEvent::ClusterId(id);
-        assert_eq!(ev.content(), format!("nacre.cluster-id={}", "5a".repeat(32)));
+        assert_eq!(
+            ev.content(),
+            format!("nacre.cluster-id={}", "5a".repeat(32))
+        );
         assert_eq!(ev.pcr(), 15);
         let mut upper = ev.to_cel(0, &[HashAlg::Sha256]).unwrap();
-        upper.content.string = upper.content.string.to_uppercase().replace("NACRE.CLUSTER-ID", "nacre.cluster-id");
-        assert!(matches!(RuntimeEvent::from_cel(&upper), Err(RuntimeError::BadClusterId(_))));
-        assert_eq!(
-            "ready".parse::<Phase>().unwrap(),
-            Phase::Ready
-        );
+        upper.content.string = upper
+            .content
+            .string
+            .to_uppercase()
+            .replace("NACRE.CLUSTER-ID", "nacre.cluster-id");
+        assert!(matches!(
+            RuntimeEvent::from_cel(&upper),
+            Err(RuntimeError::BadClusterId(_))
+        ));
+        assert_eq!("ready".parse::<Phase>().unwrap(), Phase::Ready);
         assert!(matches!(
             pcr11_after(&[0; 20], Phase::Ready, HashAlg::Sha256),
             Err(RuntimeError::PcrLength { found: 20, .. })

@@ -79,7 +79,11 @@ fn pcr0_pcr5_and_separators() {
         let log = log(name);
         let p0 = on_pcr(&log, 0);
         assert_eq!(p0[0].event_type, EventType::SCrtmVersion);
-        assert_eq!(text(p0[0]), "", "OVMF's S-CRTM version is an empty UTF-16 string");
+        assert_eq!(
+            text(p0[0]),
+            "",
+            "OVMF's S-CRTM version is an empty UTF-16 string"
+        );
         assert_eq!(p0[1].event_type, EventType::EfiPlatformFirmwareBlob);
         assert_eq!(p0[1].decode().to_string(), "base 0x820000 length 0xe0000");
         for pcr in 0..=7 {
@@ -98,9 +102,15 @@ fn pcr0_pcr5_and_separators() {
             .collect();
         assert_eq!(
             p5,
-            ["Exit Boot Services Invocation", "Exit Boot Services Returned with Success"]
+            [
+                "Exit Boot Services Invocation",
+                "Exit Boot Services Returned with Success"
+            ]
         );
-        assert!(log.events.iter().all(|e| e.event_type != EventType::EfiGptEvent));
+        assert!(log
+            .events
+            .iter()
+            .all(|e| e.event_type != EventType::EfiGptEvent));
     }
 }
 
@@ -138,7 +148,12 @@ fn pcr7_secure_boot_policy() {
 
         if !secure {
             for v in &vars[1..] {
-                assert_eq!(v.contents, VariableContents::SignatureLists(vec![]), "{}", v.name);
+                assert_eq!(
+                    v.contents,
+                    VariableContents::SignatureLists(vec![]),
+                    "{}",
+                    v.name
+                );
             }
             continue;
         }
@@ -147,7 +162,10 @@ fn pcr7_secure_boot_policy() {
                 panic!("{v}")
             };
             assert_eq!(lists.len(), 1);
-            assert_eq!((lists[0].sig_type, lists[0].count), (guid::EFI_CERT_X509, 1));
+            assert_eq!(
+                (lists[0].sig_type, lists[0].count),
+                (guid::EFI_CERT_X509, 1)
+            );
         }
         let VariableContents::SignatureLists(dbx) = &vars[4].contents else {
             panic!()
@@ -159,7 +177,10 @@ fn pcr7_secure_boot_policy() {
         let EventData::Variable(a) = auth.decode() else {
             panic!()
         };
-        assert_eq!((a.name.as_str(), a.guid), ("db", guid::EFI_IMAGE_SECURITY_DATABASE));
+        assert_eq!(
+            (a.name.as_str(), a.guid),
+            ("db", guid::EFI_IMAGE_SECURITY_DATABASE)
+        );
         let VariableContents::SignatureData { owner, data } = &a.contents else {
             panic!("{a}")
         };
@@ -235,7 +256,10 @@ fn pcr11_to_13_systemd_stub() {
         let texts: Vec<String> = p11.iter().map(|e| text(e)).collect();
         assert_eq!(
             texts,
-            [".linux", ".linux", ".osrel", ".osrel", ".cmdline", ".cmdline", ".initrd", ".initrd"]
+            [
+                ".linux", ".linux", ".osrel", ".osrel", ".cmdline", ".cmdline", ".initrd",
+                ".initrd"
+            ]
         );
         // Each section: first sha256(name + NUL), then the section's contents.
         for pair in p11.chunks(2) {

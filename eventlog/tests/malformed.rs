@@ -76,7 +76,12 @@ fn every_truncation_is_an_error_unless_it_ends_a_record() {
     assert_eq!(zero_tail_cuts, 4 * pcr0_records);
 }
 
-fn corrupt(name: &str, record: usize, at: usize, bytes: &[u8]) -> (usize, Result<EventLog, nacre_eventlog::ParseError>) {
+fn corrupt(
+    name: &str,
+    record: usize,
+    at: usize,
+    bytes: &[u8],
+) -> (usize, Result<EventLog, nacre_eventlog::ParseError>) {
     let mut data = log_bytes(name);
     let off = log(name).events[record - 1].offset + at;
     data[off..off + bytes.len()].copy_from_slice(bytes);
@@ -90,7 +95,14 @@ fn corrupted_fields_name_their_offset() {
         let e = r.unwrap_err();
         assert_eq!(
             (e.offset, e.record, e.kind.clone()),
-            (off, Some(5), ParseErrorKind::DigestCount { found: count, expected: 1 })
+            (
+                off,
+                Some(5),
+                ParseErrorKind::DigestCount {
+                    found: count,
+                    expected: 1
+                }
+            )
         );
         assert_eq!(
             e.to_string(),
@@ -102,17 +114,29 @@ fn corrupted_fields_name_their_offset() {
     }
     let (off, r) = corrupt("extra", 3, 12, &0x0027u16.to_le_bytes());
     let e = r.unwrap_err();
-    assert_eq!((e.offset, e.kind), (off, ParseErrorKind::UnknownAlgorithm(0x27)));
+    assert_eq!(
+        (e.offset, e.kind),
+        (off, ParseErrorKind::UnknownAlgorithm(0x27))
+    );
     let (off, r) = corrupt("extra", 3, 12, &0x0004u16.to_le_bytes());
     let e = r.unwrap_err();
-    assert_eq!((e.offset, e.kind), (off, ParseErrorKind::AlgorithmNotInHeader(HashAlg::Sha1)));
+    assert_eq!(
+        (e.offset, e.kind),
+        (off, ParseErrorKind::AlgorithmNotInHeader(HashAlg::Sha1))
+    );
     let (off, r) = corrupt("sb-custom", 10, 0, &24u32.to_le_bytes());
     let e = r.unwrap_err();
     assert_eq!((e.offset, e.kind), (off, ParseErrorKind::PcrIndex(24)));
     let (off, r) = corrupt("sb-custom", 7, 14 + 32, &0x7FFF_FFFFu32.to_le_bytes());
     let e = r.unwrap_err();
     assert_eq!(e.offset, off);
-    assert!(matches!(e.kind, ParseErrorKind::EventSize { size: 0x7FFF_FFFF, .. }));
+    assert!(matches!(
+        e.kind,
+        ParseErrorKind::EventSize {
+            size: 0x7FFF_FFFF,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -120,7 +144,10 @@ fn header_errors() {
     let bytes = log_bytes("plain");
     let mut d = bytes.clone();
     d[32..48].copy_from_slice(b"Spec ID Event00\0");
-    assert_eq!(EventLog::parse(&d).unwrap_err().kind, ParseErrorKind::Sha1OnlyLog);
+    assert_eq!(
+        EventLog::parse(&d).unwrap_err().kind,
+        ParseErrorKind::Sha1OnlyLog
+    );
     let mut d = bytes.clone();
     d[32] = b'X';
     let e = EventLog::parse(&d).unwrap_err();
@@ -140,7 +167,11 @@ fn header_errors() {
     d[62] = 20; // sha256 declared with 20-byte digests
     assert!(matches!(
         EventLog::parse(&d).unwrap_err().kind,
-        ParseErrorKind::HeaderDigestSize { alg: HashAlg::Sha256, declared: 20, expected: 32 }
+        ParseErrorKind::HeaderDigestSize {
+            alg: HashAlg::Sha256,
+            declared: 20,
+            expected: 32
+        }
     ));
     assert!(matches!(
         EventLog::parse(&[]).unwrap_err().kind,
@@ -164,20 +195,34 @@ fn padding_and_trailing_garbage() {
         let e = EventLog::parse(&d).unwrap_err();
         // pcrIndex 0 reads fine; the eventType field 4 bytes later is cut short.
         assert_eq!((e.offset, e.record), (bytes.len() + 4, Some(n + 1)));
-        assert!(matches!(e.kind, ParseErrorKind::Truncated { field: "eventType", .. }));
+        assert!(matches!(
+            e.kind,
+            ParseErrorKind::Truncated {
+                field: "eventType",
+                ..
+            }
+        ));
     }
 }
 
 #[test]
 fn built_multi_bank_log_round_trips_and_replays() {
-    let banks = vec![HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    let banks = vec![
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
     let mut log = EventLog::new(banks.clone());
     log.spec_id.vendor_info = b"nacre".to_vec();
-    log.push_hashed(0, EventType::SCrtmVersion, b"v1", b"v\0".to_vec()).unwrap();
+    log.push_hashed(0, EventType::SCrtmVersion, b"v1", b"v\0".to_vec())
+        .unwrap();
     for pcr in 0..8 {
-        log.push_hashed(pcr, EventType::Separator, &[0; 4], vec![0; 4]).unwrap();
+        log.push_hashed(pcr, EventType::Separator, &[0; 4], vec![0; 4])
+            .unwrap();
     }
-    log.push_hashed(4, EventType::EfiAction, b"boot", b"boot".to_vec()).unwrap();
+    log.push_hashed(4, EventType::EfiAction, b"boot", b"boot".to_vec())
+        .unwrap();
     let bytes = log.to_bytes().unwrap();
     let back = EventLog::parse(&bytes).unwrap();
     assert_eq!(back, log);
@@ -200,7 +245,10 @@ fn built_multi_bank_log_round_trips_and_replays() {
     bad.events[2].digests.pop();
     assert_eq!(bad.to_bytes(), Err(WriteError::Digests { index: 2 }));
     let mut bad = log.clone();
-    bad.events[0].digests[1] = Digest { alg: HashAlg::Sha256, value: vec![0; 20] };
+    bad.events[0].digests[1] = Digest {
+        alg: HashAlg::Sha256,
+        value: vec![0; 20],
+    };
     assert_eq!(bad.to_bytes(), Err(WriteError::Digests { index: 0 }));
     let mut bad = log.clone();
     bad.spec_id.vendor_info = vec![0; 256];

@@ -27,7 +27,18 @@ impl Rng {
     }
 }
 
-const INTERESTING: [u32; 10] = [0, 1, 2, 3, 23, 24, 0x20, 0x7FFF_FFFF, 0xFFFF_FFFF, 0x8000_0001];
+const INTERESTING: [u32; 10] = [
+    0,
+    1,
+    2,
+    3,
+    23,
+    24,
+    0x20,
+    0x7FFF_FFFF,
+    0xFFFF_FFFF,
+    0x8000_0001,
+];
 
 fn mutate(rng: &mut Rng, data: &mut Vec<u8>) {
     for _ in 0..=rng.below(4) {
@@ -87,7 +98,10 @@ fn mutated_logs_never_panic() {
     }
     eprintln!("{parsed} of {iterations} mutated logs parsed");
     // Both outcomes must be common, or the mutations test nothing.
-    assert!(parsed > iterations / 20 && parsed < iterations * 19 / 20, "{parsed}");
+    assert!(
+        parsed > iterations / 20 && parsed < iterations * 19 / 20,
+        "{parsed}"
+    );
 }
 
 #[test]
@@ -113,7 +127,9 @@ fn mutated_cel_logs_never_panic() {
         .chain([RuntimeEvent::ClusterId([1; 32])])
         .enumerate()
     {
-        let rec = ev.to_cel(i as u64, &[HashAlg::Sha1, HashAlg::Sha256]).unwrap();
+        let rec = ev
+            .to_cel(i as u64, &[HashAlg::Sha1, HashAlg::Sha256])
+            .unwrap();
         text.extend(rec.to_line());
     }
     assert_eq!(cel::parse(&text).unwrap().len(), 5);

@@ -9,7 +9,12 @@ use common::{log, log_bytes};
 use nacre_eventlog::cel::{self, CelWriter};
 use nacre_eventlog::{pcr11_after, replay, HashAlg, PcrBank, Phase, RuntimeEvent};
 
-const BANKS: [HashAlg; 4] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+const BANKS: [HashAlg; 4] = [
+    HashAlg::Sha1,
+    HashAlg::Sha256,
+    HashAlg::Sha384,
+    HashAlg::Sha512,
+];
 
 /// What systemd-stub 252 extends into PCR 11 for a UKI with these sections, in this order:
 /// `H(name NUL)` then `H(contents)` per section.
@@ -56,8 +61,12 @@ const SYSTEMD_252: [[&str; 4]; 4] = [
 
 #[test]
 fn phases_match_recorded_systemd_measure() {
-    let sections: [(&str, &[u8]); 4] =
-        [(".linux", b"k\n"), (".osrel", b"o\n"), (".cmdline", b"c\n"), (".initrd", b"i\n")];
+    let sections: [(&str, &[u8]); 4] = [
+        (".linux", b"k\n"),
+        (".osrel", b"o\n"),
+        (".cmdline", b"c\n"),
+        (".initrd", b"i\n"),
+    ];
     for (phase, want) in Phase::ALL.into_iter().zip(SYSTEMD_252) {
         for (alg, want) in BANKS.into_iter().zip(want) {
             let raw = stub_pcr11(&sections, alg);
@@ -99,7 +108,11 @@ fn phases_match_live_systemd_measure() {
             .unwrap_or_else(|e| {
                 panic!("cannot run {tool} ({e}): run scripts/install-deps.sh (package systemd)")
             });
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         for alg in BANKS {
             let want = stdout
@@ -113,12 +126,35 @@ fn phases_match_live_systemd_measure() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The fuzz seed was written independently (Python's hashlib): nacre must accept it and agree
+/// on every digest.
+#[test]
+fn independently_written_cel_log_verifies() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parse_cel/nacre.jsonl");
+    let records = cel::read(&path).unwrap();
+    let events: Vec<RuntimeEvent> = records
+        .iter()
+        .map(|r| RuntimeEvent::from_cel(r).unwrap())
+        .collect();
+    let mut want: Vec<RuntimeEvent> = Phase::ALL.map(RuntimeEvent::Phase).to_vec();
+    want.push(RuntimeEvent::ClusterId([0xab; 32]));
+    assert_eq!(events, want);
+    // nacre writes the same bytes for the same records.
+    let written: Vec<u8> = records.iter().flat_map(|r| r.to_line()).collect();
+    assert_eq!(written, std::fs::read(&path).unwrap());
+}
+
 #[test]
 fn runtime_log_replays_on_top_of_the_firmware_log() {
     let fw = log("plain");
     let fw_pcrs = replay(&fw, &[]).unwrap();
     let raw11 = fw_pcrs[0].get(11).unwrap().to_vec();
-    assert_eq!(fw_pcrs[0].get(15).unwrap(), [0; 32], "a node that never joined: PCR 15 = 0");
+    assert_eq!(
+        fw_pcrs[0].get(15).unwrap(),
+        [0; 32],
+        "a node that never joined: PCR 15 = 0"
+    );
 
     let dir = std::env::temp_dir().join(format!("nacre-runtime-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -142,7 +178,10 @@ fn runtime_log_replays_on_top_of_the_firmware_log() {
 
     let banks = replay(&fw, &records).unwrap();
     let b = &banks[0];
-    assert_eq!(b.get(11).unwrap(), pcr11_after(&raw11, Phase::Ready, HashAlg::Sha256).unwrap());
+    assert_eq!(
+        b.get(11).unwrap(),
+        pcr11_after(&raw11, Phase::Ready, HashAlg::Sha256).unwrap()
+    );
     let content = format!("nacre.cluster-id={}", "07".repeat(32));
     let pcr15 = HashAlg::Sha256
         .extend(&[0; 32], &HashAlg::Sha256.hash(content.as_bytes()).unwrap())

@@ -49,7 +49,8 @@ fn parse_tool_yaml(yaml: &str) -> ToolOutput {
                 bank = b.to_owned();
             } else if let Some((pcr, value)) = t.split_once(':') {
                 let value = value.trim().trim_start_matches("0x").to_owned();
-                out.pcrs.push((bank.clone(), pcr.trim().parse().unwrap(), value));
+                out.pcrs
+                    .push((bank.clone(), pcr.trim().parse().unwrap(), value));
             }
             continue;
         }
@@ -121,10 +122,17 @@ fn agrees_with_tpm2_eventlog() {
                 .collect();
             assert_eq!(t.digests, digests, "{at}: digests");
             if let EventData::Variable(v) = e.decode() {
-                assert_eq!(t.variable_guid.as_deref(), Some(v.guid.to_string().as_str()), "{at}");
+                assert_eq!(
+                    t.variable_guid.as_deref(),
+                    Some(v.guid.to_string().as_str()),
+                    "{at}"
+                );
                 assert_eq!(t.variable_name.as_deref(), Some(v.name.as_str()), "{at}");
             } else {
-                assert_eq!(t.variable_name, None, "{at}: tool decoded a variable, we did not");
+                assert_eq!(
+                    t.variable_name, None,
+                    "{at}: tool decoded a variable, we did not"
+                );
             }
         }
 
@@ -142,7 +150,11 @@ fn agrees_with_tpm2_eventlog() {
         assert_eq!(tool_pcrs, extended, "{name}: PCRs listed");
         for (bank, pcr, value) in &tool.pcrs {
             let ours = banks.iter().find(|b| b.alg.name() == bank).unwrap();
-            assert_eq!(hex::encode(ours.get(*pcr).unwrap()), *value, "{name}: PCR {pcr}");
+            assert_eq!(
+                hex::encode(ours.get(*pcr).unwrap()),
+                *value,
+                "{name}: PCR {pcr}"
+            );
         }
     }
 }

@@ -77,6 +77,10 @@ impl Section {
 
     /// Byte range of the raw data in the file (validated by [`PeImage::parse`]).
     pub fn raw_range(&self) -> Range<usize> {
+        if self.size_of_raw_data == 0 {
+            // PointerToRawData is meaningless (and unchecked) for sections without file data.
+            return 0..0;
+        }
         let start = self.pointer_to_raw_data as usize;
         start..start + self.size_of_raw_data as usize
     }

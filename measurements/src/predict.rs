@@ -28,6 +28,8 @@ pub enum PredictError {
     Alg(#[from] AlgError),
     #[error(transparent)]
     EfiVar(#[from] efivars::EfiVarError),
+    #[error("a hashing thread failed")]
+    Worker,
     #[error("Secure Boot is enabled but no db entry verifies the UKI: it is unsigned or signed by a key that is not enrolled, so the firmware would refuse to boot it")]
     NotAuthorized,
 }
@@ -228,14 +230,47 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
         fw,
     )?;
     b.measure(4, EventType::Separator, &SEPARATOR, "separator", fw)?;
+    // The large digests (the UKI's Authenticode, its sections, the kernel's Authenticode) are
+    // independent: compute them on two threads, so prediction runs near the hash limit of the
+    // machine rather than at half of it.
+    let kernel_measured = stub.kernel_via_load_image() && !cfg.secure_boot.enabled;
+    let alg_ring = ring_alg(cfg.alg)?;
+    let (uki_digests, (sections, kernel_digest)) = std::thread::scope(|scope| {
+        let uki_pe = &uki.pe;
+        let sb = cfg.secure_boot.enabled;
+        let alg = cfg.alg;
+        let worker = scope.spawn(move || {
+            let main = authenticode::digest(uki_pe, alg_ring).as_ref().to_vec();
+            // Secure Boot's db may approve the image by its SHA-256 Authenticode digest.
+            let sha256 = if sb && alg != HashAlg::Sha256 {
+                authenticode::digest(uki_pe, &ring::digest::SHA256)
+                    .as_ref()
+                    .to_vec()
+            } else {
+                main.clone()
+            };
+            (main, sha256)
+        });
+        let sections = section_digests(&uki, stub, cfg.alg);
+        let kernel = if kernel_measured {
+            kernel_digest(&uki, alg_ring).map(Some)
+        } else {
+            Ok(None)
+        };
+        let uki_digests = worker.join().map_err(|_| PredictError::Worker);
+        (uki_digests, (sections, kernel))
+    });
+    let (uki_digest, uki_sha256) = uki_digests?;
+    let sections = sections?;
+    let kernel_digest = kernel_digest?;
+
     // The image verification (Secure Boot) logs the db entry that approved the UKI.
     if cfg.secure_boot.enabled {
         let db = efivars::parse_signature_lists("db", &cfg.secure_boot.db)?;
-        let sha256 = authenticode::digest(&uki.pe, &ring::digest::SHA256);
         let authority = efivars::find_db_authority(
             &db,
             &uki.pe.signatures().map_err(PredictError::Signature)?,
-            sha256.as_ref(),
+            &uki_sha256,
         )
         .ok_or(PredictError::NotAuthorized)?;
         let data = efivars::uefi_variable_data(
@@ -251,34 +286,33 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
             fw,
         )?;
     }
-    let uki_digest = authenticode::digest(&uki.pe, ring_alg(cfg.alg)?);
     b.push(
         4,
         EventType::EfiBootServicesApplication,
-        uki_digest.as_ref().to_vec(),
+        uki_digest,
         "UKI \\EFI\\BOOT\\BOOTX64.EFI (Authenticode)",
         fw,
     );
 
     // systemd-stub: its sections into PCR 11, name then contents.
-    for name in stub.measured_sections() {
-        if let Some(data) = uki.section_data(name) {
-            let mut with_nul = name.as_bytes().to_vec();
-            with_nul.push(0);
-            b.measure(
-                11,
-                EventType::Ipl,
-                &with_nul,
-                format!("{name} (section name)"),
-                Origin::SystemdStub,
-            )?;
-            b.measure(
-                11,
-                EventType::Ipl,
-                &data,
-                format!("{name} ({} bytes)", data.len()),
-                Origin::SystemdStub,
-            )?;
+    let mut initrd_digest = None;
+    for s in &sections {
+        b.measure(
+            11,
+            EventType::Ipl,
+            &[s.name.as_bytes(), &[0]].concat(),
+            format!("{} (section name)", s.name),
+            Origin::SystemdStub,
+        )?;
+        b.push(
+            11,
+            EventType::Ipl,
+            s.digest.clone(),
+            format!("{} ({} bytes)", s.name, s.len),
+            Origin::SystemdStub,
+        );
+        if s.name == ".initrd" {
+            initrd_digest = Some(s.digest.clone());
         }
     }
     // ... then the cpio archives it generates from ESP drop-ins (PCR 12, 13).
@@ -305,19 +339,14 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
     }
     // The stub 252 starts the kernel with LoadImage; without Secure Boot the firmware measures
     // it (with Secure Boot the stub's own security override skips the firmware's handler).
-    let kernel = uki.section(".linux").map(|s| s.mapped(uki_bytes));
-    if stub.kernel_via_load_image() && !cfg.secure_boot.enabled {
-        if let Some(kernel) = &kernel {
-            let pe = crate::pe::PeImage::parse(kernel).map_err(PredictError::Kernel)?;
-            let d = authenticode::digest(&pe, ring_alg(cfg.alg)?);
-            b.push(
-                4,
-                EventType::EfiBootServicesApplication,
-                d.as_ref().to_vec(),
-                "kernel from .linux, started by the stub with LoadImage (Authenticode)",
-                fw,
-            );
-        }
+    if let Some(d) = kernel_digest {
+        b.push(
+            4,
+            EventType::EfiBootServicesApplication,
+            d,
+            "kernel from .linux, started by the stub with LoadImage (Authenticode)",
+            fw,
+        );
     }
 
     // The Linux EFI stub: its load options (the command line the stub passes, UTF-16 with
@@ -334,16 +363,24 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
         )?;
     }
     let initrd = uki.section_data(".initrd").unwrap_or_default();
-    if !initrd.is_empty() || !generated.is_empty() {
-        let parts: Vec<&[u8]> = generated.iter().map(Vec::as_slice).collect();
-        let combined = stub_cpio::combined_initrd(&initrd, &parts);
-        b.measure(
+    let initrd_len = initrd.len() + generated.iter().map(Vec::len).sum::<usize>();
+    if initrd_len > 0 {
+        // Without drop-ins the stub hands over the .initrd section as it is (already hashed
+        // for PCR 11); with drop-ins it concatenates (`combine_initrd`).
+        let digest = match (&initrd_digest, generated.is_empty()) {
+            (Some(d), true) => d.clone(),
+            _ => {
+                let parts: Vec<&[u8]> = generated.iter().map(Vec::as_slice).collect();
+                cfg.alg.hash(&stub_cpio::combined_initrd(&initrd, &parts))?
+            }
+        };
+        b.push(
             9,
             EventType::EventTag,
-            &combined,
-            format!("Linux initrd ({} bytes)", combined.len()),
+            digest,
+            format!("Linux initrd ({initrd_len} bytes)"),
             Origin::LinuxEfiStub,
-        )?;
+        );
     }
 
     // nacre-init's runtime events (the one definition shared with the init).
@@ -378,6 +415,42 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
         events: b.events,
         pcrs,
     })
+}
+
+/// The digest of one section the stub measures.
+struct SectionDigest {
+    name: &'static str,
+    len: usize,
+    digest: Vec<u8>,
+}
+
+fn section_digests(
+    uki: &Uki<'_>,
+    stub: StubProfile,
+    alg: HashAlg,
+) -> Result<Vec<SectionDigest>, PredictError> {
+    let mut out = Vec::new();
+    for name in stub.measured_sections() {
+        if let Some(data) = uki.section_data(name) {
+            out.push(SectionDigest {
+                name,
+                len: data.len(),
+                digest: alg.hash(&data)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn kernel_digest(
+    uki: &Uki<'_>,
+    alg: &'static ring::digest::Algorithm,
+) -> Result<Vec<u8>, PredictError> {
+    let kernel = uki
+        .section_data(".linux")
+        .ok_or(UkiError::MissingSection(".linux"))?;
+    let pe = crate::pe::PeImage::parse(&kernel).map_err(PredictError::Kernel)?;
+    Ok(authenticode::digest(&pe, alg).as_ref().to_vec())
 }
 
 /// The command line systemd-stub 252 hands to the kernel when no load options override it:

@@ -15,6 +15,12 @@ pub enum UkiError {
     UnknownStub(String),
     #[error("systemd-stub {0} is not supported: nacre predicts the measurements of stub 252 and 257 (pass --stub-version to override)")]
     UnsupportedStub(String),
+    #[error("the UKI's {section} section declares {virtual_size} bytes in memory but has only {raw_size} in the file: UKI sections carry their contents, refusing")]
+    SectionTooLarge {
+        section: String,
+        virtual_size: u32,
+        raw_size: u32,
+    },
     #[error("the UKI's {section} section is not valid UTF-8")]
     NotUtf8 { section: &'static str },
 }
@@ -74,6 +80,9 @@ impl StubProfile {
     }
 }
 
+/// Largest zero fill accepted past a section's raw data.
+const MAX_ZERO_FILL: u64 = 1 << 20;
+
 /// A parsed UKI borrowing the file's bytes.
 #[derive(Debug, Clone)]
 pub struct Uki<'a> {
@@ -87,6 +96,20 @@ impl<'a> Uki<'a> {
         let pe = PeImage::parse(data)?;
         if pe.section(".linux").is_none() {
             return Err(UkiError::MissingSection(".linux"));
+        }
+        // The stub measures VirtualSize bytes of each section; the loader zero-fills past the
+        // raw data. Tools that build UKIs never rely on that for more than alignment, and a
+        // hostile header must not make us allocate gigabytes of zeros.
+        if let Some(s) = pe
+            .sections
+            .iter()
+            .find(|s| u64::from(s.virtual_size) > u64::from(s.size_of_raw_data) + MAX_ZERO_FILL)
+        {
+            return Err(UkiError::SectionTooLarge {
+                section: s.name.clone(),
+                virtual_size: s.virtual_size,
+                raw_size: s.size_of_raw_data,
+            });
         }
         let stub_version = pe.section(".sdmagic").map(|s| {
             let raw = s.mapped(data);
@@ -207,6 +230,15 @@ mod tests {
             uki.stub_profile(Some(StubProfile::V257)).unwrap(),
             StubProfile::V257
         );
+    }
+
+    #[test]
+    fn huge_virtual_sizes_are_refused() {
+        let pe = build_pe(&[(".linux", b"kernel", 0xffff_fff1)], None);
+        assert!(matches!(
+            Uki::parse(&pe),
+            Err(UkiError::SectionTooLarge { .. })
+        ));
     }
 
     #[test]

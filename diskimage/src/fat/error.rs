@@ -134,8 +134,9 @@ pub enum FatError {
         /// Path of the directory.
         path: String,
     },
-    /// A subdirectory refers back to a directory already being walked.
-    #[error("{path}: directory refers back to an ancestor or an already listed directory (cluster {cluster})")]
+    /// A directory uses a cluster already used by another directory: a cycle (a subdirectory
+    /// pointing back at an ancestor) or a cross-link.
+    #[error("{path}: directory uses cluster {cluster}, which another directory already uses (cycle or cross-link)")]
     DirectoryCycle {
         /// Path of the repeated directory.
         path: String,

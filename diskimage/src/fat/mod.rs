@@ -116,10 +116,12 @@ impl<R: Read + Seek> Fat<R> {
 
     /// The whole file at `path`, refusing files larger than `limit` bytes before reading.
     pub fn read_file(&mut self, path: &str, limit: u64) -> Result<Vec<u8>, FatError> {
-        let mut f = self.open(path)?;
+        let e = self.stat(path)?;
+        let p = path::join(&path::components(path));
+        let mut f = self.open_entry(&p, &e)?;
         if f.len() > limit {
             return Err(FatError::FileTooLarge {
-                path: f.path().to_string(),
+                path: p,
                 size: f.len(),
                 limit,
             });
@@ -132,6 +134,13 @@ impl<R: Read + Seek> Fat<R> {
     pub fn open(&mut self, path: &str) -> Result<FatFile<'_, R>, FatError> {
         let e = self.stat(path)?;
         let p = path::join(&path::components(path));
+        self.open_entry(&p, &e)
+    }
+
+    /// Like [`Fat::open`] for an entry already listed by [`Fat::read_dir`] or [`Fat::walk`],
+    /// without looking the path up again; `path` is only used in error messages.
+    pub fn open_entry(&mut self, path: &str, e: &DirEntry) -> Result<FatFile<'_, R>, FatError> {
+        let p = path.to_string();
         if e.is_dir {
             return Err(FatError::IsADirectory { path: p });
         }
@@ -168,29 +177,32 @@ impl<R: Read + Seek> Fat<R> {
         self.chain_of(&p, e.first_cluster, Some(u64::from(e.size)))
     }
 
-    /// Every file and directory on the volume, depth first, with its full path. A directory
-    /// reachable twice (a cycle) is an error.
+    /// Every file and directory on the volume, depth first, with its full path. Directories
+    /// must not share clusters (a cycle, or a cross-link): that is an error, and it also keeps
+    /// the walk linear in the volume size whatever the image claims.
     pub fn walk(&mut self) -> Result<Vec<(String, DirEntry)>, FatError> {
         let mut out = Vec::new();
-        let root = self.root_entry();
-        let mut seen = HashSet::from([root.first_cluster]);
-        let mut stack = vec![(String::new(), root)];
+        let mut used = HashSet::new();
+        let mut stack = vec![(String::new(), self.root_entry())];
         while let Some((dir_path, dir)) = stack.pop() {
             let shown = if dir_path.is_empty() {
                 "/"
             } else {
                 dir_path.as_str()
             };
-            let entries = self.list(&dir, shown)?;
-            for e in entries {
+            let chain = self.dir_clusters(&dir, shown)?;
+            // The fixed FAT12/16 root has no clusters; 0 stands for it.
+            for &c in chain.as_deref().unwrap_or(&[0]) {
+                if !used.insert(c) {
+                    return Err(FatError::DirectoryCycle {
+                        path: shown.to_string(),
+                        cluster: c,
+                    });
+                }
+            }
+            for e in self.list_in(chain.as_deref(), shown)? {
                 let p = format!("{dir_path}/{}", e.name);
                 if e.is_dir {
-                    if !seen.insert(e.first_cluster) {
-                        return Err(FatError::DirectoryCycle {
-                            path: p,
-                            cluster: e.first_cluster,
-                        });
-                    }
                     stack.push((p.clone(), e.clone()));
                 }
                 out.push((p, e));
@@ -210,38 +222,49 @@ impl<R: Read + Seek> Fat<R> {
         }
     }
 
-    /// Lists a directory given its entry; `p` names it in errors. Cluster 0 means the root
-    /// (as in `..` entries): the fixed region on FAT12/16, the root cluster on FAT32.
+    /// Lists a directory given its entry; `p` names it in errors.
     fn list(&mut self, d: &DirEntry, p: &str) -> Result<Vec<DirEntry>, FatError> {
-        let fat32 = self.geo.fat_type == FatType::Fat32;
-        let mut parser = dir::Parser::new(fat32);
+        let chain = self.dir_clusters(d, p)?;
+        self.list_in(chain.as_deref(), p)
+    }
+
+    /// The clusters of a directory, or `None` for the fixed FAT12/16 root. Cluster 0 means the
+    /// root (as in `..` entries): the fixed region on FAT12/16, the root cluster on FAT32.
+    fn dir_clusters(&mut self, d: &DirEntry, p: &str) -> Result<Option<Vec<u32>>, FatError> {
         let first = if d.first_cluster == 0 {
             self.geo.root_cluster
         } else {
             d.first_cluster
         };
         if first == 0 {
-            let (start, len) = (self.geo.root_dir_offset(), self.geo.root_dir_bytes());
-            let step = u64::from(self.geo.bytes_per_sector);
-            let mut off = 0;
-            while off < len && !parser.done {
-                let n = step.min(len - off);
-                let buf = self.read_bytes(start + off, n, p)?;
-                parser.feed(&buf);
-                off += n;
+            return Ok(None);
+        }
+        self.chain_of(p, first, None).map(Some)
+    }
+
+    /// Parses the directory in `chain` (or the fixed root), stopping at the end marker.
+    fn list_in(&mut self, chain: Option<&[u32]>, p: &str) -> Result<Vec<DirEntry>, FatError> {
+        let mut parser = dir::Parser::new(self.geo.fat_type == FatType::Fat32);
+        let cs = u64::from(self.geo.cluster_size);
+        let pieces: Vec<(u64, u64)> = match chain {
+            Some(chain) => chain
+                .iter()
+                .map(|&c| (self.geo.cluster_offset(c), cs))
+                .collect(),
+            None => {
+                let (start, len) = (self.geo.root_dir_offset(), self.geo.root_dir_bytes());
+                let step = u64::from(self.geo.bytes_per_sector);
+                (0..len.div_ceil(step))
+                    .map(|i| (start + i * step, step.min(len - i * step)))
+                    .collect()
             }
-        } else {
-            for c in self.chain_of(p, first, None)? {
-                if parser.done {
-                    break;
-                }
-                let buf = self.read_bytes(
-                    self.geo.cluster_offset(c),
-                    u64::from(self.geo.cluster_size),
-                    p,
-                )?;
-                parser.feed(&buf);
+        };
+        for (offset, len) in pieces {
+            if parser.done {
+                break;
             }
+            let buf = self.read_bytes(offset, len, p)?;
+            parser.feed(&buf);
         }
         Ok(parser.entries)
     }

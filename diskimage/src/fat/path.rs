@@ -32,10 +32,12 @@ pub fn join(components: &[&str]) -> String {
 /// Case-insensitive comparison by Unicode upper case: covers ASCII exactly as UEFI's
 /// collation does, and treats other letters the way Windows' upcase table mostly does.
 pub fn names_equal(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-        || a.chars()
-            .flat_map(char::to_uppercase)
-            .eq(b.chars().flat_map(char::to_uppercase))
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars()
+        .flat_map(char::to_uppercase)
+        .eq(b.chars().flat_map(char::to_uppercase))
 }
 
 #[cfg(test)]

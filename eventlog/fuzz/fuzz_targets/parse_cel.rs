@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let lines: Vec<u8> = records.iter().flat_map(|r| r.to_line()).collect();
-    assert_eq!(cel::parse(&lines).expect("written records must parse"), records);
+    assert_eq!(
+        cel::parse(&lines).expect("written records must parse"),
+        records
+    );
     for r in &records {
         let _ = RuntimeEvent::from_cel(r);
     }

@@ -142,7 +142,10 @@ mod tests {
         );
         // The kernel systemd-stub 252 loads from memory.
         let p = hex::decode("04031400f8d1c555cd04b5468a20e56cbb3052d07fff0400").unwrap();
-        assert_eq!(to_text(&p), "VenMedia(55c5d1f8-04cd-46b5-8a20-e56cbb3052d0)");
+        assert_eq!(
+            to_text(&p),
+            "VenMedia(55c5d1f8-04cd-46b5-8a20-e56cbb3052d0)"
+        );
         // Malformed: a node claiming length 2.
         assert_eq!(to_text(&[1, 1, 2, 0]), "<malformed: 01010200>");
         assert_eq!(to_text(&[9, 9, 5, 0, 0xaa]), "Path(9,9,aa)");

@@ -43,7 +43,8 @@ pub fn parse(data: &[u8]) -> Option<GptData> {
         return None;
     }
     let disk_guid = Guid(header.get(56..72)?.try_into().ok()?);
-    let entry_size = usize::try_from(u32::from_le_bytes(header.get(84..88)?.try_into().ok()?)).ok()?;
+    let entry_size =
+        usize::try_from(u32::from_le_bytes(header.get(84..88)?.try_into().ok()?)).ok()?;
     let count = usize::try_from(c.u64()?).ok()?;
     if entry_size < 128 || c.remaining() != count.checked_mul(entry_size)? {
         return None;
@@ -70,7 +71,12 @@ pub fn parse(data: &[u8]) -> Option<GptData> {
 
 impl fmt::Display for GptData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "disk {}, {} partitions", self.disk_guid, self.partitions.len())?;
+        write!(
+            f,
+            "disk {}, {} partitions",
+            self.disk_guid,
+            self.partitions.len()
+        )?;
         for p in &self.partitions {
             write!(
                 f,

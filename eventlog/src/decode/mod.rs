@@ -108,8 +108,10 @@ pub fn decode(event_type: EventType, data: &[u8]) -> EventData {
         }
         EventType::EfiBootServicesApplication
         | EventType::EfiBootServicesDriver
-        | EventType::EfiRuntimeServicesDriver => image::parse(data)
-            .map_or_else(|| raw("malformed UEFI_IMAGE_LOAD_EVENT"), EventData::ImageLoad),
+        | EventType::EfiRuntimeServicesDriver => image::parse(data).map_or_else(
+            || raw("malformed UEFI_IMAGE_LOAD_EVENT"),
+            EventData::ImageLoad,
+        ),
         EventType::EventTag => {
             tagged(data).unwrap_or_else(|| raw("malformed TCG_PCClientTaggedEvent"))
         }
@@ -159,9 +161,7 @@ fn no_action(data: &[u8]) -> EventData {
 
 /// Text in either encoding; UTF-16 first when `utf16_first` (and only Latin-1 UTF-16).
 fn text_data(data: &[u8], utf16_first: bool) -> Option<EventData> {
-    let as16 = || {
-        text::utf16(data, true).map(|text| EventData::Text { text, utf16: true })
-    };
+    let as16 = || text::utf16(data, true).map(|text| EventData::Text { text, utf16: true });
     let as8 = || text::utf8(data).map(|text| EventData::Text { text, utf16: false });
     if utf16_first {
         as16().or_else(as8)
@@ -319,14 +319,20 @@ mod tests {
         let d = |t, b: &[u8]| decode(t, b).to_string();
         assert_eq!(d(EventType::Separator, &[0; 4]), "0x00000000");
         assert_eq!(d(EventType::Separator, &[0xff; 4]), "error");
-        assert_eq!(d(EventType::Separator, &[0; 3]), "[separator is not 4 bytes] 000000");
+        assert_eq!(
+            d(EventType::Separator, &[0; 3]),
+            "[separator is not 4 bytes] 000000"
+        );
         assert_eq!(
             d(EventType::EfiAction, b"Exit Boot Services Invocation"),
             "\"Exit Boot Services Invocation\""
         );
         let mut loc = STARTUP_LOCALITY_SIGNATURE.to_vec();
         loc.push(3);
-        assert_eq!(decode(EventType::NoAction, &loc), EventData::StartupLocality(3));
+        assert_eq!(
+            decode(EventType::NoAction, &loc),
+            EventData::StartupLocality(3)
+        );
         loc.push(0);
         assert!(d(EventType::NoAction, &loc).starts_with("[EV_NO_ACTION \"StartupLocality\""));
         let tag = hex::decode("ec223b8f0d0000004c696e757820696e6974726400").unwrap();
@@ -337,8 +343,13 @@ mod tests {
         assert!(d(EventType::EventTag, &tag[..tag.len() - 1]).starts_with("[malformed"));
         assert_eq!(d(EventType::Ipl, b"grub_cmd: boot\0"), "\"grub_cmd: boot\"");
         let blob = [[0u8; 8], 16u64.to_le_bytes()].concat();
-        assert_eq!(d(EventType::EfiPlatformFirmwareBlob, &blob), "base 0x0 length 0x10");
-        assert_eq!(d(EventType::EfiHandoffTables, &u64::MAX.to_le_bytes()), 
-            "[malformed UEFI_HANDOFF_TABLE_POINTERS] ffffffffffffffff");
+        assert_eq!(
+            d(EventType::EfiPlatformFirmwareBlob, &blob),
+            "base 0x0 length 0x10"
+        );
+        assert_eq!(
+            d(EventType::EfiHandoffTables, &u64::MAX.to_le_bytes()),
+            "[malformed UEFI_HANDOFF_TABLE_POINTERS] ffffffffffffffff"
+        );
     }
 }

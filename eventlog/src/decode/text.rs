@@ -47,7 +47,12 @@ pub(crate) fn utf16(data: &[u8], latin_only: bool) -> Option<String> {
 /// Little-endian u16 code units; an odd last byte is ignored.
 pub(crate) fn le_u16s(data: &[u8]) -> Vec<u16> {
     data.chunks_exact(2)
-        .map(|b| u16::from_le_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0)]))
+        .map(|b| {
+            u16::from_le_bytes([
+                b.first().copied().unwrap_or(0),
+                b.get(1).copied().unwrap_or(0),
+            ])
+        })
         .collect()
 }
 
@@ -69,7 +74,10 @@ mod tests {
     fn guesses() {
         assert_eq!(utf8(b"Linux initrd\0").as_deref(), Some("Linux initrd"));
         assert_eq!(utf8(b"a\0b"), None);
-        assert_eq!(utf16(b".\0l\0i\0n\0u\0x\0\0\0", true).as_deref(), Some(".linux"));
+        assert_eq!(
+            utf16(b".\0l\0i\0n\0u\0x\0\0\0", true).as_deref(),
+            Some(".linux")
+        );
         assert_eq!(utf16(b"ab", true), None);
         assert_eq!(utf16(b"\0\0", true).as_deref(), Some(""));
         assert_eq!(short_hex(&[0xab; 3]), "ababab");

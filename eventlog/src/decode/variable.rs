@@ -111,7 +111,8 @@ fn contents(name: &str, value: &[u8], authority: bool) -> VariableContents {
         "BootOrder" if value.len() % 2 == 0 => VariableContents::BootOrder(text::le_u16s(value)),
         n if n.len() == 8
             && n.starts_with("Boot")
-            && n.get(4..).is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) =>
+            && n.get(4..)
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) =>
         {
             load_option(value).map_or_else(bytes, VariableContents::LoadOption)
         }
@@ -130,7 +131,8 @@ fn signature_lists(data: &[u8]) -> Option<Vec<SignatureList>> {
         let sig_size = usize::try_from(c.u32()?).ok()?;
         let body = c.take(list_size.checked_sub(28)?)?;
         let entries = body.get(header_size..)?;
-        if sig_size < 16 || entries.len() % sig_size != 0 {
+        // sig_size >= 16 also rules out a division by zero below.
+        if sig_size < 16 || entries.len().checked_rem(sig_size) != Some(0) {
             return None;
         }
         let mut owners: Vec<Guid> = Vec::new();
@@ -142,7 +144,7 @@ fn signature_lists(data: &[u8]) -> Option<Vec<SignatureList>> {
         }
         lists.push(SignatureList {
             sig_type,
-            count: entries.len() / sig_size,
+            count: entries.len().checked_div(sig_size)?,
             owners,
         });
     }
@@ -176,7 +178,13 @@ fn guid_name(g: &Guid) -> String {
 
 impl fmt::Display for UefiVariable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.name, guid_name(&self.guid), self.contents)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.name,
+            guid_name(&self.guid),
+            self.contents
+        )
     }
 }
 
@@ -252,6 +260,9 @@ mod tests {
         assert!(matches!(v.contents, VariableContents::Bytes(_)));
         list[24] = 48; // signature size 48 = owner + sha256, 0 entries
         let v = parse(&var("db", &list), false).unwrap();
-        assert_eq!(v.to_string(), "db (EFI_GLOBAL_VARIABLE): EFI_CERT_SHA256 x0");
+        assert_eq!(
+            v.to_string(),
+            "db (EFI_GLOBAL_VARIABLE): EFI_CERT_SHA256 x0"
+        );
     }
 }

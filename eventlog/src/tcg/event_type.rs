@@ -159,10 +159,19 @@ mod tests {
                 assert_ne!(t.value(), u.value());
             }
         }
-        assert_eq!(EventType::from_value(0x8000_0003), EventType::EfiBootServicesApplication);
+        assert_eq!(
+            EventType::from_value(0x8000_0003),
+            EventType::EfiBootServicesApplication
+        );
         assert_eq!(EventType::from_value(0x1234), EventType::Other(0x1234));
-        assert_eq!(EventType::Other(0x1234).to_string(), "EV_UNKNOWN(0x00001234)");
-        assert_eq!(EventType::EfiVariableAuthority.to_string(), "EV_EFI_VARIABLE_AUTHORITY");
+        assert_eq!(
+            EventType::Other(0x1234).to_string(),
+            "EV_UNKNOWN(0x00001234)"
+        );
+        assert_eq!(
+            EventType::EfiVariableAuthority.to_string(),
+            "EV_EFI_VARIABLE_AUTHORITY"
+        );
         assert_eq!(EventType::CompactHash.value(), 0xC);
     }
 }

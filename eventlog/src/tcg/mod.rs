@@ -71,7 +71,9 @@ impl Event {
     pub fn encoded_len(&self) -> usize {
         self.digests
             .iter()
-            .fold(16usize, |n, d| n.saturating_add(2).saturating_add(d.value.len()))
+            .fold(16usize, |n, d| {
+                n.saturating_add(2).saturating_add(d.value.len())
+            })
             .saturating_add(self.data.len())
     }
 
@@ -239,23 +241,29 @@ impl EventLog {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&EventType::NoAction.value().to_le_bytes());
         out.extend_from_slice(&self.header_digest);
-        out.extend_from_slice(&(spec.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len_u32(spec.len()).to_le_bytes());
         out.extend_from_slice(&spec);
         for (index, ev) in self.events.iter().enumerate() {
             self.check_event(index, ev)?;
             out.extend_from_slice(&ev.pcr.to_le_bytes());
             out.extend_from_slice(&ev.event_type.value().to_le_bytes());
-            out.extend_from_slice(&(ev.digests.len() as u32).to_le_bytes());
+            out.extend_from_slice(&len_u32(ev.digests.len()).to_le_bytes());
             for d in &ev.digests {
                 out.extend_from_slice(&d.alg.id().to_le_bytes());
                 out.extend_from_slice(&d.value);
             }
-            out.extend_from_slice(&(ev.data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&len_u32(ev.data.len()).to_le_bytes());
             out.extend_from_slice(&ev.data);
         }
         out.resize(out.len().saturating_add(self.padding), 0);
         Ok(out)
     }
+}
+
+/// A length already checked to fit (Spec ID at most ~300 bytes, at most 5 digests, data
+/// checked by `check_event`).
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Reads `n` bytes or reports which field was cut short, and where.
@@ -278,11 +286,7 @@ fn need<'a>(
     })
 }
 
-fn need_u32(
-    c: &mut Cursor<'_>,
-    field: &'static str,
-    record: usize,
-) -> Result<u32, ParseError> {
+fn need_u32(c: &mut Cursor<'_>, field: &'static str, record: usize) -> Result<u32, ParseError> {
     let b = need(c, 4, field, record)?;
     Ok(b.try_into().map(u32::from_le_bytes).unwrap_or(0))
 }
@@ -323,11 +327,7 @@ fn parse_header(c: &mut Cursor<'_>) -> Result<(SpecIdEvent, [u8; 20]), ParseErro
 }
 
 /// One TCG_PCR_EVENT2 record; `banks` are the Spec ID event's algorithms.
-fn parse_event2(
-    c: &mut Cursor<'_>,
-    banks: &[HashAlg],
-    record: usize,
-) -> Result<Event, ParseError> {
+fn parse_event2(c: &mut Cursor<'_>, banks: &[HashAlg], record: usize) -> Result<Event, ParseError> {
     let err = |offset, kind| ParseError {
         offset,
         record: Some(record),
@@ -355,8 +355,8 @@ fn parse_event2(
         let alg_off = c.offset();
         let b = need(c, 2, "digest algorithm id", record)?;
         let id = b.try_into().map(u16::from_le_bytes).unwrap_or(0);
-        let alg = HashAlg::from_id(id)
-            .map_err(|_| err(alg_off, ParseErrorKind::UnknownAlgorithm(id)))?;
+        let alg =
+            HashAlg::from_id(id).map_err(|_| err(alg_off, ParseErrorKind::UnknownAlgorithm(id)))?;
         if !banks.contains(&alg) {
             return Err(err(alg_off, ParseErrorKind::AlgorithmNotInHeader(alg)));
         }
@@ -424,15 +424,30 @@ mod tests {
             value: vec![0; alg.digest_size()],
         };
         assert!(matches!(
-            log.push(24, EventType::Ipl, vec![d(HashAlg::Sha1), d(HashAlg::Sha256)], vec![]),
+            log.push(
+                24,
+                EventType::Ipl,
+                vec![d(HashAlg::Sha1), d(HashAlg::Sha256)],
+                vec![]
+            ),
             Err(WriteError::PcrIndex { pcr: 24, .. })
         ));
         assert!(matches!(
-            log.push(4, EventType::Ipl, vec![d(HashAlg::Sha1), d(HashAlg::Sha1)], vec![]),
+            log.push(
+                4,
+                EventType::Ipl,
+                vec![d(HashAlg::Sha1), d(HashAlg::Sha1)],
+                vec![]
+            ),
             Err(WriteError::Digests { index: 2 })
         ));
         assert!(log
-            .push(4, EventType::Ipl, vec![d(HashAlg::Sha256), d(HashAlg::Sha1)], vec![])
+            .push(
+                4,
+                EventType::Ipl,
+                vec![d(HashAlg::Sha256), d(HashAlg::Sha1)],
+                vec![]
+            )
             .is_ok());
     }
 }

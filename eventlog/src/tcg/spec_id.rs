@@ -73,11 +73,10 @@ impl SpecIdEvent {
         }
         let platform_class = le32(need(&mut c, 4, "platformClass")?);
         let v = need(&mut c, 4, "spec version and uintnSize")?;
-        let (spec_version_minor, spec_version_major, spec_errata, uintn_size) =
-            match *v {
-                [a, b, c, d] => (a, b, c, d),
-                _ => (0, 0, 0, 0),
-            };
+        let (spec_version_minor, spec_version_major, spec_errata, uintn_size) = match *v {
+            [a, b, c, d] => (a, b, c, d),
+            _ => (0, 0, 0, 0),
+        };
         let n_off = c.offset();
         let n = le32(need(&mut c, 4, "numberOfAlgorithms")?);
         if n == 0 {
@@ -92,8 +91,8 @@ impl SpecIdEvent {
             let entry = need(&mut c, 4, "algorithm table entry")?;
             let id = le16(entry.get(..2).unwrap_or(&[]));
             let size = le16(entry.get(2..).unwrap_or(&[]));
-            let alg = HashAlg::from_id(id)
-                .map_err(|_| err(off, ParseErrorKind::UnknownAlgorithm(id)))?;
+            let alg =
+                HashAlg::from_id(id).map_err(|_| err(off, ParseErrorKind::UnknownAlgorithm(id)))?;
             if algorithms.contains(&alg) {
                 return Err(err(off, ParseErrorKind::DuplicateAlgorithm(alg)));
             }
@@ -137,17 +136,18 @@ impl SpecIdEvent {
     /// Serializes the structure (the event data of the header record).
     pub fn to_bytes(&self) -> Result<Vec<u8>, WriteError> {
         let n = self.algorithms.len();
-        let distinct = self
-            .algorithms
-            .iter()
-            .enumerate()
-            .all(|(i, a)| !self.algorithms.get(..i).is_some_and(|prev| prev.contains(a)));
+        let distinct = self.algorithms.iter().enumerate().all(|(i, a)| {
+            !self
+                .algorithms
+                .get(..i)
+                .is_some_and(|prev| prev.contains(a))
+        });
         if n == 0 || n > HashAlg::ALL.len() || !distinct {
             return Err(WriteError::BadAlgorithmList);
         }
         let vsize = u8::try_from(self.vendor_info.len())
             .map_err(|_| WriteError::VendorInfoTooLong(self.vendor_info.len()))?;
-        let mut out = Vec::with_capacity(33 + 4 * n + self.vendor_info.len());
+        let mut out = Vec::with_capacity(64usize.saturating_add(self.vendor_info.len()));
         out.extend_from_slice(SIGNATURE);
         out.extend_from_slice(&self.platform_class.to_le_bytes());
         out.extend_from_slice(&[
@@ -156,10 +156,12 @@ impl SpecIdEvent {
             self.spec_errata,
             self.uintn_size,
         ]);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
+        // n <= 5 and digest sizes <= 64 were checked or are constants: the casts are exact.
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
         for a in &self.algorithms {
             out.extend_from_slice(&a.id().to_le_bytes());
-            out.extend_from_slice(&(a.digest_size() as u16).to_le_bytes());
+            let size = u16::try_from(a.digest_size()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&size.to_le_bytes());
         }
         out.push(vsize);
         out.extend_from_slice(&self.vendor_info);
@@ -180,13 +182,19 @@ mod tests {
         let mut bad = b.clone();
         bad[24] = 0; // numberOfAlgorithms = 0
         let e = SpecIdEvent::parse(&bad, 32).unwrap_err();
-        assert_eq!((e.offset, e.kind.clone()), (32 + 24, ParseErrorKind::NoAlgorithms));
+        assert_eq!(
+            (e.offset, e.kind.clone()),
+            (32 + 24, ParseErrorKind::NoAlgorithms)
+        );
 
         let mut bad = b.clone();
         bad[30] = 21; // sha1 declared as 21 bytes
         let e = SpecIdEvent::parse(&bad, 0).unwrap_err();
         assert_eq!(e.offset, 28);
-        assert!(matches!(e.kind, ParseErrorKind::HeaderDigestSize { declared: 21, .. }));
+        assert!(matches!(
+            e.kind,
+            ParseErrorKind::HeaderDigestSize { declared: 21, .. }
+        ));
 
         let mut bad = b.clone();
         bad.push(0);
@@ -197,7 +205,10 @@ mod tests {
 
         let mut bad = b.clone();
         bad[14] = b'0';
-        assert_eq!(SpecIdEvent::parse(&bad, 0).unwrap_err().kind, ParseErrorKind::Sha1OnlyLog);
+        assert_eq!(
+            SpecIdEvent::parse(&bad, 0).unwrap_err().kind,
+            ParseErrorKind::Sha1OnlyLog
+        );
 
         let dup = SpecIdEvent::new(vec![HashAlg::Sha256, HashAlg::Sha256]);
         assert_eq!(dup.to_bytes(), Err(WriteError::BadAlgorithmList));

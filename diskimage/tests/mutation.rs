@@ -222,6 +222,15 @@ fn fat_image(dir: &Path, bits: u32, size: u64) -> (Vec<u8>, Vec<(usize, usize)>)
         }
     }
     assert!(hot.len() > 6, "expected multi-cluster directories");
+    // Only the used part of each range matters (past the end marker nothing is parsed).
+    for r in &mut hot {
+        let used = data[r.0..r.1]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(32, |p| p + 33);
+        r.1 = r.1.min(r.0 + used);
+    }
+    hot.push((510, 512));
     (data, hot)
 }
 

@@ -38,6 +38,23 @@ impl Observed {
     }
 }
 
+impl Observed {
+    /// From a record of nacre-init's runtime log (CEL-JSON). Runtime records carry no TCG
+    /// event type; predictions give nacre-init's events EV_IPL, so they are read as such.
+    pub fn from_cel(r: &nacre_eventlog::CelRecord, alg: HashAlg) -> Option<Self> {
+        Some(Observed {
+            pcr: r.pcr,
+            offset: None,
+            event_type: EventType::Ipl,
+            digest: r.digest(alg)?.to_vec(),
+            description: format!(
+                "runtime #{} {}: {}",
+                r.recnum, r.content.event_type, r.content.string
+            ),
+        })
+    }
+}
+
 /// The first place where a PCR's predicted and logged events part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {

@@ -30,10 +30,27 @@ pub enum SourceError {
     },
 }
 
+/// A UKI's bytes: mapped from a UKI file (no copy of a 100 MB image), or read from an ESP.
+#[derive(Debug)]
+pub enum UkiBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for UkiBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            UkiBytes::Mapped(m) => m,
+            UkiBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// The files a direct UKI boot reads.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BootFiles {
-    pub uki: Vec<u8>,
+    pub uki: UkiBytes,
     pub dropins: EspDropins,
     /// `true` when read from a disk image (drop-ins are then known); `false` for a bare UKI.
     pub from_disk: bool,
@@ -47,14 +64,19 @@ impl BootFiles {
             cause,
         };
         let mut magic = [0u8; 2];
+        let file = std::fs::File::open(path).map_err(io)?;
         {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(io)?;
-            let _ = f.read(&mut magic).map_err(io)?;
+            let _ = (&file).read(&mut magic).map_err(io)?;
         }
         if &magic == b"MZ" {
+            // SAFETY: the mapping is read-only and private to this process. If another process
+            // truncates the file meanwhile, reads may fault; that is the same hazard every
+            // mmap-based reader (ripgrep, git) accepts, and a file changing under a measurement
+            // tool gives a wrong result either way.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
             return Ok(BootFiles {
-                uki: std::fs::read(path).map_err(io)?,
+                uki: UkiBytes::Mapped(map),
                 dropins: EspDropins::default(),
                 from_disk: false,
             });
@@ -93,7 +115,7 @@ impl BootFiles {
             loader_credentials: dir_files(LOADER_CREDENTIALS)?,
         };
         Ok(BootFiles {
-            uki,
+            uki: UkiBytes::Owned(uki),
             dropins,
             from_disk: true,
         })

@@ -252,3 +252,70 @@ fn cli_golden_sign_and_verify_against_the_boot() {
         String::from_utf8_lossy(&t.stderr)
     );
 }
+
+/// nacre-init's runtime log: a golden manifest for the attestation phase (`sysinit`) verifies
+/// against the real firmware log of a boot plus the init's CEL records (written with the shared
+/// event definitions), and refuses a runtime log that stops a phase early.
+#[test]
+fn runtime_log_phases_verify_with_the_firmware_log() {
+    use nacre_eventlog::runtime::{Phase, RuntimeEvent};
+    use nacre_eventlog::{CelWriter, HashAlg};
+    let bin = env!("CARGO_BIN_EXE_nacre-measure");
+    let plain = captures().join("plain");
+    let work = tempfile::tempdir().unwrap();
+    let w = |n: &str| work.path().join(n).to_str().unwrap().to_string();
+    let write_cel = |path: &str, upto: Phase| {
+        let mut cel = CelWriter::open(Path::new(path)).unwrap();
+        for phase in Phase::ALL.into_iter().filter(|p| *p <= upto) {
+            let rec = RuntimeEvent::Phase(phase)
+                .to_cel(cel.next_recnum(), &[HashAlg::Sha256])
+                .unwrap();
+            cel.append(&rec).unwrap();
+        }
+    };
+    write_cel(&w("runtime.cel"), Phase::Sysinit);
+    write_cel(&w("short.cel"), Phase::LeaveInitrd);
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    assert!(run(&["keygen", "--prefix", &w("k")]).status.success());
+    let out = run(&[
+        "golden",
+        plain.join("disk.img").to_str().unwrap(),
+        "--phase",
+        "sysinit",
+        "--out",
+        &w("m.json"),
+        "--key",
+        &w("k.key"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = plain.join("capture/eventlog.bin");
+    let verify = |cel: &str| {
+        run(&[
+            "verify",
+            &w("m.json"),
+            "--key",
+            &w("k.pub"),
+            "--eventlog",
+            log.to_str().unwrap(),
+            "--runtime-log",
+            cel,
+        ])
+    };
+    let ok = verify(&w("runtime.cel"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let short = verify(&w("short.cel"));
+    assert_eq!(short.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&short.stdout);
+    assert!(
+        text.contains("PCR 11") && text.contains("sysinit"),
+        "{text}"
+    );
+}

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use nacre_eventlog::alg::HashAlg;
 use nacre_eventlog::runtime::Phase;
 use nacre_eventlog::tcg::EventLog;
+use nacre_eventlog::CelRecord;
 use nacre_measure::diff::{self, Observed};
 use nacre_measure::efivars::SecureBootVars;
 use nacre_measure::manifest::{self, ImageRef, Manifest};
@@ -94,6 +95,10 @@ enum Cmd {
         /// Firmware event log (binary_bios_measurements).
         #[arg(long)]
         eventlog: Option<PathBuf>,
+        /// nacre-init's runtime log (CEL-JSON, one record per line), replayed after the
+        /// firmware log.
+        #[arg(long, requires = "eventlog")]
+        runtime_log: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -110,6 +115,9 @@ enum Cmd {
         /// Firmware event log of the boot.
         #[arg(long)]
         eventlog: PathBuf,
+        /// nacre-init's runtime log (CEL-JSON).
+        #[arg(long)]
+        runtime_log: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -345,11 +353,20 @@ fn read_eventlog(path: &Path) -> Result<EventLog> {
     EventLog::parse(&bytes).with_context(|| format!("{}: malformed event log", path.display()))
 }
 
-fn observed_events(log: &EventLog, alg: HashAlg) -> Vec<Observed> {
+fn observed_events(log: &EventLog, runtime: &[CelRecord], alg: HashAlg) -> Vec<Observed> {
     log.events
         .iter()
         .filter_map(|e| Observed::from_log(e, alg))
+        .chain(runtime.iter().filter_map(|r| Observed::from_cel(r, alg)))
         .collect()
+}
+
+fn read_runtime_log(path: Option<&Path>) -> Result<Vec<CelRecord>> {
+    match path {
+        None => Ok(Vec::new()),
+        Some(p) => nacre_eventlog::cel::read(p)
+            .with_context(|| format!("{}: malformed runtime log", p.display())),
+    }
 }
 
 fn main() {
@@ -445,8 +462,17 @@ fn run(cli: Cli) -> Result<()> {
             signature,
             pcrs,
             eventlog,
+            runtime_log,
             json,
-        } => verify(&manifest, &key, signature, pcrs, eventlog, json),
+        } => verify(VerifyOpts {
+            manifest,
+            key,
+            signature,
+            pcrs,
+            eventlog,
+            runtime_log,
+            json,
+        }),
         Cmd::Eventlog { log, json } => {
             let log = read_eventlog(&log)?;
             let banks = log.banks().to_vec();
@@ -455,7 +481,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 let events: Vec<_> = banks
                     .iter()
-                    .flat_map(|b| observed_events(&log, *b))
+                    .flat_map(|b| observed_events(&log, &[], *b))
                     .collect();
                 let pcrs: BTreeMap<String, BTreeMap<String, String>> = replayed
                     .iter()
@@ -498,13 +524,15 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Diff {
             boot,
             eventlog,
+            runtime_log,
             json,
         } => {
             let (_, cfg, p) = boot.predict()?;
             let log = read_eventlog(&eventlog)?;
+            let runtime = read_runtime_log(runtime_log.as_deref())?;
             let diffs = diff::compare(
                 &p.events,
-                &observed_events(&log, cfg.alg),
+                &observed_events(&log, &runtime, cfg.alg),
                 &predict::PREDICTED_PCRS,
             );
             if json {
@@ -636,14 +664,19 @@ fn inspect(image: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn verify(
-    manifest_path: &Path,
-    key: &Path,
+struct VerifyOpts {
+    manifest: PathBuf,
+    key: PathBuf,
     signature: Option<PathBuf>,
     pcrs: Option<PathBuf>,
     eventlog: Option<PathBuf>,
+    runtime_log: Option<PathBuf>,
     json: bool,
-) -> Result<()> {
+}
+
+fn verify(o: VerifyOpts) -> Result<()> {
+    let (manifest_path, key, json) = (o.manifest.as_path(), o.key.as_path(), o.json);
+    let (signature, pcrs, eventlog) = (o.signature, o.pcrs, o.eventlog);
     let bytes = std::fs::read(manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
     let sig_file = signature.unwrap_or_else(|| sig_path(manifest_path));
@@ -673,8 +706,9 @@ fn verify(
     };
     if let Some(log_path) = &eventlog {
         let log = read_eventlog(log_path)?;
+        let runtime = read_runtime_log(o.runtime_log.as_deref())?;
         let replayed =
-            nacre_eventlog::replay::replay(&log, &[]).context("replaying the event log")?;
+            nacre_eventlog::replay::replay(&log, &runtime).context("replaying the event log")?;
         let bank = replayed
             .iter()
             .find(|b| b.alg == m.alg)
@@ -692,7 +726,7 @@ fn verify(
         }
         let diffs = diff::compare(
             &m.events,
-            &observed_events(&log, m.alg),
+            &observed_events(&log, &runtime, m.alg),
             &m.measurements
                 .keys()
                 .copied()

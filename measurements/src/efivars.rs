@@ -213,6 +213,57 @@ impl SecureBootVars {
         })
     }
 
+    /// Read the variables from files in `dir`: `PK`, `KEK`, `db`, `dbx` (and `dbt`), each
+    /// holding the variable's EFI_SIGNATURE_LISTs, named `NAME`, `NAME.esl` (as efitools and
+    /// `virt-fw-vars` write them) or `NAME-<guid>` (as efivarfs exposes them, with the 4-byte
+    /// attribute prefix). Secure Boot counts as enabled when a PK is present. A missing file is
+    /// an empty variable.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, EfiVarError> {
+        let read = |name: &str, guid: &Guid| -> Result<Option<Vec<u8>>, EfiVarError> {
+            let io = |p: &std::path::Path, e: std::io::Error| {
+                EfiVarError::VarStore(format!("{}: {e}", p.display()))
+            };
+            for candidate in [name.to_string(), format!("{name}.esl")] {
+                let p = dir.join(&candidate);
+                if p.exists() {
+                    return std::fs::read(&p).map(Some).map_err(|e| io(&p, e));
+                }
+            }
+            let p = dir.join(format!("{name}-{guid}"));
+            if p.exists() {
+                let raw = std::fs::read(&p).map_err(|e| io(&p, e))?;
+                let data = raw.get(4..).ok_or_else(|| {
+                    EfiVarError::VarStore(format!(
+                        "{}: shorter than the efivarfs attribute prefix",
+                        p.display()
+                    ))
+                })?;
+                return Ok(Some(data.to_vec()));
+            }
+            Ok(None)
+        };
+        let vars = SecureBootVars {
+            enabled: false,
+            pk: read("PK", &EFI_GLOBAL_VARIABLE)?.unwrap_or_default(),
+            kek: read("KEK", &EFI_GLOBAL_VARIABLE)?.unwrap_or_default(),
+            db: read("db", &EFI_IMAGE_SECURITY_DATABASE)?.unwrap_or_default(),
+            dbx: read("dbx", &EFI_IMAGE_SECURITY_DATABASE)?.unwrap_or_default(),
+            dbt: read("dbt", &EFI_IMAGE_SECURITY_DATABASE)?,
+        };
+        for (name, data) in [
+            ("PK", &vars.pk),
+            ("KEK", &vars.kek),
+            ("db", &vars.db),
+            ("dbx", &vars.dbx),
+        ] {
+            parse_signature_lists(name, data)?;
+        }
+        Ok(SecureBootVars {
+            enabled: !vars.pk.is_empty(),
+            ..vars
+        })
+    }
+
     /// The PCR 7 configuration events in firmware order: (name, UEFI_VARIABLE_DATA).
     pub fn config_events(&self) -> Vec<(String, Vec<u8>)> {
         let mut ev = vec![

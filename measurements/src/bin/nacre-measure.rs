@@ -162,8 +162,12 @@ struct BootArgs {
     #[arg(long)]
     stub: Option<u32>,
     /// OVMF variable store with the Secure Boot keys (PK/KEK/db/dbx) of the boot.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sb_keys")]
     vars: Option<PathBuf>,
+    /// Directory with the Secure Boot variables as files: PK, KEK, db, dbx (EFI signature
+    /// lists, `NAME`, `NAME.esl` or efivarfs `NAME-<guid>`); Secure Boot on when PK is there.
+    #[arg(long)]
+    sb_keys: Option<PathBuf>,
     /// PCR bank: sha256, sha384, sha1 or sha512.
     #[arg(long, default_value = "sha256")]
     bank: String,
@@ -215,6 +219,10 @@ impl BootArgs {
     fn load(&self) -> Result<(BootFiles, BootConfig)> {
         let files = BootFiles::open(&self.image)?;
         let secure_boot = match &self.vars {
+            None if self.sb_keys.is_some() => {
+                let dir = self.sb_keys.as_deref().unwrap_or(Path::new("."));
+                SecureBootVars::from_dir(dir).with_context(|| format!("{}", dir.display()))?
+            }
             Some(p) => {
                 let fd = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
                 SecureBootVars::from_ovmf_varstore(&fd)

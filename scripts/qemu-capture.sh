@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Boot a disk image under QEMU (TCG) + OVMF + a fresh swtpm (sha256 bank only) and capture the
-# firmware event log and the sha256 PCRs the guest prints (initrd from scripts/lib/capture-initrd.sh).
+# Boot a disk image under QEMU (TCG) + OVMF + a fresh swtpm (sha256 bank by default) and capture
+# the firmware event log and the PCRs the guest prints (initrd from scripts/lib/capture-initrd.sh).
 #
-# Usage: qemu-capture.sh DISK OUTDIR [--secure-boot VARS.fd] [--timeout S]
+# Usage: qemu-capture.sh DISK OUTDIR [--secure-boot VARS.fd] [--timeout S] [--banks LIST]
 #   Without --secure-boot: OVMF_CODE_4M.fd with a fresh copy of OVMF_VARS_4M.fd.
 #   With --secure-boot:    OVMF_CODE_4M.secboot.fd (q35 smm=on) with a copy of VARS.fd.
+#   --banks: PCR banks swtpm allocates, comma-separated from sha1,sha256,sha384,sha512; must
+#   include sha256 (default: sha256). Every requested bank must come back from the guest.
 #   Writes OUTDIR/console.log (serial console), OUTDIR/qemu.log (QEMU's stderr), and on success
-#   OUTDIR/eventlog.bin, OUTDIR/pcrs.json ({"0".."23": lowercase hex}), OUTDIR/capture.json.
+#   OUTDIR/eventlog.bin, OUTDIR/pcrs.json ({"0".."23": lowercase hex}, the sha256 bank),
+#   OUTDIR/pcrs-<alg>.json (same format, one per bank, pcrs-sha256.json = pcrs.json),
+#   OUTDIR/capture.json (with "banks").
 #   DISK is attached read-only and never modified; several captures may run in parallel.
 # Exit codes: 0 capture complete; 2 usage; 3 firmware refused the image; 4 timeout;
 #   5 kernel panic; 6 guest ended without a complete capture; 7 QEMU/swtpm failed to start.
@@ -16,9 +20,10 @@ set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 usage() { help >&2; exit 2; }
 
-disk="" out="" sb_vars="" timeout=180
+disk="" out="" sb_vars="" timeout=180 banks=sha256
 while (($#)); do
   case "$1" in
+    --banks) banks="${2:?}"; shift 2 ;;
     --secure-boot) sb_vars="${2:?}"; shift 2 ;;
     --timeout) timeout="${2:?}"; shift 2 ;;
     -h|--help) help; exit 0 ;;
@@ -30,6 +35,8 @@ done
 [[ "$timeout" =~ ^[0-9]+$ ]] || { echo "qemu-capture: --timeout wants whole seconds" >&2; exit 2; }
 [[ -f "$disk" ]] || { echo "qemu-capture: no such disk image: $disk" >&2; exit 2; }
 [[ -z "$sb_vars" || -f "$sb_vars" ]] || { echo "qemu-capture: no such varstore: $sb_vars" >&2; exit 2; }
+[[ "$banks" =~ ^(sha1|sha256|sha384|sha512)(,(sha1|sha256|sha384|sha512))*$ && ",$banks," == *,sha256,* ]] \
+  || { echo "qemu-capture: --banks wants a comma-separated list of sha1,sha256,sha384,sha512 including sha256" >&2; exit 2; }
 
 OVMF_DIR=${OVMF_DIR:-/usr/share/OVMF}
 QEMU=${QEMU:-qemu-system-x86_64}
@@ -46,7 +53,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 disk=$(cd "$(dirname "$disk")" && pwd)/$(basename "$disk")
 [[ "$disk$out" != *,* ]] || { echo "qemu-capture: paths must not contain ',' (QEMU option syntax)" >&2; exit 2; }
-rm -f "$out"/{console.log,qemu.log,eventlog.bin,pcrs.json,capture.json}
+rm -f "$out"/{console.log,qemu.log,eventlog.bin,pcrs.json,capture.json} "$out"/pcrs-*.json
 
 # Short private directory: UNIX socket paths must stay under 108 bytes.
 tmp=$(mktemp -d /tmp/nacre-cap.XXXXXX)
@@ -70,7 +77,7 @@ fail() { # CODE MESSAGE
 start=$(date +%s.%N)
 cp "$vars_src" "$tmp/vars.fd"
 mkdir "$tmp/tpm"
-swtpm_setup --tpm2 --tpmstate "$tmp/tpm" --pcr-banks sha256 --overwrite >"$tmp/swtpm_setup.log" 2>&1 \
+swtpm_setup --tpm2 --tpmstate "$tmp/tpm" --pcr-banks "$banks" --overwrite >"$tmp/swtpm_setup.log" 2>&1 \
   || { cat "$tmp/swtpm_setup.log" >&2; fail 7 "swtpm_setup failed"; }
 swtpm socket --tpm2 --tpmstate dir="$tmp/tpm" --ctrl type=unixio,path="$tmp/swtpm-sock" \
   --terminate --log file="$tmp/swtpm.log" &
@@ -131,9 +138,11 @@ if err=$(tr -d '\r' <"$console" | grep -m1 -o 'NACRE-CAPTURE-ERROR.*'); then
 fi
 
 # Extract and check the capture.
-python3 - "$console" "$out" "$secs" "${sb_vars:+1}" "$code" <<'PY' || fail 6 "guest powered off after ${secs}s without a complete capture (see $out/console.log)"
+python3 - "$console" "$out" "$secs" "${sb_vars:+1}" "$code" "$banks" <<'PY' || fail 6 "guest powered off after ${secs}s without a complete capture (see $out/console.log)"
 import base64, hashlib, json, re, sys
-console, out, secs, sb, code = sys.argv[1:6]
+console, out, secs, sb, code, banks = sys.argv[1:7]
+banks = banks.split(",")
+HEXLEN = {"sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 lines = [l.rstrip("\r\n") for l in open(console, "rb").read().decode("latin-1").split("\n")]
 def strip(l):  # tolerate stray bytes before a marker
     i = l.find("NACRE-")
@@ -144,10 +153,16 @@ if "NACRE-CAPTURE-BEGIN" not in lines or "NACRE-CAPTURE-END" not in lines:
 b = lines.index("NACRE-CAPTURE-BEGIN")
 body = lines[b:lines.index("NACRE-CAPTURE-END", b)]
 pcrs, meta, digest, size = {}, {}, None, None
+bank_pcrs, guest_banks = {}, None
 for l in body:
     m = re.fullmatch(r"NACRE-PCR (\d+) ([0-9A-Fa-f]{64})", l)
+    mb = re.fullmatch(r"NACRE-PCR-(sha1|sha256|sha384|sha512) (\d+) ([0-9A-Fa-f]+)", l)
     if m:
         pcrs[m.group(1)] = m.group(2).lower()
+    elif mb and len(mb.group(3)) == HEXLEN[mb.group(1)]:
+        bank_pcrs.setdefault(mb.group(1), {})[mb.group(2)] = mb.group(3).lower()
+    elif l.startswith("NACRE-PCR-BANKS "):
+        guest_banks = l.split()[1:]
     elif l.startswith("NACRE-UNAME "):
         meta["uname"] = l[len("NACRE-UNAME "):]
     elif l.startswith("NACRE-CMDLINE "):
@@ -156,6 +171,12 @@ for l in body:
         _, digest, size = l.split()
 if sorted(pcrs, key=int) != [str(i) for i in range(24)]:
     sys.exit("not all 24 PCRs captured: %s" % sorted(pcrs, key=int))
+bank_pcrs.setdefault("sha256", pcrs)   # older capture initrds print the sha256 bank only
+if bank_pcrs["sha256"] != pcrs:
+    sys.exit("NACRE-PCR and NACRE-PCR-sha256 lines disagree")
+for b in banks:
+    if sorted(bank_pcrs.get(b, {}), key=int) != [str(i) for i in range(24)]:
+        sys.exit("bank %s requested but not all 24 PCRs captured (guest has banks %s)" % (b, guest_banks))
 s = body.index("NACRE-EVENTLOG-BEGIN") + 1
 e = body.index("NACRE-EVENTLOG-END")
 blob = base64.b64decode("".join(body[s:e]), validate=True)
@@ -165,12 +186,18 @@ open(out + "/eventlog.bin", "wb").write(blob)
 with open(out + "/pcrs.json", "w") as f:
     json.dump(pcrs, f, indent=1, sort_keys=True)
     f.write("\n")
+for b, values in sorted(bank_pcrs.items()):
+    with open(out + "/pcrs-%s.json" % b, "w") as f:
+        json.dump(values, f, indent=1, sort_keys=True)
+        f.write("\n")
 m = re.search(r"secureboot: Secure boot (enabled|disabled)", "\n".join(lines))
 meta["kernel_secureboot"] = m.group(1) if m else "unknown"
-meta.update(seconds=float(secs), secure_boot=bool(sb), firmware_code=code,
+meta.update(seconds=float(secs), secure_boot=bool(sb), firmware_code=code, banks=sorted(bank_pcrs),
             eventlog_sha256=digest, eventlog_size=len(blob))
 with open(out + "/capture.json", "w") as f:
     json.dump(meta, f, indent=1, sort_keys=True)
     f.write("\n")
 PY
-echo "qemu-capture: OK ($disk) in ${secs}s: $out/eventlog.bin, $out/pcrs.json" >&2
+extra=""
+[[ "$banks" == sha256 ]] || extra=" (banks $banks: $out/pcrs-<alg>.json)"
+echo "qemu-capture: OK ($disk) in ${secs}s: $out/eventlog.bin, $out/pcrs.json$extra" >&2

@@ -84,7 +84,7 @@ fn mutate(img: &mut [u8], hot: &[(usize, usize)], rng: &mut Rng) -> Vec<(usize, 
             undo.push((pos + i, *b));
             *b = match val.get(i) {
                 Some(v) => *v,
-                None if r % 6 == 4 => *b ^ (1 << (r >> 8) % 8),
+                None if r % 6 == 4 => *b ^ (1 << ((r >> 8) % 8)),
                 None => (r >> 16) as u8,
             };
         }

@@ -362,23 +362,27 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
             Origin::LinuxEfiStub,
         )?;
     }
-    let initrd = uki.section_data(".initrd").unwrap_or_default();
-    let initrd_len = initrd.len() + generated.iter().map(Vec::len).sum::<usize>();
+    // The initrd the kernel loads: the stub's parts in its order (`combine_initrd`).
+    let parts = initrd_parts(&uki, stub, &generated);
+    let initrd_len: usize = parts.iter().map(|p| p.len()).sum();
     if initrd_len > 0 {
-        // Without drop-ins the stub hands over the .initrd section as it is (already hashed
-        // for PCR 11); with drop-ins it concatenates (`combine_initrd`).
-        let digest = match (&initrd_digest, generated.is_empty()) {
-            (Some(d), true) => d.clone(),
+        // A single part is handed over as it is: for the .initrd section alone that is the
+        // digest already computed for PCR 11.
+        let digest = match (parts.as_slice(), &initrd_digest) {
+            ([only], Some(d)) if uki.section_data(".initrd").as_deref() == Some(&only[..]) => {
+                d.clone()
+            }
+            ([only], _) => cfg.alg.hash(only)?,
             _ => {
-                let parts: Vec<&[u8]> = generated.iter().map(Vec::as_slice).collect();
-                cfg.alg.hash(&stub_cpio::combined_initrd(&initrd, &parts))?
+                let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                cfg.alg.hash(&stub_cpio::combined_initrd(&slices))?
             }
         };
         b.push(
             9,
             EventType::EventTag,
             digest,
-            format!("Linux initrd ({initrd_len} bytes)"),
+            format!("Linux initrd ({} parts, {initrd_len} bytes)", parts.len()),
             Origin::LinuxEfiStub,
         );
     }
@@ -415,6 +419,45 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
         events: b.events,
         pcrs,
     })
+}
+
+/// The pieces of the initrd the stub passes to the kernel, in its order.
+///
+/// - 252: `.initrd`, then the credential, global-credential and sysext archives.
+/// - 257: `.ucode`, `.initrd`, the drop-in archives, then archives it makes from its own
+///   sections: `.extra/tpm2-pcr-signature.json` (`.pcrsig`), `.extra/tpm2-pcr-public-key.pem`
+///   (`.pcrpkey`) and `.extra/os-release` (`.osrel`). The os-release part was checked against
+///   a real 257 boot; `.ucode`, `.pcrsig` and `.pcrpkey` follow systemd's source and are not
+///   yet checked by a boot.
+fn initrd_parts<'a>(
+    uki: &Uki<'a>,
+    stub: StubProfile,
+    generated: &'a [Vec<u8>],
+) -> Vec<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
+    let mut parts: Vec<Cow<'a, [u8]>> = Vec::new();
+    let section = |name: &str, parts: &mut Vec<Cow<'a, [u8]>>| {
+        if let Some(d) = uki.section_data(name).filter(|d| !d.is_empty()) {
+            parts.push(d);
+        }
+    };
+    if stub == StubProfile::V257 {
+        section(".ucode", &mut parts);
+    }
+    section(".initrd", &mut parts);
+    parts.extend(generated.iter().map(|g| Cow::Borrowed(g.as_slice())));
+    if stub == StubProfile::V257 {
+        for (sec, name) in [
+            (".pcrsig", "tpm2-pcr-signature.json"),
+            (".pcrpkey", "tpm2-pcr-public-key.pem"),
+            (".osrel", "os-release"),
+        ] {
+            if let Some(d) = uki.section_data(sec).filter(|d| !d.is_empty()) {
+                parts.push(Cow::Owned(stub_cpio::literal(name, &d)));
+            }
+        }
+    }
+    parts
 }
 
 /// The digest of one section the stub measures.

@@ -59,29 +59,48 @@ pub fn accepts(kind: &DropinKind, name: &str) -> bool {
 /// The archive for these files, or `None` when no file is accepted (the stub then measures
 /// nothing). Files are sorted by name as the stub does (`strcmp16` on ASCII names).
 pub fn pack(kind: &DropinKind, files: &[(String, Vec<u8>)]) -> Option<Vec<u8>> {
-    let mut items: Vec<&(String, Vec<u8>)> =
-        files.iter().filter(|(n, _)| accepts(kind, n)).collect();
+    let mut items: Vec<(&str, &[u8])> = files
+        .iter()
+        .filter(|(n, _)| accepts(kind, n))
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
     if items.is_empty() {
         return None;
     }
     items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Some(pack_files(
+        kind.target_dir,
+        kind.dir_mode,
+        kind.file_mode,
+        &items,
+    ))
+}
+
+/// A single file under `.extra/` as systemd-stub 257's `pack_cpio_literal` writes it (e.g.
+/// `.extra/os-release` from the `.osrel` section): not measured, but part of the initrd the
+/// kernel measures into PCR 9.
+pub fn literal(name: &str, contents: &[u8]) -> Vec<u8> {
+    pack_files(".extra", 0o555, 0o444, &[(name, contents)])
+}
+
+/// Directory entries for every prefix of `target_dir` (leading ones 0555, the last `dir_mode`,
+/// like `mkdir -p`), the files in the given order, then the trailer.
+fn pack_files(target_dir: &str, dir_mode: u32, file_mode: u32, items: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut inode = 1u32;
-    // Leading directories with 0555, the final one with the kind's mode (like `mkdir -p`).
-    let path = kind.target_dir;
-    for (i, _) in path.match_indices('/').filter(|(i, _)| *i > 0) {
-        entry(&mut out, &mut inode, &path[..i], 0o040000 | 0o555, &[]);
-    }
-    entry(&mut out, &mut inode, path, 0o040000 | kind.dir_mode, &[]);
-    for (name, contents) in items {
-        let full = format!("{path}/{name}");
+    for (i, _) in target_dir.match_indices('/').filter(|(i, _)| *i > 0) {
         entry(
             &mut out,
             &mut inode,
-            &full,
-            0o100000 | kind.file_mode,
-            contents,
+            &target_dir[..i],
+            0o040000 | 0o555,
+            &[],
         );
+    }
+    entry(&mut out, &mut inode, target_dir, 0o040000 | dir_mode, &[]);
+    for (name, contents) in items {
+        let full = format!("{target_dir}/{name}");
+        entry(&mut out, &mut inode, &full, 0o100000 | file_mode, contents);
     }
     // The trailer: inode 0, nlink 1, "TRAILER!!!" with its NUL, padded to 4.
     out.extend_from_slice(b"070701");
@@ -89,7 +108,7 @@ pub fn pack(kind: &DropinKind, files: &[(String, Vec<u8>)]) -> Option<Vec<u8>> {
         out.extend_from_slice(format!("{w:08x}").as_bytes());
     }
     out.extend_from_slice(b"0000000B00000000TRAILER!!!\0\0\0\0");
-    Some(out)
+    out
 }
 
 fn entry(out: &mut Vec<u8>, inode: &mut u32, name: &str, mode: u32, contents: &[u8]) {
@@ -124,13 +143,13 @@ fn pad4(out: &mut Vec<u8>) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-/// The initrd the stub hands to the kernel: the `.initrd` section padded to 4 bytes, then the
-/// generated archives in the stub's order (credentials, global credentials, system extensions).
-pub fn combined_initrd(initrd: &[u8], generated: &[&[u8]]) -> Vec<u8> {
-    let mut out = initrd.to_vec();
-    pad4(&mut out);
-    for g in generated {
-        out.extend_from_slice(g);
+/// The initrd the stub hands to the kernel when it has more than one part: each part padded to
+/// 4 bytes, in the stub's order (`combine_initrd`).
+pub fn combined_initrd(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 3).sum());
+    for p in parts {
+        out.extend_from_slice(p);
+        pad4(&mut out);
     }
     out
 }
@@ -175,7 +194,7 @@ mod tests {
 
     #[test]
     fn combined_initrd_pads_the_main_initrd_only() {
-        let c = combined_initrd(b"12345", &[b"abcd", b"efgh"]);
+        let c = combined_initrd(&[b"12345", b"abcd", b"efgh"]);
         assert_eq!(c, b"12345\0\0\0abcdefgh");
     }
 }

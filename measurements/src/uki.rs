@@ -33,7 +33,8 @@ pub enum StubProfile {
     /// systemd 252 (Debian 12): verified against real boots under OVMF 2022.11.
     #[serde(rename = "systemd-stub-252")]
     V252,
-    /// systemd 257 (Debian 13): PCR 11 checked against systemd-measure 257 only.
+    /// systemd 257 (Debian 13): checked against a real boot (Secure Boot off) and against
+    /// systemd-measure 257.
     #[serde(rename = "systemd-stub-257")]
     V257,
 }
@@ -54,9 +55,10 @@ impl StubProfile {
     }
 
     /// Does the stub start the kernel through the firmware's LoadImage (which measures it
-    /// into PCR 4 when Secure Boot is off)?
+    /// into PCR 4 when Secure Boot is off)? Both 252 and 257 do; real boots show the same
+    /// PCR 4 event for both.
     pub fn kernel_via_load_image(self) -> bool {
-        matches!(self, StubProfile::V252)
+        matches!(self, StubProfile::V252 | StubProfile::V257)
     }
 
     pub fn from_version(v: &str) -> Result<Self, UkiError> {

@@ -8,10 +8,12 @@
 //! target/tmp/e2e-boot for inspection.
 
 use nacre_eventlog::tcg::EventLog;
+use nacre_eventlog::HashAlg;
 use nacre_measure::diff::{self, Observed};
 use nacre_measure::efivars::SecureBootVars;
 use nacre_measure::predict::{predict, BootConfig, PredictError, Prediction, PREDICTED_PCRS};
 use nacre_measure::source::BootFiles;
+use nacre_measure::uki::StubProfile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,21 +63,32 @@ fn config(variant: &str, files: &BootFiles) -> BootConfig {
     }
 }
 
-fn captured_pcrs(variant: &str) -> BTreeMap<u32, Vec<u8>> {
-    let raw: BTreeMap<String, String> = serde_json::from_slice(
-        &std::fs::read(captures().join(variant).join("capture/pcrs.json")).unwrap(),
-    )
-    .unwrap();
+fn captured_pcrs(variant: &str, alg: HashAlg) -> BTreeMap<u32, Vec<u8>> {
+    let file = match alg {
+        HashAlg::Sha256 => "capture/pcrs.json".to_string(),
+        other => format!("capture/pcrs-{}.json", other.name()),
+    };
+    let raw: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(captures().join(variant).join(file)).unwrap())
+            .unwrap();
     raw.into_iter()
         .map(|(k, v)| (k.parse().unwrap(), hex::decode(v).unwrap()))
         .collect()
 }
 
 fn check_variant(variant: &str) -> Prediction {
+    check_variant_bank(variant, HashAlg::Sha256)
+}
+
+fn check_variant_bank(variant: &str, alg: HashAlg) -> Prediction {
     let dir = captures().join(variant);
     let files = BootFiles::open(&dir.join("disk.img")).unwrap();
     assert!(files.from_disk);
-    let p = predict(&files.uki, &config(variant, &files)).unwrap();
+    let cfg = BootConfig {
+        alg,
+        ..config(variant, &files)
+    };
+    let p = predict(&files.uki, &cfg).unwrap();
 
     // Event by event against the firmware log.
     let log = EventLog::parse(&std::fs::read(dir.join("capture/eventlog.bin")).unwrap()).unwrap();
@@ -95,7 +108,7 @@ fn check_variant(variant: &str) -> Prediction {
             .join("\n")
     );
     // Value by value against the PCRs the guest read from its TPM.
-    let pcrs = captured_pcrs(variant);
+    let pcrs = captured_pcrs(variant, alg);
     for (pcr, value) in &p.pcrs {
         assert_eq!(
             hex::encode(value),
@@ -136,6 +149,28 @@ fn credentials_and_sysext_boot_matches_prediction() {
     for pcr in [9, 12, 13] {
         assert_ne!(p.pcrs[&pcr], plain.pcrs[&pcr], "PCR {pcr}");
     }
+}
+
+#[test]
+fn systemd_stub_257_boot_matches_prediction() {
+    // trixie's stub on the same kernel, initrd, cmdline and os-release as `plain`: it measures
+    // its .sbat into PCR 11 and appends .extra/os-release to the initrd (PCR 9).
+    let p = check_variant("stub257");
+    assert_eq!(p.stub, StubProfile::V257);
+    assert!(p
+        .events
+        .iter()
+        .any(|e| e.pcr == 11 && e.description.starts_with(".sbat")));
+    let plain = check_variant("plain");
+    assert_ne!(p.pcrs[&9], plain.pcrs[&9]);
+    assert_eq!(p.pcrs[&4], plain.pcrs[&4]);
+}
+
+#[test]
+fn sha384_bank_matches_prediction() {
+    // The plain disk booted with a TPM that has sha256 and sha384 banks.
+    let p = check_variant_bank("plain-sha384", HashAlg::Sha384);
+    assert!(p.pcrs.values().all(|v| v.len() == 48));
 }
 
 #[test]

@@ -57,6 +57,10 @@ struct Uki {
 
 impl Uki {
     fn build(cmdline: &str) -> Uki {
+        Self::build_on(STUB, cmdline)
+    }
+
+    fn build_on(stub: &str, cmdline: &str) -> Uki {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         std::fs::write(p("osrel"), "ID=nacre\nVERSION_ID=test\n").unwrap();
@@ -69,7 +73,8 @@ impl Uki {
             .args(["--initrd", p("initrd").to_str().unwrap()])
             .args(["--cmdline-file", p("cmdline").to_str().unwrap()])
             .args(["--osrel", p("osrel").to_str().unwrap()])
-            .args(["--out", uki.to_str().unwrap()]));
+            .args(["--out", uki.to_str().unwrap()])
+            .args(["--stub", stub]));
         Uki { dir, uki }
     }
 
@@ -121,6 +126,53 @@ fn pcr11_matches_systemd_measure_for_every_phase() {
                 "bank {bank}, phase {phase_path}"
             );
         }
+    }
+}
+
+/// systemd 257 (Debian 13's stub and systemd-measure, fetched by
+/// scripts/lib/fetch-trixie-systemd.sh with pinned hashes): the stub also measures its `.sbat`.
+#[test]
+fn pcr11_matches_systemd_measure_257() {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("trixie-systemd");
+    let out = run(
+        Command::new(repo().join("scripts/lib/fetch-trixie-systemd.sh"))
+            .arg(&cache)
+            .arg("--quiet"),
+    );
+    let mut lines = out.lines();
+    let (stub, measure) = (lines.next().unwrap(), lines.next().unwrap());
+    let uki = Uki::build_on(stub, "console=ttyS0 roothash=8899 nacre.test=257");
+    let bytes = std::fs::read(&uki.uki).unwrap();
+    let sbat = uki.file("sbat");
+    run(Command::new("objcopy")
+        .args(["-O", "binary", "--only-section=.sbat"])
+        .arg(&uki.uki)
+        .arg(&sbat));
+    for (phase, arg) in [
+        (None, "--phase=:"),
+        (Some(Phase::EnterInitrd), "--phase=enter-initrd"),
+        (
+            Some(Phase::Ready),
+            "--phase=enter-initrd:leave-initrd:sysinit:ready",
+        ),
+    ] {
+        let out = run(Command::new(measure)
+            .arg("calculate")
+            .args(uki.measure_args())
+            .arg(format!("--sbat={sbat}"))
+            .args(["--bank=sha256", arg, "--json=short"]));
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let cfg = BootConfig {
+            phase,
+            ..BootConfig::default()
+        };
+        let p = predict(&bytes, &cfg).unwrap();
+        assert_eq!(p.stub, nacre_measure::uki::StubProfile::V257);
+        assert_eq!(
+            hex::encode(&p.pcrs[&11]),
+            json["sha256"][0]["hash"].as_str().unwrap(),
+            "{arg}"
+        );
     }
 }
 

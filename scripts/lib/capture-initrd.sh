@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build a tiny, deterministic initrd (newc cpio) from busybox-static whose /init prints the TPM
-# event log and the sha256 PCRs to the serial console, then powers off.
+# event log and the PCRs of every bank the TPM has to the serial console, then powers off.
 #
 # Usage: capture-initrd.sh OUT.cpio [--busybox /bin/busybox]
 #
 # Console protocol (parsed by scripts/qemu-capture.sh; the kernel needs console=ttyS0):
 #   NACRE-CAPTURE-BEGIN
 #   NACRE-UNAME <uname -r>            NACRE-CMDLINE <contents of /proc/cmdline>
-#   NACRE-PCR <n> <hex>               (n = 0..23, read first, before anything else)
+#   NACRE-PCR <n> <hex>               (sha256 bank, n = 0..23, read first, before anything else)
+#   NACRE-PCR-<alg> <n> <hex>         (every other bank in /sys/class/tpm/tpm0/pcr-<alg>/, read next)
+#   NACRE-PCR-BANKS <alg>...          all banks present, e.g. "sha256 sha384"
 #   NACRE-EVENTLOG-SHA256 <hex> <size>
 #   NACRE-EVENTLOG-BEGIN / base64 lines / NACRE-EVENTLOG-END
 #   NACRE-CAPTURE-END
@@ -65,6 +67,19 @@ while [ "$n" -le 23 ]; do
   echo "NACRE-PCR $n $(cat /sys/class/tpm/tpm0/pcr-sha256/$n)" >>/tmp/pcrs
   n=$((n + 1))
 done
+banks=""
+for d in /sys/class/tpm/tpm0/pcr-*; do
+  [ -d "$d" ] || continue
+  alg=${d##*/pcr-}
+  banks="$banks $alg"
+  [ "$alg" = sha256 ] && continue
+  n=0
+  while [ "$n" -le 23 ]; do
+    echo "NACRE-PCR-$alg $n $(cat "$d/$n")" >>/tmp/pcrs
+    n=$((n + 1))
+  done
+done
+echo "NACRE-PCR-BANKS${banks}" >>/tmp/pcrs
 cat "$log" >/tmp/eventlog
 
 echo

@@ -3,7 +3,8 @@
 #
 # Usage: make-uki.sh --kernel VMLINUZ --initrd INITRD (--cmdline-file FILE | --cmdline STRING)
 #                    --osrel FILE --out UKI.efi [--stub STUB]
-#   --stub     default /usr/lib/systemd/boot/efi/linuxx64.efi.stub (systemd 252 on Debian 12)
+#   --stub     default /usr/lib/systemd/boot/efi/linuxx64.efi.stub (systemd 252 on Debian 12);
+#              trixie's 257 stub (scripts/lib/fetch-trixie-systemd.sh) works too
 #   --cmdline  written without a trailing newline; --cmdline-file is embedded byte for byte
 #
 # Layout (like ukify): sections .osrel .cmdline .linux .initrd appended in this order, each at the
@@ -46,7 +47,9 @@ else
   printf '%s' "$cmdline" >"$tmp/cmdline"
 fi
 
-# End of the stub's last section: max(VMA + size) over its section table (ImageBase is 0).
+# End of the stub's last section: max(VMA + size) over its section table. objdump's VMAs include
+# ImageBase (0 for the 252 stub, 0x14df90000 for trixie's 257 stub); the new VMAs we give objcopy
+# do too, so the RVAs come out right either way.
 end=0
 while read -r idx _ size vma _; do
   [[ "$idx" =~ ^[0-9]+$ ]] || continue

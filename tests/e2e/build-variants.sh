@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Build the boot variants the measurement tests need, from this machine's packages
-# (systemd-stub 252, Debian kernel, busybox-static, OVMF).
+# (systemd-stub 252, Debian kernel, busybox-static, OVMF) and Debian trixie's systemd-stub 257.
 #
 # Usage: tests/e2e/build-variants.sh OUTDIR [--kernel /boot/vmlinuz-X] [--stub STUB]
+#                                    [--trixie-dir DIR | --no-stub257]
 #   OUTDIR/common/      initrd.cpio (capture initrd), os-release, cmdline, sysext/credential inputs
 #   OUTDIR/plain/       uki.efi, disk.img                    Secure Boot off
 #   OUTDIR/sb/          uki.efi (signed with the own db key), disk.img, vars.fd, sb-keys/
 #   OUTDIR/extra/       uki.efi (= plain), disk.img with BOOTX64.EFI.extra.d/test.{cred,raw}
 #                       and loader/credentials/global.cred    Secure Boot off
 #   OUTDIR/sb-unsigned/ uki.efi (= plain, unsigned), disk.img, vars.fd (= sb's): must be refused
+#   OUTDIR/stub257/     uki.efi (plain's sections on trixie's systemd-stub 257), disk.img, stub.version
+#                       Secure Boot off. The stub comes from scripts/lib/fetch-trixie-systemd.sh
+#                       (pinned .debs from deb.debian.org, cached in --trixie-dir, default
+#                       OUTDIR/trixie-systemd; network only the first time); --no-stub257 skips it.
+#   OUTDIR/plain-sha384/ disk.img (hard link to plain's), banks ("sha256,sha384"): plain booted
+#                       with a sha256+sha384 swtpm
 # Everything but the signature is deterministic; Secure Boot keys in OUTDIR/sb/sb-keys are kept
 # across runs (delete them to make new ones). Boot them with tests/e2e/capture-all.sh OUTDIR.
 set -euo pipefail
@@ -17,9 +24,11 @@ help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "
 here=$(cd "$(dirname "$0")" && pwd)
 lib=$(cd "$here/../../scripts/lib" && pwd)
 
-out="" kernel="" stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+out="" kernel="" stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub trixie_dir="" stub257=1
 while (($#)); do
   case "$1" in
+    --trixie-dir) trixie_dir="$2"; shift 2 ;;
+    --no-stub257) stub257=0; shift ;;
     --kernel) kernel="$2"; shift 2 ;;
     --stub) stub="$2"; shift 2 ;;
     -h|--help) help; exit 0 ;;
@@ -40,7 +49,7 @@ CMDLINE="console=ttyS0 nacre.test=plain roothash=$ROOTHASH"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 common=$out/common
-mkdir -p "$common" "$out"/{plain,sb,extra,sb-unsigned}
+mkdir -p "$common" "$out"/{plain,sb,extra,sb-unsigned,plain-sha384}
 log() { echo "build-variants: $*" >&2; }
 
 log "kernel $kernel, stub $stub ($(dpkg-query -W -f='${Version}' systemd-boot-efi 2>/dev/null || echo '?'))"
@@ -86,4 +95,27 @@ cp "$out/plain/uki.efi" "$out/sb-unsigned/uki.efi"
 cp "$out/sb/vars.fd" "$out/sb-unsigned/vars.fd"
 "$lib/make-esp-disk.sh" --efi "$out/sb-unsigned/uki.efi" --out "$out/sb-unsigned/disk.img"
 log "sb-unsigned: unsigned UKI with the sb varstore"
-log "done: $out/{plain,sb,extra,sb-unsigned}"
+
+# plain-sha384: the plain disk, booted with sha256 and sha384 banks (capture-all reads `banks`)
+ln -f "$out/plain/disk.img" "$out/plain-sha384/disk.img" 2>/dev/null \
+  || cp "$out/plain/disk.img" "$out/plain-sha384/disk.img"
+echo "sha256,sha384" >"$out/plain-sha384/banks"
+log "plain-sha384: plain's disk, banks sha256,sha384"
+
+# stub257: plain's sections on trixie's systemd-stub 257 (same layout as make-uki.sh's; ukify 257
+# would also add .uname and merge the kernel's SBAT into .sbat, which Debian 12's kernel lacks)
+if ((stub257)); then
+  paths=$("$lib/fetch-trixie-systemd.sh" "${trixie_dir:-$out/trixie-systemd}") \
+    || { log "cannot fetch trixie's systemd-stub 257 (offline? use --no-stub257)"; exit 1; }
+  stub257_efi=$(head -n1 <<<"$paths")
+  mkdir -p "$out/stub257"
+  "$lib/make-uki.sh" --stub "$stub257_efi" --kernel "$kernel" --initrd "$common/initrd.cpio" \
+    --cmdline-file "$common/cmdline" --osrel "$common/os-release" --out "$out/stub257/uki.efi"
+  "$lib/make-esp-disk.sh" --efi "$out/stub257/uki.efi" --out "$out/stub257/disk.img"
+  grep -ao 'systemd-stub [0-9][^ ]*' "$stub257_efi" | head -n1 >"$out/stub257/stub.version"
+  log "stub257: $(cat "$out/stub257/stub.version"), $(stat -c %s "$out/stub257/uki.efi") byte UKI"
+else
+  rm -rf "$out/stub257"
+  log "stub257: skipped (--no-stub257)"
+fi
+log "done: $out/{plain,sb,extra,sb-unsigned,plain-sha384$( ((stub257)) && echo ,stub257)}"

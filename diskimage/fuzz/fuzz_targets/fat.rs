@@ -6,14 +6,18 @@ use libfuzzer_sys::fuzz_target;
 use nacre_diskimage::fat::Fat;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut fat) = Fat::new(nacre_diskimage_fuzz::device(data)) else { return };
+    let Ok(mut fat) = Fat::new(nacre_diskimage_fuzz::device(data)) else {
+        return;
+    };
     if let Ok(all) = fat.walk() {
         for (path, e) in all {
             if e.is_dir {
                 continue;
             }
             // Opening checks the whole chain; reading is capped to keep executions fast.
-            let Ok(mut f) = fat.open_entry(&path, &e) else { continue };
+            let Ok(mut f) = fat.open_entry(&path, &e) else {
+                continue;
+            };
             if f.len() <= 1 << 20 {
                 let bytes = f.read_all().expect("chain was checked at open");
                 assert_eq!(bytes.len() as u64, u64::from(e.size));

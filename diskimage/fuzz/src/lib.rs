@@ -21,10 +21,16 @@ pub struct Sparse<'a> {
 /// Decodes an input: sparse if it starts with `SPRS`, otherwise the bytes themselves.
 pub fn device(data: &[u8]) -> Sparse<'_> {
     let Some(rest) = data.strip_prefix(MAGIC) else {
-        return Sparse { len: data.len() as u64, chunks: vec![(0, data)], pos: 0 };
+        return Sparse {
+            len: data.len() as u64,
+            chunks: vec![(0, data)],
+            pos: 0,
+        };
     };
     let mut chunks = Vec::new();
-    let kib = rest.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let kib = rest
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let len = (u64::from(kib) * 1024).min(MAX_LEN);
     let mut rest = rest.get(4..).unwrap_or_default();
     while let Some(h) = rest.get(..6) {
@@ -35,7 +41,11 @@ pub fn device(data: &[u8]) -> Sparse<'_> {
         chunks.push((off, &body[..n]));
         rest = &body[n..];
     }
-    Sparse { len, chunks, pos: 0 }
+    Sparse {
+        len,
+        chunks,
+        pos: 0,
+    }
 }
 
 impl Sparse<'_> {
@@ -59,13 +69,21 @@ impl Read for Sparse<'_> {
         }
         let pos = self.pos;
         // The first chunk covering `pos` supplies bytes; else zeros up to the next chunk.
-        let covering = self.chunks.iter().find(|(o, c)| *o <= pos && pos < o + c.len() as u64);
+        let covering = self
+            .chunks
+            .iter()
+            .find(|(o, c)| *o <= pos && pos < o + c.len() as u64);
         if let Some((o, c)) = covering {
             let from = (pos - o) as usize;
             n = n.min(c.len() - from);
             buf[..n].copy_from_slice(&c[from..from + n]);
         } else {
-            let next = self.chunks.iter().map(|(o, _)| *o).filter(|&o| o > pos).min();
+            let next = self
+                .chunks
+                .iter()
+                .map(|(o, _)| *o)
+                .filter(|&o| o > pos)
+                .min();
             if let Some(next) = next {
                 n = n.min((next - pos) as usize);
             }

@@ -9,9 +9,10 @@ APT_PACKAGES=(
   # UKI assembly and Secure Boot signing
   binutils systemd-boot-efi sbsigntool pesign openssl
   # guests: firmware, software TPM, kernel and a static busybox for test initrds
+  clang libclang-dev libdevmapper-dev
   qemu-system-x86 ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
   # disk images assembled and checked in user space
-  fdisk mtools dosfstools
+  fdisk mtools dosfstools erofs-utils cryptsetup-bin
   # systemd-measure (oracle for PCR 11) ships with systemd
   systemd
   # helpers used by the scripts

@@ -251,12 +251,21 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
             };
             (main, sha256)
         });
+        // The kernel's digest on a third thread lets the scheduler even out the two big
+        // streams (UKI Authenticode vs. sections) on two cores.
+        let uki_ref = &uki;
+        let kernel = scope.spawn(move || {
+            if kernel_measured {
+                kernel_digest(uki_ref, alg_ring).map(Some)
+            } else {
+                Ok(None)
+            }
+        });
         let sections = section_digests(&uki, stub, cfg.alg);
-        let kernel = if kernel_measured {
-            kernel_digest(&uki, alg_ring).map(Some)
-        } else {
-            Ok(None)
-        };
+        let kernel = kernel
+            .join()
+            .map_err(|_| PredictError::Worker)
+            .and_then(|k| k);
         let uki_digests = worker.join().map_err(|_| PredictError::Worker);
         (uki_digests, (sections, kernel))
     });
@@ -366,12 +375,14 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
     let parts = initrd_parts(&uki, stub, &generated);
     let initrd_len: usize = parts.iter().map(|p| p.len()).sum();
     if initrd_len > 0 {
-        // A single part is handed over as it is: for the .initrd section alone that is the
-        // digest already computed for PCR 11.
+        // A single part is handed over as it is: when that is the .initrd section, its digest
+        // was already computed for PCR 11 (same bytes: compare where they are, not what).
+        let is_initrd_section = |p: &[u8]| {
+            uki.section_data(".initrd")
+                .is_some_and(|d| d.as_ptr() == p.as_ptr() && d.len() == p.len())
+        };
         let digest = match (parts.as_slice(), &initrd_digest) {
-            ([only], Some(d)) if uki.section_data(".initrd").as_deref() == Some(&only[..]) => {
-                d.clone()
-            }
+            ([only], Some(d)) if is_initrd_section(only) => d.clone(),
             ([only], _) => cfg.alg.hash(only)?,
             _ => {
                 let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();

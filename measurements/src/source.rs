@@ -74,7 +74,7 @@ impl BootFiles {
             // truncates the file meanwhile, reads may fault; that is the same hazard every
             // mmap-based reader (ripgrep, git) accepts, and a file changing under a measurement
             // tool gives a wrong result either way.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+            let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
             return Ok(BootFiles {
                 uki: UkiBytes::Mapped(map),
                 dropins: EspDropins::default(),

@@ -1,0 +1,154 @@
+//! The boot, stage by stage. Stage 1 runs from the initrd and ends by executing nacre-init again
+//! from the verified root as PID 1; stage 2 runs there. Each step either succeeds or stops the
+//! node (`fail::fatal`) naming the step: nothing after a failed step runs.
+
+pub mod modules;
+pub mod mounts;
+pub mod platform;
+pub mod root;
+pub mod verity;
+
+use crate::cmdline::BootParams;
+use crate::measure::Measurer;
+use crate::{fail, info};
+use nacre_eventlog::runtime::Phase;
+use std::path::Path;
+
+/// Where nacre-init lives on the verified root; stage 1 executes it there as PID 1.
+pub const STAGE2_INIT: &str = "/usr/lib/nacre/nacre-init";
+const SYSROOT: &str = "/sysroot";
+/// How long stage 1 waits for the root disk to appear.
+const ROOT_TIMEOUT_S: u64 = 30;
+
+/// Runs a step, logs how long it took, and stops the node if it fails.
+pub fn step<T, E: std::fmt::Display>(name: &str, f: impl FnOnce() -> Result<T, E>) -> T {
+    let start = crate::log::uptime();
+    match f() {
+        Ok(v) => {
+            info!("{name}: done in {:.3} s", crate::log::uptime() - start);
+            v
+        }
+        Err(e) => fail::fatal(name, &e),
+    }
+}
+
+fn read_cmdline() -> Result<BootParams, String> {
+    let text =
+        std::fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
+    BootParams::parse(&text).map_err(|e| format!("kernel command line: {e}"))
+}
+
+/// Stage 1, from the initrd: never returns.
+pub fn stage1() -> ! {
+    step("mount pseudo file systems", || {
+        mounts::mount_all(&mounts::early_mounts())
+    });
+    crate::log::open_sinks();
+    info!("stage 1 (initrd), nacre-init {}", env!("CARGO_PKG_VERSION"));
+    let params = step("read the kernel command line", read_cmdline);
+    fail::set_policy(params.on_failure);
+
+    // The TPM driver is built into the kernel: measure entering the initrd before anything
+    // from the initrd's configuration is acted on.
+    let platform = step("detect the platform", || {
+        platform::decide(platform::Probe::read(), params.insecure_platform)
+    });
+    let tpm = step("open the TPM", crate::tpm::Tpm::open);
+    if tpm.is_none() {
+        crate::warn!("no TPM: this boot is not measured (allowed by nacre.insecure-platform=1)");
+    }
+    let mut measurer = step("open the runtime log", || Measurer::new(tpm));
+    step("measure enter-initrd", || {
+        measurer.phase(Phase::EnterInitrd)
+    });
+    info!(
+        "platform: {}{}",
+        match platform.tee {
+            Some(platform::Tee::SevSnp) => "AMD SEV-SNP",
+            Some(platform::Tee::Tdx) => "Intel TDX",
+            None => "no confidential computing (insecure platform allowed by the command line)",
+        },
+        if platform.tpm {
+            ", TPM 2.0"
+        } else {
+            ", no TPM"
+        }
+    );
+
+    let mut wanted = step("read the module list", || {
+        modules::read_list(Path::new(modules::MODULE_LIST))
+    });
+    wanted.extend(params.extra_modules.iter().cloned());
+    let n = step("load kernel modules", || modules::load(&wanted));
+    info!("loaded {n} kernel modules");
+
+    let roothash = step("verified root", || {
+        params.roothash.clone().ok_or(root::RootError::NoRootHash)
+    });
+    let pair = step("find the root partitions", || {
+        root::find(&roothash, ROOT_TIMEOUT_S)
+    });
+    info!(
+        "root: {} partition {} (data), {} (verity)",
+        pair.disk, pair.root.index, pair.verity.index
+    );
+    let dev = step("open the dm-verity root", || {
+        root::open_verified(&pair, &roothash, params.on_corruption.table_arg())
+    });
+    step("mount the verified root", || {
+        root::mount_root(&dev, Path::new(SYSROOT))
+    });
+    step("check the verified root", || {
+        let init = Path::new(SYSROOT).join(STAGE2_INIT.trim_start_matches('/'));
+        if init.is_file() {
+            Ok(())
+        } else {
+            Err(root::RootError::NoInit(STAGE2_INIT.into()))
+        }
+    });
+    info!("root verified: {roothash}");
+    step("measure leave-initrd", || {
+        measurer.phase(Phase::LeaveInitrd)
+    });
+    drop(measurer);
+    step("switch root", switch_root);
+    // switch_root only returns on failure.
+    fail::fatal("switch root", &"exec returned")
+}
+
+/// Move the pseudo file systems into the new root, make it `/`, and execute nacre-init from it.
+fn switch_root() -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    for m in ["/dev", "/proc", "/sys", "/run"] {
+        let target = format!("{SYSROOT}{m}");
+        mount(
+            Some(m),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("moving {m} to {target}: {e}"))?;
+    }
+    nix::unistd::chdir(SYSROOT).map_err(|e| format!("chdir {SYSROOT}: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("moving {SYSROOT} to /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let path = std::ffi::CString::new(STAGE2_INIT).map_err(|e| e.to_string())?;
+    let arg = std::ffi::CString::new("--stage2").map_err(|e| e.to_string())?;
+    let err = nix::unistd::execv(&path, &[path.as_c_str(), arg.as_c_str()]);
+    Err(format!("executing {STAGE2_INIT}: {err:?}"))
+}
+
+/// Stage 2, on the verified root: never returns.
+pub fn stage2() -> ! {
+    crate::log::open_sinks();
+    info!("stage 2 (verified root)");
+    let params = step("read the kernel command line", read_cmdline);
+    fail::set_policy(params.on_failure);
+    let tpm = step("open the TPM", crate::tpm::Tpm::open);
+    let mut measurer = step("open the runtime log", || Measurer::new(tpm));
+    step("measure sysinit", || measurer.phase(Phase::Sysinit));
+    crate::services::run(&mut measurer)
+}

@@ -6,7 +6,8 @@ use std::fmt;
 use std::io::Write;
 use std::sync::Mutex;
 
-static SINKS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+/// (file, is the kernel log)
+static SINKS: Mutex<Vec<(std::fs::File, bool)>> = Mutex::new(Vec::new());
 
 /// Open `/dev/console` and `/dev/kmsg` (after `/dev` is mounted); earlier lines go to stderr.
 pub fn open_sinks() {
@@ -15,11 +16,13 @@ pub fn open_sinks() {
         Err(p) => p.into_inner(),
     };
     sinks.clear();
-    for path in ["/dev/console", "/dev/kmsg"] {
+    for (path, kmsg) in [("/dev/console", false), ("/dev/kmsg", true)] {
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-            sinks.push(f);
+            sinks.push((f, kmsg));
         }
     }
+    // The init writes many lines at boot: keep the kernel from rate-limiting them.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
 }
 
 /// Seconds since boot (CLOCK_BOOTTIME), for the timeline.
@@ -38,8 +41,13 @@ pub fn line(level: &str, args: fmt::Arguments<'_>) {
     if sinks.is_empty() {
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
-    for s in sinks.iter_mut() {
-        let _ = s.write_all(text.as_bytes());
+    for (s, kmsg) in sinks.iter_mut() {
+        if *kmsg {
+            // Priority 7 (debug): kept in the kernel log, not echoed again on the console.
+            let _ = s.write_all(format!("<7>nacre-init: {level}{args}\n").as_bytes());
+        } else {
+            let _ = s.write_all(text.as_bytes());
+        }
     }
 }
 

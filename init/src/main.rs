@@ -23,9 +23,32 @@ fn main() {
     }
     match args.get(1).map(String::as_str) {
         Some("--version") => println!("nacre-init {}", env!("CARGO_PKG_VERSION")),
+        // The image builder asks the init which module files stage 1 will load, so the initrd
+        // holds exactly those (same code, same order).
+        Some("--module-closure") if args.len() >= 3 => module_closure(&args[2], &args[3..]),
         _ => {
-            eprintln!("nacre-init runs as PID 1 (the node's init); it has no commands yet besides --version");
+            eprintln!(
+                "nacre-init runs as PID 1 (the node's init). Other uses:\n  nacre-init --version\n  nacre-init --module-closure /lib/modules/<release> MODULE..."
+            );
             std::process::exit(2);
+        }
+    }
+}
+
+fn module_closure(dir: &str, modules: &[String]) {
+    let db = match nacre_kmod::ModuleDb::read(std::path::Path::new(dir)) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("nacre-init: {dir}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let wanted: Vec<&str> = modules.iter().map(String::as_str).collect();
+    match db.load_order(&wanted) {
+        Ok(steps) => steps.iter().for_each(|s| println!("{}", s.module.path)),
+        Err(e) => {
+            eprintln!("nacre-init: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! a person it only reports what it is.
 
 mod cmdline;
+mod config;
 mod fail;
 mod log;
 mod measure;

@@ -1,16 +1,22 @@
 //! What stage 2 runs on the verified root. For now: the `ready` measurement, then the payload
-//! named in `/etc/nacre/payload` (kubelet's stand-in in tests), whose exit powers the node off.
-//! The full supervisor (containerd, kubelet, restarts, orderly shutdown) comes with the rest of
-//! the init issue.
+//! of the configuration's `[payload]` table (kubelet's stand-in in tests), whose exit powers the
+//! node off. The full supervisor (containerd, kubelet, restarts, orderly shutdown) comes with
+//! the rest of the init issue.
 
+use crate::config;
 use crate::measure::Measurer;
 use crate::stage::step;
 use crate::{fail, info};
 use nacre_eventlog::runtime::Phase;
 
-pub const PAYLOAD: &str = "/etc/nacre/payload";
+/// `[payload] command = "..."`: run with /bin/sh once services would start.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub command: String,
+}
 
-pub fn run(measurer: &mut Measurer) -> ! {
+pub fn run(measurer: &mut Measurer, cfg: &toml::Table) -> ! {
     step("measure ready", || measurer.phase(Phase::Ready));
     for alg in crate::tpm::active_banks() {
         if let Some(v) = crate::tpm::read_pcr(alg, 11) {
@@ -18,9 +24,10 @@ pub fn run(measurer: &mut Measurer) -> ! {
         }
     }
     let cmd = step("read the payload", || {
-        std::fs::read_to_string(PAYLOAD)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("{PAYLOAD}: {e}"))
+        config::section::<Payload>(cfg, "payload")
+            .map_err(|e| e.to_string())?
+            .map(|p| p.command)
+            .ok_or_else(|| format!("{}: no [payload] command", config::CONFIG))
     });
     info!("starting {cmd}");
     let status = step("run the payload", || {

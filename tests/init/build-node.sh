@@ -5,19 +5,27 @@
 # modules stage 1 loads (closure from modules.dep, computed by `nacre-init --module-closure`). User space only.
 #
 # Usage: build-node.sh OUTDIR --init NACRE_INIT [--kernel-release REL]
-#                      [--payload SCRIPT]
+#                      [--payload SCRIPT] [--add SRC:DEST]... [--add-file SRC:DEST]...
+#                      [--initrd-modules "m1 m2"]
 #   Writes OUTDIR/{root.erofs,verity.img,disk.img,initrd.cpio,roothash}.
 #   --payload: a shell script (busybox sh) run by stage 2 in kubelet's place; default: a check
 #   that the root is read-only, prints the runtime log, and "NACRE-PAYLOAD-OK".
+#   --add SRC:DEST copies an executable into the root at DEST with its shared libraries (ldd);
+#   --add-file SRC:DEST copies a file or directory tree as it is. Both may repeat.
+#   --initrd-modules: the modules stage 1 loads (default "virtio_pci virtio_blk dm-verity erofs").
 # Deterministic apart from nothing: fixed salt, UUIDs, times (SOURCE_DATE_EPOCH=0).
 set -euo pipefail
 die() { echo "build-node: $*" >&2; exit 1; }
-out="" init="" rel="" payload=""
+out="" init="" rel="" payload="" adds=() add_files=()
+initrd_modules="virtio_pci virtio_blk dm-verity erofs"
 while (($#)); do
   case "$1" in
     --init) init="$2"; shift 2 ;;
     --kernel-release) rel="$2"; shift 2 ;;
     --payload) payload="$2"; shift 2 ;;
+    --add) adds+=("$2"); shift 2 ;;
+    --add-file) add_files+=("$2"); shift 2 ;;
+    --initrd-modules) initrd_modules="$2"; shift 2 ;;
     -*) die "unknown option $1" ;;
     *) out="$1"; shift ;;
   esac
@@ -58,7 +66,11 @@ echo "NACRE-PAYLOAD-OK"
 CHECK
   chmod 0755 "$root/etc/nacre/check.sh"
 fi
-echo "/etc/nacre/check.sh" > "$root/etc/nacre/payload"
+printf '[payload]\ncommand = "/etc/nacre/check.sh"\n' > "$root/etc/nacre/init.toml"
+for a in "${adds[@]}"; do copy_elf "${a%%:*}" "$root" "${a#*:}"; done
+for a in "${add_files[@]}"; do
+  mkdir -p "$(dirname "$root/${a#*:}")"; cp -a "${a%%:*}" "$root/${a#*:}"
+done
 find "$root" -exec touch -h -d @0 {} +
 rm -f "$out/root.erofs" "$out/verity.img"
 mkfs.erofs -T0 --all-root -U 6e616372-6500-4000-8000-000000000001 "$out/root.erofs" "$root" >/dev/null
@@ -89,7 +101,7 @@ rd="$work/initrd"
 mkdir -p "$rd"/{dev,proc,sys,run,sysroot,etc/nacre}
 copy_elf "$init" "$rd" init
 mknod "$rd/dev/console" c 5 1
-printf '%s\n' virtio_pci virtio_blk dm-verity erofs > "$rd/etc/nacre/modules"
+printf '%s\n' $initrd_modules > "$rd/etc/nacre/modules"
 for f in modules.dep modules.builtin modules.softdep modules.alias; do
   install -D -m 0644 "$moddir/$f" "$rd/lib/modules/$rel/$f"
 done

@@ -150,5 +150,6 @@ pub fn stage2() -> ! {
     let tpm = step("open the TPM", crate::tpm::Tpm::open);
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
     step("measure sysinit", || measurer.phase(Phase::Sysinit));
-    crate::services::run(&mut measurer)
+    let cfg = step("read the configuration", crate::config::read);
+    crate::services::run(&mut measurer, &cfg)
 }

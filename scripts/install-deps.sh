@@ -10,9 +10,13 @@ APT_PACKAGES=(
   binutils systemd-boot-efi sbsigntool pesign openssl
   # guests: firmware, software TPM, kernel and a static busybox for test initrds
   clang libclang-dev libdevmapper-dev
+  # state disk: LUKS2 (libcryptsetup-rs), TPM sealing (tss-esapi 7.7), ext4 for the guest's /var
+  libcryptsetup-dev libtss2-dev libtss2-tcti-device0 e2fsprogs
   qemu-system-x86 ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
   # disk images assembled and checked in user space
   fdisk mtools dosfstools erofs-utils cryptsetup-bin
+  # the node's services in the init boot tests (kubelet cannot be downloaded here)
+  containerd runc
   # systemd-measure (oracle for PCR 11) ships with systemd
   systemd
   # helpers used by the scripts

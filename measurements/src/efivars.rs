@@ -3,8 +3,6 @@
 //! an OVMF variable store (`OVMF_VARS.fd`: a firmware volume holding an authenticated variable
 //! store, as edk2's `VariableFormat.h` lays it out).
 
-use std::fmt;
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EfiVarError {
     #[error("OVMF variable store: {0}")]
@@ -17,77 +15,19 @@ pub enum EfiVarError {
     },
 }
 
-/// An EFI GUID, stored in its on-disk (mixed-endian) byte order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Guid(pub [u8; 16]);
+pub use nacre_eventlog::decode::guid::{
+    Guid, EFI_CERT_SHA256, EFI_CERT_X509, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE,
+};
 
-impl Guid {
-    /// From the textual form's fields, e.g. `8be4df61-93ca-11d2-aa0d-00e098032b8c`.
-    pub const fn new(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
-        let a = d1.to_le_bytes();
-        let b = d2.to_le_bytes();
-        let c = d3.to_le_bytes();
-        Guid([
-            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4],
-            d4[5], d4[6], d4[7],
-        ])
-    }
-}
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
-        )
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// EFI_GLOBAL_VARIABLE: SecureBoot, PK, KEK.
-pub const EFI_GLOBAL_VARIABLE: Guid = Guid::new(
-    0x8be4df61,
-    0x93ca,
-    0x11d2,
-    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
-);
-/// EFI_IMAGE_SECURITY_DATABASE_GUID: db, dbx, dbt.
-pub const EFI_IMAGE_SECURITY_DATABASE: Guid = Guid::new(
-    0xd719b2cb,
-    0x3d3a,
-    0x4596,
-    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
-);
-/// EFI_CERT_X509_GUID.
-pub const EFI_CERT_X509: Guid = Guid::new(
-    0xa5c059a1,
-    0x94e4,
-    0x4aa7,
-    [0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72],
-);
-/// EFI_CERT_SHA256_GUID.
-pub const EFI_CERT_SHA256: Guid = Guid::new(
-    0xc1c41626,
-    0x504c,
-    0x4092,
-    [0xac, 0xa9, 0x41, 0xf9, 0x36, 0x40, 0x93, 0x28],
-);
 /// edk2's gEfiAuthenticatedVariableGuid: the signature of an authenticated variable store.
-const AUTH_VARIABLE_STORE: Guid = Guid::new(
+const AUTH_VARIABLE_STORE: Guid = Guid::from_fields(
     0xaaf32c78,
     0x947b,
     0x439a,
     [0xa1, 0x80, 0x2e, 0x14, 0x4e, 0xc3, 0x77, 0x92],
 );
 /// edk2's gEfiSecureBootEnableDisableGuid, under which OVMF keeps `SecureBootEnable`.
-const SECURE_BOOT_ENABLE_DISABLE: Guid = Guid::new(
+const SECURE_BOOT_ENABLE_DISABLE: Guid = Guid::from_fields(
     0xf0a30bc7,
     0xaf08,
     0x4556,
@@ -470,6 +410,43 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn real_dbx_from_a_secure_boot_log_is_a_sha256_list() {
+        // The sb-custom fixture (a real OVMF boot) measured a dbx holding one EFI_CERT_SHA256
+        // entry; its PCR 7 events carry the variables' contents.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../eventlog/tests/fixtures/sb-custom.eventlog.bin"
+        );
+        let log = nacre_eventlog::EventLog::parse(&std::fs::read(path).unwrap()).unwrap();
+        let vars: Vec<_> = log
+            .events
+            .iter()
+            .filter(|e| {
+                e.pcr == 7 && e.event_type == nacre_eventlog::EventType::EfiVariableDriverConfig
+            })
+            .collect();
+        let dbx = vars.iter().find(|e| {
+            let d = &e.data;
+            let name_len = u64::from_le_bytes(d[16..24].try_into().unwrap()) as usize;
+            String::from_utf16_lossy(
+                &d[32..32 + 2 * name_len]
+                    .chunks(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>(),
+            ) == "dbx"
+        });
+        let d = &dbx.unwrap().data;
+        let list = parse_signature_lists("dbx", &d[32 + 6..]).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].list_type, EFI_CERT_SHA256);
+        // The whole event re-encodes from (name, data) to the logged bytes.
+        assert_eq!(
+            uefi_variable_data(&EFI_IMAGE_SECURITY_DATABASE, "dbx", &d[32 + 6..]),
+            *d
+        );
     }
 
     #[test]

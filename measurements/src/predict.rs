@@ -399,20 +399,11 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
     }
 
     // nacre-init's runtime events (the one definition shared with the init).
-    if let Some(upto) = cfg.phase {
-        for phase in Phase::ALL.iter().take_while(|p| **p <= upto) {
-            let ev = RuntimeEvent::Phase(*phase);
-            b.push(
-                ev.pcr(),
-                EventType::Ipl,
-                ev.digest(cfg.alg)?,
-                ev.content(),
-                Origin::NacreInit,
-            );
-        }
-    }
-    if let Some(id) = cfg.cluster_id {
-        let ev = RuntimeEvent::ClusterId(id);
+    let phases = Phase::ALL
+        .into_iter()
+        .filter(|p| cfg.phase.is_some_and(|upto| *p <= upto))
+        .map(RuntimeEvent::Phase);
+    for ev in phases.chain(cfg.cluster_id.map(RuntimeEvent::ClusterId)) {
         b.push(
             ev.pcr(),
             EventType::Ipl,

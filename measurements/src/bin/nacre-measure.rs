@@ -81,27 +81,7 @@ enum Cmd {
         prefix: PathBuf,
     },
     /// Check a manifest's signature, and observed PCRs or an event log against it.
-    Verify {
-        manifest: PathBuf,
-        /// Public key (PEM) the manifest must be signed with.
-        #[arg(long)]
-        key: PathBuf,
-        /// Signature file (default: <manifest>.sig).
-        #[arg(long)]
-        signature: Option<PathBuf>,
-        /// Observed PCRs as JSON {"0": "<hex>", ...}.
-        #[arg(long)]
-        pcrs: Option<PathBuf>,
-        /// Firmware event log (binary_bios_measurements).
-        #[arg(long)]
-        eventlog: Option<PathBuf>,
-        /// nacre-init's runtime log (CEL-JSON, one record per line), replayed after the
-        /// firmware log.
-        #[arg(long, requires = "eventlog")]
-        runtime_log: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyOpts),
     /// Decode and replay a firmware event log.
     Eventlog {
         log: PathBuf,
@@ -464,23 +444,7 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} and {}", key.display(), public.display());
             Ok(())
         }
-        Cmd::Verify {
-            manifest,
-            key,
-            signature,
-            pcrs,
-            eventlog,
-            runtime_log,
-            json,
-        } => verify(VerifyOpts {
-            manifest,
-            key,
-            signature,
-            pcrs,
-            eventlog,
-            runtime_log,
-            json,
-        }),
+        Cmd::Verify(opts) => verify(opts),
         Cmd::Eventlog { log, json } => {
             let log = read_eventlog(&log)?;
             let banks = log.banks().to_vec();
@@ -672,13 +636,26 @@ fn inspect(image: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
 struct VerifyOpts {
     manifest: PathBuf,
+    /// Public key (PEM) the manifest must be signed with.
+    #[arg(long)]
     key: PathBuf,
+    /// Signature file (default: <manifest>.sig).
+    #[arg(long)]
     signature: Option<PathBuf>,
+    /// Observed PCRs as JSON {"0": "<hex>", ...}.
+    #[arg(long)]
     pcrs: Option<PathBuf>,
+    /// Firmware event log (binary_bios_measurements).
+    #[arg(long)]
     eventlog: Option<PathBuf>,
+    /// nacre-init's runtime log (CEL-JSON, one record per line), replayed after the
+    /// firmware log.
+    #[arg(long, requires = "eventlog")]
     runtime_log: Option<PathBuf>,
+    #[arg(long)]
     json: bool,
 }
 

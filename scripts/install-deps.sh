@@ -21,6 +21,10 @@ APT_PACKAGES=(
   systemd
   # helpers used by the scripts
   python3 python3-venv jq
+  # the image build (scripts/build-image.sh): trixie's mkosi 25 runs from a dpkg -x with the host's
+  # python3 (scripts/lib/fetch-mkosi.sh) and bootstraps its own trixie tools tree with the host's
+  # apt/dpkg, checked against Debian's archive keyring
+  debian-archive-keyring apt dpkg
 )
 
 missing=()

@@ -3,6 +3,12 @@
 //! As PID 1 it boots the node (stage 1 from the initrd, stage 2 from the verified root); run by
 //! a person it only reports what it is.
 
+// PID 1 must never die: no unwrap/expect/panic outside tests (the panic hook is the last resort).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 mod cmdline;
 mod config;
 mod fail;
@@ -18,6 +24,9 @@ fn main() {
         fail::install_panic_hook();
         if args.iter().any(|a| a == "--stage2") {
             stage::stage2()
+        } else if args.iter().any(|a| a == "--final") {
+            // The end of an orderly shutdown, from a tmpfs copy (services/shutdown.rs).
+            services::shutdown::final_stage(&args)
         } else {
             stage::stage1()
         }
@@ -27,9 +36,15 @@ fn main() {
         // The image builder asks the init which module files stage 1 will load, so the initrd
         // holds exactly those (same code, same order).
         Some("--module-closure") if args.len() >= 3 => module_closure(&args[2], &args[3..]),
+        Some(word @ ("shutdown" | "poweroff" | "reboot")) => {
+            if let Err(e) = services::request(word) {
+                eprintln!("nacre-init {word}: {e}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!(
-                "nacre-init runs as PID 1 (the node's init). Other uses:\n  nacre-init --version\n  nacre-init --module-closure /lib/modules/<release> MODULE..."
+                "nacre-init runs as PID 1 (the node's init). Other uses:\n  nacre-init --version\n  nacre-init --module-closure /lib/modules/<release> MODULE...\n  nacre-init shutdown|poweroff|reboot   (asks PID 1 for an orderly shutdown)"
             );
             std::process::exit(2);
         }

@@ -94,6 +94,8 @@ fn good_boot_reaches_the_payload_with_measured_phases() {
         .and_then(|s| s.split("NACRE-RUNTIME-LOG-END").next())
         .unwrap()
         .lines()
+        // The supervisor prefixes each line of a service's output with "[payload] ".
+        .filter_map(|l| l.split_once("[payload] ").map(|(_, rest)| rest))
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))

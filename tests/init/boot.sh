@@ -4,16 +4,17 @@
 # timeout ends it); the caller reads the console log.
 #
 # Usage: boot.sh NODEDIR LOG [--cmdline EXTRA] [--roothash HASH|none] [--tpm] [--timeout S]
-#                [--disk IMG] [--state-disk IMG] [--tpm-state DIR] [--qemu-arg ARG]...
+#                [--disk IMG] [--initrd CPIO] [--state-disk IMG] [--tpm-state DIR] [--qemu-arg ARG]...
 #   The kernel command line is "console=ttyS0 panic=-1 roothash=<NODEDIR/roothash> EXTRA".
 #   --roothash overrides it (none: no roothash= at all). --disk boots another disk image.
+#   --initrd boots another initrd (default NODEDIR/initrd.cpio).
 #   --state-disk attaches IMG read-write as a second virtio disk (serial "nacre-state").
 #   --tpm-state keeps the swtpm state in DIR across boots (sealed keys survive a reboot).
 #   --qemu-arg passes one more argument to QEMU (e.g. a -netdev for two-guest tests).
 # Exit codes: 0 guest powered off; 4 timeout; 7 QEMU or swtpm failed to start.
 set -euo pipefail
 node="$1" log="$2"; shift 2
-extra="" roothash="" tpm=0 timeout=120 disk="$node/disk.img" state="" tpm_state="" qemu_extra=()
+initrd="" extra="" roothash="" tpm=0 timeout=120 disk="$node/disk.img" state="" tpm_state="" qemu_extra=()
 while (($#)); do
   case "$1" in
     --cmdline) extra="$2"; shift 2 ;;
@@ -21,6 +22,7 @@ while (($#)); do
     --tpm) tpm=1; shift ;;
     --timeout) timeout="$2"; shift 2 ;;
     --disk) disk="$2"; shift 2 ;;
+    --initrd) initrd="$2"; shift 2 ;;
     --state-disk) state="$2"; shift 2 ;;
     --tpm-state) tpm_state="$2"; shift 2 ;;
     --qemu-arg) qemu_extra+=("$2"); shift 2 ;;
@@ -28,6 +30,7 @@ while (($#)); do
   esac
 done
 [[ -n "$roothash" ]] || roothash=$(cat "$node/roothash")
+[[ -n "$initrd" ]] || initrd="$node/initrd.cpio"
 cmdline="console=ttyS0 panic=-1"
 [[ "$roothash" == none ]] || cmdline+=" roothash=$roothash"
 [[ -z "$extra" ]] || cmdline+=" $extra"
@@ -56,7 +59,7 @@ if [[ -n "$state" ]]; then
 fi
 set +e
 timeout "$timeout" qemu-system-x86_64 -accel tcg -machine q35 -cpu max -m 512 -smp 1 \
-  -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$node/initrd.cpio" -append "$cmdline" \
+  -nographic -no-reboot -nic none -kernel "$kernel" -initrd "$initrd" -append "$cmdline" \
   -drive "file=$disk,if=virtio,format=raw,readonly=on" "${tpm_args[@]}" "${state_args[@]}" \
   "${qemu_extra[@]}" > "$log" 2>&1 < /dev/null
 rc=$?

@@ -151,5 +151,34 @@ pub fn stage2() -> ! {
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
     step("measure sysinit", || measurer.phase(Phase::Sysinit));
     let cfg = step("read the configuration", crate::config::read);
+    // The encrypted state disk on /var, before anything that keeps state starts (and before
+    // `ready`: the TPM-sealed key is bound to PCR 11 as it is after sysinit).
+    if cfg.contains_key("state_disk") {
+        step("open the state disk", || open_state_disk(&cfg));
+    }
     crate::services::run(&mut measurer, &cfg)
+}
+
+/// `[state_disk]`: find the disk, format it if its first format never completed, validate a
+/// detached copy of its LUKS2 header, open it with the key source's key, mount it on /var.
+fn open_state_disk(cfg: &toml::Table) -> Result<(), String> {
+    let sd: nacre_statedisk::Config = crate::config::section(cfg, "state_disk")
+        .map_err(|e| e.to_string())?
+        .ok_or("no [state_disk] table")?;
+    let mut keys = sd.key_source();
+    let log = |l: &str| info!("{l}");
+    let d = nacre_statedisk::open(&sd, keys.as_mut(), &log).map_err(|e| e.to_string())?;
+    info!(
+        "state disk {} (LUKS2 {}, key source {}{}) mounted on {}",
+        d.device.display(),
+        d.uuid,
+        keys.name(),
+        if d.formatted {
+            ", formatted this boot"
+        } else {
+            ""
+        },
+        d.mountpoint.display()
+    );
+    Ok(())
 }

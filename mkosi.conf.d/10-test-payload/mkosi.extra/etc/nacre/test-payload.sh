@@ -1,0 +1,26 @@
+#!/bin/sh
+# nacre TEST payload (busybox sh), run by nacre-init's stage 2 after `ready`: checks the root is
+# read-only, then prints the PCRs and the firmware event log in the console protocol of
+# scripts/lib/capture-initrd.sh (parsed by scripts/qemu-capture.sh), and exits: nacre-init then
+# powers the node off.
+for a in cat cut wc base64 sha256sum touch uname; do eval "$a() { /usr/bin/busybox $a \"\$@\"; }"; done
+fail() { echo "NACRE-CAPTURE-ERROR $*"; exit 1; }
+if touch /should-fail 2>/dev/null; then fail "the root is writable"; fi
+echo "NACRE-CHECK root read-only"
+pcrs=/sys/class/tpm/tpm0/pcr-sha256
+log=/sys/kernel/security/tpm0/binary_bios_measurements
+[ -d "$pcrs" ] || fail "no $pcrs (no TPM?)"
+[ -r "$log" ] || fail "no $log (no firmware event log?)"
+echo
+echo "NACRE-CAPTURE-BEGIN"
+echo "NACRE-UNAME $(uname -r)"
+echo "NACRE-CMDLINE $(cat /proc/cmdline)"
+n=0
+while [ "$n" -le 23 ]; do echo "NACRE-PCR $n $(cat $pcrs/$n)"; n=$((n + 1)); done
+echo "NACRE-PCR-BANKS sha256"
+echo "NACRE-EVENTLOG-SHA256 $(sha256sum <$log | cut -d' ' -f1) $(cat $log | wc -c)"
+echo "NACRE-EVENTLOG-BEGIN"
+base64 <$log
+echo "NACRE-EVENTLOG-END"
+echo "NACRE-CAPTURE-END"
+echo "NACRE-PAYLOAD-OK"

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Build the nacre node image: nacre-init (release), then mkosi 25 (trixie's, fetched and pinned by
+# scripts/lib/fetch-mkosi.sh) with mkosi.conf.d/, which bootstraps a trixie tools tree, installs
+# the packages, builds nacre's initrd from the tree (scripts/lib/make-initrd.sh), cuts the root
+# down to its allowlist and writes the disk and the UKI.
+#
+# Usage: scripts/build-image.sh OUTDIR [--variant qemu-vtpm] [--cache DIR] [--clean] [--init BIN]
+#   Writes OUTDIR/disk.img (GPT: ESP with \EFI\BOOT\BOOTX64.EFI, erofs root, dm-verity hash),
+#   OUTDIR/uki.efi (the same UKI), OUTDIR/roothash (from the UKI's .cmdline), OUTDIR/initrd.cpio,
+#   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings.
+#   --variant   mkosi profile (mkosi.conf.d/20-<variant>.conf); default qemu-vtpm
+#   --cache     where mkosi, its tools tree (~1.6 GB), the incremental image cache and the package
+#               cache live (default: target/image-cache); a fresh directory = a clean build
+#   --clean     rebuild the cached package tree (mkosi -ff); the tools tree is kept
+#   --init      use this nacre-init instead of building it (cargo build --release -p nacre-init)
+# Environment: MKOSI_ARGS (more arguments for mkosi, e.g. "--debug").
+set -euo pipefail
+help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+die() { echo "build-image: $*" >&2; exit 1; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init=""
+while (($#)); do
+  case "$1" in
+    --variant) variant="${2:?}"; shift 2 ;;
+    --cache) cache="${2:?}"; shift 2 ;;
+    --clean) clean=1; shift ;;
+    --init) init="${2:?}"; shift 2 ;;
+    -h|--help) help; exit 0 ;;
+    -*) echo "build-image: unknown option $1" >&2; help >&2; exit 2 ;;
+    *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
+  esac
+done
+[[ -n "$out" ]] || { help >&2; exit 2; }
+[[ -f "$root/mkosi.conf.d/20-$variant.conf" ]] || die "no variant $variant (mkosi.conf.d/20-$variant.conf)"
+((EUID == 0)) || die "run as root (mkosi builds the tree as root in its own sandbox; no loop devices or device-mapper are used)"
+mkdir -p "$out" "$cache"
+out=$(cd "$out" && pwd) cache=$(cd "$cache" && pwd)
+timings=$out/timings; : >"$timings"
+t0=$(date +%s.%N) tstep=$t0
+lap() { # NAME: print and record the time since the previous lap
+  local now; now=$(date +%s.%N)
+  printf '%-28s %6.1f s\n' "$1" "$(awk -v a="$tstep" -v b="$now" 'BEGIN { print b - a }')" | tee -a "$timings" >&2
+  tstep=$now
+}
+
+if [[ -z "$init" ]]; then
+  echo "build-image: building nacre-init (release)" >&2
+  cargo build --release -q --manifest-path "$root/Cargo.toml" -p nacre-init
+  init=$root/target/release/nacre-init
+  lap "nacre-init (cargo)"
+fi
+[[ -x "$init" ]] || die "no nacre-init at $init"
+
+mkosi=$("$root/scripts/lib/fetch-mkosi.sh" "$cache/mkosi-pkg" --quiet)
+lap "mkosi (fetch)"
+
+# nacre-init goes in as an extra tree; the finalize script builds the initrd from the tree.
+extra=$cache/extra
+rm -rf "$extra"; mkdir -p "$extra/usr/lib/nacre"
+install -m 0755 "$init" "$extra/usr/lib/nacre/nacre-init"
+
+force=(-f); ((clean)) && force=(-ff)
+mkout=$cache/out
+mkdir -p "$mkout" "$cache/mkosi" "$cache/packages" "$cache/workspace"
+# shellcheck disable=SC2086 # MKOSI_ARGS is a list of words
+(cd "$root" && "$mkosi" --directory "$root" --profile "$variant" \
+  --output-directory "$mkout" --cache-directory "$cache/mkosi" \
+  --package-cache-directory "$cache/packages" --workspace-directory "$cache/workspace" \
+  --extra-tree "$extra:/" "${force[@]}" ${MKOSI_ARGS:-} build) >"$out/mkosi.log" 2>&1 \
+  || { tail -n 40 "$out/mkosi.log" >&2; die "mkosi failed (whole log: $out/mkosi.log)"; }
+lap "mkosi build"
+
+cp "$mkout/nacre.raw" "$out/disk.img.tmp" && mv "$out/disk.img.tmp" "$out/disk.img"
+cp "$mkout/nacre.efi" "$out/uki.efi"
+cp "$mkout/nacre-initrd.cpio" "$out/initrd.cpio"
+cp "$mkout/nacre.manifest" "$out/manifest.json"
+objcopy -O binary --only-section=.cmdline "$out/uki.efi" "$out/cmdline.tmp"
+cmdline=$(tr -d '\0' <"$out/cmdline.tmp"); rm -f "$out/cmdline.tmp"
+roothash=$(grep -oE '(^| )roothash=[0-9a-f]{64}' <<<"$cmdline" | cut -d= -f2)
+[[ ${#roothash} -eq 64 ]] || die "no roothash= in the UKI's .cmdline: $cmdline"
+echo "$roothash" >"$out/roothash"
+lap "outputs"
+printf '%-28s %6.1f s\n' total "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" | tee -a "$timings" >&2
+echo "build-image: $out/disk.img ($(du -h --apparent-size "$out/disk.img" | cut -f1)), uki.efi, roothash $roothash" >&2
+echo "build-image: cmdline: $cmdline" >&2

@@ -144,7 +144,9 @@ console, out, secs, sb, code, banks = sys.argv[1:7]
 banks = banks.split(",")
 HEXLEN = {"sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
 lines = [l.rstrip("\r\n") for l in open(console, "rb").read().decode("latin-1").split("\n")]
-def strip(l):  # tolerate stray bytes before a marker
+SUPERVISED = re.compile(r"^\[\s*[0-9.]+\] nacre-init: \[[^\]]+\] ")
+def strip(l):  # tolerate stray bytes before a marker, and nacre-init's "[service] " prefix
+    l = SUPERVISED.sub("", l)
     i = l.find("NACRE-")
     return l[i:] if i >= 0 else l
 lines = [strip(l) for l in lines]

@@ -1,36 +1,61 @@
 #!/usr/bin/env bash
 # Build nacre's initrd from a built root tree: nacre-init as /init, the shared libraries it loads
-# (ldd run inside the tree, so the tree's own libraries), and exactly the kernel modules stage 1
+# (ldd run inside the tree, so the tree's own libraries, plus the libraries it dlopens at run time
+# and their own closure), and exactly the kernel modules stage 1
 # loads (closure and order computed by nacre-init itself, from the tree's modules.dep/softdep),
 # with the module index files nacre-init reads. Deterministic: sorted entries, mtime 0, owner
 # root, modes from the tree; no device nodes (the kernel's built-in initramfs has /dev/console).
 #
-# Usage: make-initrd.sh ROOT OUT.cpio [--modules "m1 m2 ..."] [--kernel-release REL]
+# Usage: make-initrd.sh ROOT OUT.cpio [--modules "m1 m2 ..."] [--dlopen "so1 ..."] [--kernel-release REL]
+#        make-initrd.sh ROOT --print-libraries [--dlopen "so1 ..."]
 #   ROOT        a tree with /usr/lib/nacre/nacre-init and /usr/lib/modules/REL (one release, or
 #               --kernel-release)
 #   --modules   what stage 1 loads (default "virtio_pci virtio_blk dm-verity erofs"); written to
 #               /etc/nacre/modules in the initrd
+#   --dlopen    sonames nacre-init loads at run time, found in ROOT's /usr/lib/x86_64-linux-gnu
+#               (default "libtss2-tcti-device.so.0": tss-esapi's TCTI loader dlopens it)
+#   --print-libraries  only print the library closure (paths inside ROOT, as the loader names
+#               them), one a line: the root image keeps the same set (mkosi.finalize)
 # Environment: IN_ROOT, the command prefix that runs a program inside ROOT (default: chroot ROOT;
 #   mkosi finalize scripts pass mkosi-chroot).
 set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "make-initrd: $*" >&2; exit 1; }
-root="" out="" rel=""
+root="" out="" rel="" print_libs=0
 modules="virtio_pci virtio_blk dm-verity erofs"
+dlopen="libtss2-tcti-device.so.0"
 while (($#)); do
   case "$1" in
     --modules) modules="$2"; shift 2 ;;
+    --dlopen) dlopen="$2"; shift 2 ;;
+    --print-libraries) print_libs=1; shift ;;
     --kernel-release) rel="$2"; shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) if [[ -z "$root" ]]; then root="$1"; elif [[ -z "$out" ]]; then out="$1"; else die "too many arguments"; fi; shift ;;
   esac
 done
-[[ -n "$root" && -n "$out" ]] || { help >&2; exit 2; }
+[[ -n "$root" && ( -n "$out" || $print_libs -eq 1 ) ]] || { help >&2; exit 2; }
 root=$(cd "$root" && pwd)
 read -r -a in_root <<<"${IN_ROOT:-chroot $root}"
 init=/usr/lib/nacre/nacre-init
 [[ -x "$root$init" ]] || die "no $init in $root"
+
+# The libraries nacre-init needs: its DT_NEEDED closure (ldd inside ROOT) and what it dlopens.
+libraries() {
+  local objs=("$init") so out
+  for so in $dlopen; do
+    [[ -e "$root/usr/lib/x86_64-linux-gnu/$so" ]] || die "$so (loaded at run time) is not in $root/usr/lib/x86_64-linux-gnu"
+    objs+=("/usr/lib/x86_64-linux-gnu/$so")
+    echo "/usr/lib/x86_64-linux-gnu/$so"
+  done
+  for o in "${objs[@]}"; do
+    out=$("${in_root[@]}" ldd "$o") || die "ldd $o inside the root failed: $out"
+    ! grep -q 'not found' <<<"$out" || die "ldd $o inside the root: $(grep 'not found' <<<"$out" | tr -s ' \t' ' ')"
+    grep -oE '(^|[[:space:]])/[^ ]+' <<<"$out" | tr -d ' \t'
+  done | LC_ALL=C sort -u
+}
+if ((print_libs)); then libraries; exit 0; fi
 if [[ -z "$rel" ]]; then
   rels=("$root"/usr/lib/modules/*/modules.dep)
   ((${#rels[@]} == 1)) && [[ -f "${rels[0]}" ]] || die "need exactly one kernel in $root/usr/lib/modules (or --kernel-release)"
@@ -66,8 +91,8 @@ copy_in() {
 }
 
 install -m 0755 "$root$init" "$rd/init"
-libs=$("${in_root[@]}" ldd "$init") || die "ldd $init inside the root failed"
-for lib in $(grep -oE '(^|[[:space:]])/[^ ]+' <<<"$libs" | sort -u); do copy_in "$lib"; done
+libs=$(libraries)
+for lib in $libs; do copy_in "$lib"; done
 
 printf '%s\n' $modules >"$rd/etc/nacre/modules"
 for f in modules.dep modules.builtin modules.softdep modules.alias; do

@@ -228,6 +228,22 @@ const FINAL_ROOT: &str = "/run/nacre/final";
 
 /// Copy nacre-init and what it has mapped into a tmpfs, pivot into it and execute the copy.
 /// Returns only on failure.
+/// Names of the symlinks in `file`'s directory that resolve to it (a library's soname links).
+fn links_to(file: &Path) -> Vec<std::ffi::OsString> {
+    let (Some(dir), Ok(target)) = (file.parent(), std::fs::canonicalize(file)) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .filter(|e| std::fs::canonicalize(e.path()).is_ok_and(|t| t == target))
+        .map(|e| e.file_name())
+        .collect()
+}
+
 fn exec_final(action: Action) -> Result<std::convert::Infallible, String> {
     let root = Path::new(FINAL_ROOT);
     std::fs::create_dir_all(root).map_err(|e| format!("{FINAL_ROOT}: {e}"))?;
@@ -263,6 +279,11 @@ fn exec_final(action: Action) -> Result<std::convert::Infallible, String> {
             continue;
         }
         std::fs::copy(p, lib.join(name)).map_err(|e| format!("copying {path}: {e}"))?;
+        // The loader looks libraries up by soname (libtss2-esys.so.0), while the maps name the
+        // file (libtss2-esys.so.0.0.1): recreate the links that point at it.
+        for alias in links_to(p) {
+            let _ = std::os::unix::fs::symlink(name, lib.join(alias));
+        }
         if name.to_string_lossy().starts_with("ld-linux") {
             loader = Some(lib.join(name));
         }

@@ -151,12 +151,44 @@ pub fn stage2() -> ! {
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
     step("measure sysinit", || measurer.phase(Phase::Sysinit));
     let cfg = step("read the configuration", crate::config::read);
+    // The network first: the underlay is how the attested key service (the state disk's key,
+    // the WireGuard peers) will be reached. wg0 and the fail-closed cluster routing are up
+    // before any service starts.
+    if cfg.contains_key("network") {
+        step("bring up the network", || bring_up_network(&cfg));
+    }
     // The encrypted state disk on /var, before anything that keeps state starts (and before
     // `ready`: the TPM-sealed key is bound to PCR 11 as it is after sysinit).
     if cfg.contains_key("state_disk") {
         step("open the state disk", || open_state_disk(&cfg));
     }
     crate::services::run(&mut measurer, &cfg)
+}
+
+/// `[network]`: the underlay (static or DHCPv4), then wg0 with its peers and the cluster
+/// routing that drops cluster traffic whenever wg0 cannot carry it.
+fn bring_up_network(cfg: &toml::Table) -> Result<(), String> {
+    let net: nacre_network::Config = crate::config::section(cfg, "network")
+        .map_err(|e| e.to_string())?
+        .ok_or("no [network] table")?;
+    let log = |l: &str| info!("network: {l}");
+    let s = nacre_network::setup(&net, &log).map_err(|e| e.to_string())?;
+    match &s.wireguard {
+        Some(w) => info!(
+            "network: {} {}, wg0 {} with {} peer(s), cluster ranges {} only through wg0",
+            s.interface,
+            s.address,
+            w.address,
+            w.peers.len(),
+            w.cluster_ranges
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => info!("network: {} {} (no WireGuard)", s.interface, s.address),
+    }
+    Ok(())
 }
 
 /// `[state_disk]`: find the disk, format it if its first format never completed, validate a

@@ -1,0 +1,371 @@
+//! The network booted for real (direct kernel boot under QEMU/TCG, Debian's kernel): two nodes,
+//! each its own disk and /etc/nacre/init.toml, on one virtual Ethernet segment carried between
+//! the two QEMUs by a `-netdev dgram` pair on 127.0.0.1. Their inits bring up the static
+//! underlay (192.0.2.1 / .2), exchange WireGuard keys with the insecure test peer source, and
+//! bring up wg0 (10.244.0.1 / .2, cluster range 10.244.0.0/16). Both have a default route on
+//! the underlay (via 192.0.2.254, which nobody answers): without nacre's rules, cluster traffic
+//! would take it in clear once wg0 is down. Each payload
+//! (tests/init/network/payload.sh) pings the other's overlay address, checks the handshake, then
+//! sets wg0 down and checks that the cluster address is unreachable. The test also reads the
+//! wire (QEMU's filter-dump pcap): only WireGuard, the key exchange and ARP on it, never a
+//! cluster address in clear. A third boot takes its address from QEMU's user-mode DHCP server
+//! (`restrict=on`: nothing leaves QEMU); a fourth, whose peer never answers, stops in the
+//! network step before any service starts.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const MODULES: &str = "virtio_pci virtio_blk dm-verity erofs virtio_net wireguard";
+const WG_PORT: u16 = 51820;
+const EXCHANGE_PORT: u16 = 51819;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn work() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("network")
+}
+
+fn node_config(i: u8, selector: &str) -> String {
+    let other = 3 - i;
+    format!(
+        r#"[payload]
+command = "/etc/nacre/check.sh"
+
+[network]
+{selector}
+address = "192.0.2.{i}/24"
+gateway = "192.0.2.254"
+
+[network.wireguard]
+listen_port = {WG_PORT}
+address = "10.244.0.{i}/32"
+cluster_ranges = ["10.244.0.0/16"]
+peers = "insecure-test-exchange"
+
+[network.wireguard.insecure_test_exchange]
+nodes = ["192.0.2.{other}"]
+port = {EXCHANGE_PORT}
+timeout_s = 90
+"#
+    )
+}
+
+/// Build a node with this init.toml, payload and extra root files (name, content).
+fn build_node(name: &str, config: &str, payload: &str, files: &[(&str, String)]) -> PathBuf {
+    let w = work();
+    let dir = w.join(name);
+    let src = w.join(format!("{name}-files"));
+    std::fs::create_dir_all(&src).unwrap();
+    let toml = src.join("init.toml");
+    std::fs::write(&toml, config).unwrap();
+    let mut cmd = Command::new(repo().join("tests/init/build-node.sh"));
+    cmd.arg(&dir)
+        .args(["--init", env!("CARGO_BIN_EXE_nacre-init")])
+        .arg("--payload")
+        .arg(repo().join("tests/init/network").join(payload))
+        .arg("--add-file")
+        .arg(format!("{}:etc/nacre/init.toml", toml.display()))
+        .args(["--initrd-modules", MODULES]);
+    for (dest, content) in files {
+        let f = src.join(dest.replace('/', "_"));
+        std::fs::write(&f, content).unwrap();
+        cmd.arg("--add-file").arg(format!("{}:{dest}", f.display()));
+    }
+    let t = Instant::now();
+    let status = cmd.status().expect("tests/init/build-node.sh");
+    assert!(status.success(), "building node {name} failed");
+    eprintln!(
+        "network: node {name} built in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    dir
+}
+
+/// A UDP port on 127.0.0.1 that is free right now.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Boot {
+    name: String,
+    console: String,
+    secs: f64,
+}
+
+impl Boot {
+    fn has(&self, s: &str) -> bool {
+        self.console.contains(s)
+    }
+}
+
+fn boot(node: &Path, name: &str, qemu: &[String]) -> Boot {
+    let log = work().join(format!("{name}.log"));
+    let t = Instant::now();
+    let mut cmd = Command::new(repo().join("tests/init/boot.sh"));
+    cmd.arg(node)
+        .arg(&log)
+        .args(["--cmdline", "nacre.insecure-platform=1", "--timeout", "170"]);
+    for a in qemu {
+        cmd.args(["--qemu-arg", a]);
+    }
+    let status = cmd.status().expect("tests/init/boot.sh");
+    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    assert!(
+        status.success(),
+        "{name}: boot.sh failed ({status}); console:\n{console}"
+    );
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("network: boot {name}: {secs:.1} s");
+    Boot {
+        name: name.into(),
+        console,
+        secs,
+    }
+}
+
+/// What crossed the virtual wire, from a pcap written by QEMU's filter-dump.
+#[derive(Debug, Default)]
+struct Wire {
+    frames: usize,
+    wireguard: usize,
+    exchange: usize,
+    tcp: usize,
+    /// IPv4 packets with a cluster (10.244.0.0/16) source or destination.
+    cluster_in_clear: Vec<String>,
+}
+
+fn read_pcap(path: &Path) -> Wire {
+    let b = std::fs::read(path).unwrap();
+    assert!(b.len() >= 24, "{}: no pcap header", path.display());
+    assert_eq!(&b[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    let mut w = Wire::default();
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let len = u32::from_le_bytes(b[off + 8..off + 12].try_into().unwrap()) as usize;
+        let f = &b[off + 16..(off + 16 + len).min(b.len())];
+        off += 16 + len;
+        w.frames += 1;
+        if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+            continue; // ARP and anything not IPv4
+        }
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let cluster = |a: Ipv4Addr| a.octets()[..2] == [10, 244];
+        if cluster(src) || cluster(dst) {
+            w.cluster_in_clear
+                .push(format!("{src} -> {dst} protocol {}", ip[9]));
+        }
+        match ip[9] {
+            6 => w.tcp += 1,
+            17 if ip.len() >= ihl + 4 => {
+                let sport = u16::from_be_bytes([ip[ihl], ip[ihl + 1]]);
+                let dport = u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]);
+                if sport == WG_PORT && dport == WG_PORT {
+                    w.wireguard += 1;
+                }
+                if sport == EXCHANGE_PORT && dport == EXCHANGE_PORT {
+                    w.exchange += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    w
+}
+
+fn assert_node_ok(b: &Boot) {
+    let name = &b.name;
+    assert!(
+        b.has(&format!("NACRE-NET-OK {name}")),
+        "{name}: no NACRE-NET-OK:\n{}",
+        b.console
+    );
+    assert!(!b.has("NACRE-NET-FAIL"), "{name}:\n{}", b.console);
+    assert!(
+        b.has("bring up the network: done"),
+        "{name}:\n{}",
+        b.console
+    );
+    assert!(
+        b.has("insecure test exchange (NOT SECURE, test only)"),
+        "{name}:\n{}",
+        b.console
+    );
+    assert!(
+        !b.has("latest-handshake never"),
+        "{name}: no handshake:\n{}",
+        b.console
+    );
+}
+
+#[test]
+fn two_nodes_reach_each_other_only_through_wg0() {
+    let t0 = Instant::now();
+    let _ = std::fs::remove_dir_all(work());
+    std::fs::create_dir_all(work()).unwrap();
+    let nodes: Vec<PathBuf> = [
+        ("node1", "interface = \"eth0\""),
+        ("node2", "mac = \"52:54:00:00:00:02\""),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (name, sel))| {
+        let n = i as u8 + 1;
+        build_node(
+            name,
+            &node_config(n, sel),
+            "payload.sh",
+            &[(
+                "etc/nacre/net-test",
+                format!("NAME={name}\nPEER=10.244.0.{}\n", 3 - n),
+            )],
+        )
+    })
+    .collect();
+    let build_secs = t0.elapsed().as_secs_f64();
+
+    // One Ethernet segment between the two QEMUs: each sends its frames as UDP datagrams to
+    // the other's port on 127.0.0.1.
+    let ports = [free_udp_port(), free_udp_port()];
+    assert_ne!(ports[0], ports[1]);
+    let pcaps: Vec<PathBuf> = (1..=2)
+        .map(|i| work().join(format!("node{i}.pcap")))
+        .collect();
+    let qemu_args = |i: usize| -> Vec<String> {
+        vec![
+            "-netdev".into(),
+            format!(
+                "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                ports[i],
+                ports[1 - i]
+            ),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:0{}", i + 1),
+            "-object".into(),
+            format!("filter-dump,id=f0,netdev=n0,file={}", pcaps[i].display()),
+        ]
+    };
+    let t1 = Instant::now();
+    let boots: Vec<Boot> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let node = &nodes[i];
+                let args = qemu_args(i);
+                s.spawn(move || boot(node, &format!("node{}", i + 1), &args))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let pair_secs = t1.elapsed().as_secs_f64();
+    for b in &boots {
+        assert_node_ok(b);
+    }
+    let wire = read_pcap(&pcaps[0]);
+    eprintln!("network: wire (node1's side): {wire:?}");
+    assert!(
+        wire.cluster_in_clear.is_empty(),
+        "cluster traffic in clear on the underlay: {:?}",
+        wire.cluster_in_clear
+    );
+    assert_eq!(wire.tcp, 0, "TCP in clear on the underlay");
+    assert!(wire.wireguard > 0, "no WireGuard packets on the wire");
+    assert!(wire.exchange > 0, "no key exchange on the wire");
+
+    // Two more boots, side by side: DHCPv4 from QEMU's user-mode networking (its server at
+    // 10.0.2.2), no WireGuard; and a node whose peer never answers the exchange: it must stop
+    // in the network step (fail closed), before any service runs.
+    let t2 = Instant::now();
+    let dhcp_node = build_node(
+        "dhcp",
+        "[payload]\ncommand = \"/etc/nacre/check.sh\"\n\n[network]\ninterface = \"eth0\"\ndhcp = true\n",
+        "dhcp-payload.sh",
+        &[],
+    );
+    let lonely_node = build_node(
+        "lonely",
+        &node_config(1, "interface = \"eth0\"").replace("timeout_s = 90", "timeout_s = 3"),
+        "payload.sh",
+        &[(
+            "etc/nacre/net-test",
+            "NAME=lonely\nPEER=10.244.0.2\n".into(),
+        )],
+    );
+    let (d, l) = std::thread::scope(|s| {
+        let d = s.spawn(|| {
+            boot(
+                &dhcp_node,
+                "dhcp",
+                &[
+                    "-netdev".into(),
+                    "user,id=u0,restrict=on".into(),
+                    "-device".into(),
+                    "virtio-net-pci,netdev=u0".into(),
+                ],
+            )
+        });
+        let nobody = free_udp_port();
+        let l = s.spawn(move || {
+            boot(
+                &lonely_node,
+                "lonely",
+                &[
+                    "-netdev".into(),
+                    format!("dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={},remote.type=inet,remote.host=127.0.0.1,remote.port={nobody}", free_udp_port()),
+                    "-device".into(),
+                    "virtio-net-pci,netdev=n0".into(),
+                ],
+            )
+        });
+        (
+            d.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            l.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    assert!(d.has("NACRE-DHCP-OK"), "dhcp:\n{}", d.console);
+    // restrict=on: QEMU's server offers no router (so no default route).
+    assert!(
+        d.has("network: DHCP: 10.0.2.15/24 from 10.0.2.2, lease"),
+        "dhcp:\n{}",
+        d.console
+    );
+    assert!(
+        l.has("FATAL: bring up the network: peers from insecure-test-exchange: insecure test exchange: no answer within 3 s from 192.0.2.2 (never heard)"),
+        "lonely:\n{}",
+        l.console
+    );
+    assert!(
+        !l.has("measure ready"),
+        "lonely: services started:\n{}",
+        l.console
+    );
+    assert!(
+        !l.has("NACRE-NET"),
+        "lonely: the payload ran:\n{}",
+        l.console
+    );
+    eprintln!(
+        "network: builds {build_secs:.1} s, pair {pair_secs:.1} s (node1 {:.1} s, node2 {:.1} s), dhcp {:.1} s and lonely {:.1} s ({:.1} s with builds), total {:.1} s",
+        boots[0].secs,
+        boots[1].secs,
+        d.secs,
+        l.secs,
+        t2.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,363 @@
+//! nacre's network: the underlay interface (static or DHCPv4) and WireGuard `wg0` with the
+//! kernel backend, configured over netlink (small synchronous requests, no async runtime).
+//!
+//! - [`config`]: the `[network]` table of `/etc/nacre/init.toml`, validated (pure).
+//! - [`cidr`]: prefixes (pure).
+//! - [`rtnl`]: links, addresses, routes, rules (message builders pure, host-tested).
+//! - [`wg`]: WireGuard over generic netlink (key generated in memory at boot).
+//! - [`peers`]: the [`peers::PeerSource`] interface; [`exchange`]: the insecure test source.
+//! - [`dhcp`]: a minimal DHCPv4 client.
+//!
+//! Cluster traffic never leaves unencrypted: for every cluster range, a policy rule (priority
+//! [`RULE_PRIORITY`], before the main table) sends it to table [`WG_TABLE`], which routes it
+//! into wg0 (metric 0) and otherwise answers `unreachable` (metric `u32::MAX`); a second rule
+//! right after drops it too, should that table ever be emptied. These are installed before
+//! wg0 exists, so there is no moment when cluster traffic could take the underlay. When wg0
+//! goes down, the kernel removes its route and the `unreachable` route takes over.
+
+// Runs in PID 1: no unwrap/expect/panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod cidr;
+pub mod config;
+pub mod dhcp;
+pub mod exchange;
+pub mod nl;
+pub mod peers;
+pub mod rtnl;
+pub mod wg;
+
+use base64::Engine as _;
+use cidr::Cidr;
+pub use config::Config;
+use config::{Addressing, PeersKind, Selector, WireguardConfig, WG_IFNAME};
+use nl::NlError;
+use peers::{LocalNode, PeerSource};
+use rtnl::Rtnl;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The routing table holding the cluster routes (wg0 and the unreachable fallback).
+pub const WG_TABLE: u32 = 51820;
+/// The rule sending cluster destinations to [`WG_TABLE`]; the drop rule is the next priority.
+pub const RULE_PRIORITY: u32 = 100;
+/// How long to wait for the underlay interface to appear.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{what}: {err}")]
+    Netlink { what: String, err: NlError },
+    #[error("no interface {0} (after {1} s)")]
+    NoInterface(String, u64),
+    #[error("{0}")]
+    Dhcp(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("peers from {source_name}: {err}")]
+    Peers {
+        source_name: &'static str,
+        err: peers::PeerError,
+    },
+}
+
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, NetError>;
+}
+
+impl<T> Context<T> for Result<T, NlError> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, NetError> {
+        self.map_err(|err| NetError::Netlink { what: what(), err })
+    }
+}
+
+/// What [`setup`] configured.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub interface: String,
+    pub address: Cidr,
+    pub gateway: Option<IpAddr>,
+    pub dhcp: bool,
+    pub wireguard: Option<WgSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WgSummary {
+    pub public_key: String,
+    pub address: Cidr,
+    pub listen_port: u16,
+    pub peers: Vec<String>,
+    pub cluster_ranges: Vec<Cidr>,
+}
+
+pub fn key_b64(k: &wg::Key) -> String {
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+fn wait_for_link(rt: &mut Rtnl, sel: &Selector) -> Result<rtnl::Link, NetError> {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = rt.find(sel).ctx(|| "listing interfaces".into())? {
+            return Ok(l);
+        }
+        if start.elapsed() >= LINK_TIMEOUT {
+            return Err(NetError::NoInterface(
+                sel.to_string(),
+                LINK_TIMEOUT.as_secs(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bring up loopback and the underlay, then wg0 if configured. Validates the whole
+/// configuration first; any failure leaves the node to stop (the caller fails closed).
+pub fn setup(cfg: &Config, log: &dyn Fn(&str)) -> Result<Summary, NetError> {
+    cfg.validate()?;
+    let sel = cfg.selector()?;
+    let addressing = cfg.addressing()?;
+    let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
+
+    let lo = wait_for_link(&mut rt, &Selector::Name("lo".into()))?;
+    rt.set_up(lo.index).ctx(|| "setting lo up".into())?;
+
+    let link = wait_for_link(&mut rt, &sel)?;
+    rt.set_up(link.index)
+        .ctx(|| format!("setting {} up", link.name))?;
+    let (address, gateway, dhcp) = match addressing {
+        Addressing::Static { address, gateway } => (address, gateway, false),
+        Addressing::Dhcp { timeout_s } => {
+            let mac = link
+                .mac
+                .ok_or_else(|| NetError::Dhcp(format!("{} has no MAC address", link.name)))?;
+            let lease = dhcp::acquire(&link.name, mac.0, Duration::from_secs(timeout_s))
+                .map_err(NetError::Dhcp)?;
+            log(&format!(
+                "DHCP: {}/{} from {}{}, lease {}",
+                lease.address,
+                lease.prefix,
+                lease.server,
+                lease
+                    .router
+                    .map(|r| format!(", router {r}"))
+                    .unwrap_or_default(),
+                lease
+                    .lease_s
+                    .map(|s| format!("{s} s (not renewed)"))
+                    .unwrap_or_else(|| "unlimited".into())
+            ));
+            let address = Cidr::new(IpAddr::V4(lease.address), lease.prefix)
+                .map_err(|e| NetError::Dhcp(e.to_string()))?;
+            (address, lease.router.map(IpAddr::V4), true)
+        }
+    };
+    if let Some(wg) = &cfg.wireguard {
+        // A DHCP lease may land inside a cluster range: refuse it like a static one.
+        if let Some(r) = wg
+            .cluster_ranges
+            .iter()
+            .find(|r| r.overlaps(&address.network()))
+        {
+            return Err(NetError::Dhcp(format!(
+                "the underlay {address} overlaps the cluster range {r}"
+            )));
+        }
+    }
+    rt.add_address(link.index, &address, true)
+        .ctx(|| format!("adding {address} to {}", link.name))?;
+    if let Some(g) = gateway {
+        let default = Cidr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0)
+            .map_err(|e| NetError::Dhcp(e.to_string()))?;
+        rt.add_route(rtnl::gateway_route_message(
+            &default,
+            g,
+            link.index,
+            rtnl::TABLE_MAIN,
+            0,
+        ))
+        .ctx(|| format!("default route via {g}"))?;
+    }
+    log(&format!(
+        "underlay {} ({}): {address}{}{}",
+        link.name,
+        link.mac.map(|m| m.to_string()).unwrap_or_default(),
+        gateway
+            .map(|g| format!(", gateway {g}"))
+            .unwrap_or_default(),
+        if dhcp { " (DHCP)" } else { " (static)" }
+    ));
+    let wireguard = match &cfg.wireguard {
+        Some(wg) => {
+            let mut source: Box<dyn PeerSource> = match (wg.peers, &wg.insecure_test_exchange) {
+                (PeersKind::InsecureTestExchange, Some(x)) => {
+                    Box::new(exchange::TestExchange::new(x))
+                }
+                (PeersKind::InsecureTestExchange, None) => {
+                    return Err(
+                        config::ConfigError("no insecure_test_exchange table".into()).into(),
+                    )
+                }
+            };
+            Some(setup_wireguard(
+                &mut rt,
+                wg,
+                address.addr(),
+                source.as_mut(),
+                log,
+            )?)
+        }
+        None => None,
+    };
+    Ok(Summary {
+        interface: link.name,
+        address,
+        gateway,
+        dhcp,
+        wireguard,
+    })
+}
+
+/// The fail-closed routing for the cluster ranges, installed before wg0 exists.
+fn install_drop_rules(rt: &mut Rtnl, ranges: &[Cidr]) -> Result<(), NetError> {
+    for r in ranges {
+        rt.add_route(rtnl::unreachable_route_message(r, WG_TABLE, u32::MAX))
+            .ctx(|| format!("unreachable route for {r} in table {WG_TABLE}"))?;
+        rt.add_rule(rtnl::rule_message(r, Some(WG_TABLE), RULE_PRIORITY))
+            .ctx(|| format!("rule: to {r} lookup {WG_TABLE}"))?;
+        rt.add_rule(rtnl::rule_message(r, None, RULE_PRIORITY + 1))
+            .ctx(|| format!("rule: to {r} unreachable"))?;
+    }
+    Ok(())
+}
+
+fn setup_wireguard(
+    rt: &mut Rtnl,
+    cfg: &WireguardConfig,
+    underlay: IpAddr,
+    source: &mut dyn PeerSource,
+    log: &dyn Fn(&str),
+) -> Result<WgSummary, NetError> {
+    install_drop_rules(rt, &cfg.cluster_ranges)?;
+    rt.create_wireguard(WG_IFNAME)
+        .ctx(|| format!("creating {WG_IFNAME} (is the wireguard module loaded?)"))?;
+    let link = wait_for_link(rt, &Selector::Name(WG_IFNAME.into()))?;
+    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    let key = wg::PrivateKey::generate().map_err(NetError::Key)?;
+    wgnl.configure(link.index, &key, cfg.listen_port)
+        .ctx(|| format!("setting {WG_IFNAME}'s key and port {}", cfg.listen_port))?;
+    drop(key);
+    let dev = wgnl
+        .device(link.index)
+        .ctx(|| format!("reading {WG_IFNAME} back"))?;
+    let public_key = dev
+        .public_key
+        .ok_or_else(|| NetError::Key(format!("{WG_IFNAME} reports no public key")))?;
+    if dev.listen_port != cfg.listen_port {
+        return Err(NetError::Key(format!(
+            "{WG_IFNAME} listens on {} instead of {}",
+            dev.listen_port, cfg.listen_port
+        )));
+    }
+    log(&format!(
+        "{WG_IFNAME}: public key {}, port {}",
+        key_b64(&public_key),
+        cfg.listen_port
+    ));
+    // The overlay address without a prefix route: the cluster routes live in WG_TABLE.
+    let host = Cidr::host(cfg.address.addr());
+    rt.add_address(link.index, &host, false)
+        .ctx(|| format!("adding {host} to {WG_IFNAME}"))?;
+    rt.set_up(link.index)
+        .ctx(|| format!("setting {WG_IFNAME} up"))?;
+
+    let me = LocalNode {
+        public_key,
+        overlay: cfg.address.addr(),
+        underlay,
+        listen_port: cfg.listen_port,
+    };
+    let source_name = source.name();
+    let peers = source
+        .peers(&me, log)
+        .map_err(|err| NetError::Peers { source_name, err })?;
+    peers::validate(&peers, &me, &cfg.cluster_ranges)
+        .map_err(|err| NetError::Peers { source_name, err })?;
+    wgnl.set_peers(link.index, &peers, cfg.persistent_keepalive_s)
+        .ctx(|| format!("setting {}'s peers", WG_IFNAME))?;
+    for r in &cfg.cluster_ranges {
+        rt.add_route(rtnl::device_route_message(r, link.index, WG_TABLE, 0))
+            .ctx(|| format!("route {r} dev {WG_IFNAME} table {WG_TABLE}"))?;
+    }
+    let names: Vec<String> = peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} ({})",
+                p.name,
+                key_b64(&p.public_key),
+                p.allowed_ips
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    for n in &names {
+        log(&format!("{WG_IFNAME}: peer {n}"));
+    }
+    Ok(WgSummary {
+        public_key: key_b64(&public_key),
+        address: host,
+        listen_port: cfg.listen_port,
+        peers: names,
+        cluster_ranges: cfg.cluster_ranges.clone(),
+    })
+}
+
+/// `wg show`-like lines for wg0 (for operators and tests).
+pub fn status() -> Result<Vec<String>, NetError> {
+    let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
+    let link = rt
+        .find(&Selector::Name(WG_IFNAME.into()))
+        .ctx(|| "listing interfaces".into())?
+        .ok_or_else(|| NetError::NoInterface(WG_IFNAME.into(), 0))?;
+    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    let d = wgnl
+        .device(link.index)
+        .ctx(|| format!("reading {WG_IFNAME}"))?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut out = vec![format!(
+        "interface {WG_IFNAME} {} public-key {} listen-port {} peers {}",
+        if link.up { "up" } else { "down" },
+        d.public_key.as_ref().map(key_b64).unwrap_or_default(),
+        d.listen_port,
+        d.peers.len()
+    )];
+    for p in &d.peers {
+        out.push(format!(
+            "peer {} endpoint {} allowed-ips {} latest-handshake {} rx-bytes {} tx-bytes {}",
+            key_b64(&p.public_key),
+            p.endpoint.map(|e| e.to_string()).unwrap_or("(none)".into()),
+            p.allowed_ips
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            match p.last_handshake {
+                Some(t) => format!("{}s-ago", now.saturating_sub(t).as_secs()),
+                None => "never".into(),
+            },
+            p.rx_bytes,
+            p.tx_bytes
+        ));
+    }
+    Ok(out)
+}

@@ -61,11 +61,15 @@ install -m 0755 "$init" "$extra/usr/lib/nacre/nacre-init"
 
 force=(-f); ((clean)) && force=(-ff)
 mkout=$cache/out
-mkdir -p "$mkout" "$cache/mkosi" "$cache/packages" "$cache/workspace"
+mkdir -p "$mkout" "$cache/mkosi" "$cache/packages"
+# mkosi's scratch space, per build: it must not be inside the source tree (the default cache is),
+# so it lives in /var/tmp as mkosi's own default does.
+workspace=$(mktemp -d /var/tmp/nacre-mkosi-ws.XXXXXX)
+trap 'rm -rf "$workspace"' EXIT
 # shellcheck disable=SC2086 # MKOSI_ARGS is a list of words
 (cd "$root" && "$mkosi" --directory "$root" --profile "$variant" \
   --output-directory "$mkout" --cache-directory "$cache/mkosi" \
-  --package-cache-directory "$cache/packages" --workspace-directory "$cache/workspace" \
+  --package-cache-directory "$cache/packages" --workspace-directory "$workspace" \
   --extra-tree "$extra:/" "${force[@]}" ${MKOSI_ARGS:-} build) >"$out/mkosi.log" 2>&1 \
   || { tail -n 40 "$out/mkosi.log" >&2; die "mkosi failed (whole log: $out/mkosi.log)"; }
 lap "mkosi build"

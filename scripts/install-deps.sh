@@ -7,7 +7,7 @@ APT_PACKAGES=(
   # build
   build-essential pkg-config
   # UKI assembly and Secure Boot signing
-  binutils systemd-boot-efi sbsigntool pesign openssl
+  binutils systemd-boot-efi sbsigntool pesign openssl faketime
   # guests: firmware, software TPM, kernel and a static busybox for test initrds
   clang libclang-dev libdevmapper-dev
   # state disk: LUKS2 (libcryptsetup-rs), TPM sealing (tss-esapi 7.7), ext4 for the guest's /var

@@ -10,7 +10,9 @@
 #   Writes OUTDIR/console.log (serial console), OUTDIR/qemu.log (QEMU's stderr), and on success
 #   OUTDIR/eventlog.bin, OUTDIR/pcrs.json ({"0".."23": lowercase hex}, the sha256 bank),
 #   OUTDIR/pcrs-<alg>.json (same format, one per bank, pcrs-sha256.json = pcrs.json),
-#   OUTDIR/capture.json (with "banks").
+#   OUTDIR/capture.json (with "banks"), and OUTDIR/runtime.cel when the guest prints nacre-init's
+#   runtime log (NACRE-RUNTIME-SHA256 <hex> <size>, NACRE-RUNTIME-BEGIN, base64, NACRE-RUNTIME-END
+#   inside the capture; the mkosi image's test payload does, capture-initrd.sh's initrd does not).
 #   DISK is attached read-only and never modified; several captures may run in parallel.
 # Exit codes: 0 capture complete; 2 usage; 3 firmware refused the image; 4 timeout;
 #   5 kernel panic; 6 guest ended without a complete capture; 7 QEMU/swtpm failed to start.
@@ -53,7 +55,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 disk=$(cd "$(dirname "$disk")" && pwd)/$(basename "$disk")
 [[ "$disk$out" != *,* ]] || { echo "qemu-capture: paths must not contain ',' (QEMU option syntax)" >&2; exit 2; }
-rm -f "$out"/{console.log,qemu.log,eventlog.bin,pcrs.json,capture.json} "$out"/pcrs-*.json
+rm -f "$out"/{console.log,qemu.log,eventlog.bin,pcrs.json,capture.json,runtime.cel} "$out"/pcrs-*.json
 
 # Short private directory: UNIX socket paths must stay under 108 bytes.
 tmp=$(mktemp -d /tmp/nacre-cap.XXXXXX)
@@ -154,7 +156,7 @@ if "NACRE-CAPTURE-BEGIN" not in lines or "NACRE-CAPTURE-END" not in lines:
     sys.exit("markers missing")
 b = lines.index("NACRE-CAPTURE-BEGIN")
 body = lines[b:lines.index("NACRE-CAPTURE-END", b)]
-pcrs, meta, digest, size = {}, {}, None, None
+pcrs, meta, digest, size, rt_digest, rt_size = {}, {}, None, None, None, None
 bank_pcrs, guest_banks = {}, None
 for l in body:
     m = re.fullmatch(r"NACRE-PCR (\d+) ([0-9A-Fa-f]{64})", l)
@@ -171,6 +173,8 @@ for l in body:
         meta["cmdline"] = l[len("NACRE-CMDLINE "):]
     elif l.startswith("NACRE-EVENTLOG-SHA256 "):
         _, digest, size = l.split()
+    elif l.startswith("NACRE-RUNTIME-SHA256 "):
+        _, rt_digest, rt_size = l.split()
 if sorted(pcrs, key=int) != [str(i) for i in range(24)]:
     sys.exit("not all 24 PCRs captured: %s" % sorted(pcrs, key=int))
 bank_pcrs.setdefault("sha256", pcrs)   # older capture initrds print the sha256 bank only
@@ -185,6 +189,14 @@ blob = base64.b64decode("".join(body[s:e]), validate=True)
 if hashlib.sha256(blob).hexdigest() != digest or len(blob) != int(size):
     sys.exit("event log corrupted on the console: sha256/size mismatch")
 open(out + "/eventlog.bin", "wb").write(blob)
+runtime = None
+if "NACRE-RUNTIME-BEGIN" in body:
+    s = body.index("NACRE-RUNTIME-BEGIN") + 1
+    e = body.index("NACRE-RUNTIME-END", s)
+    runtime = base64.b64decode("".join(body[s:e]), validate=True)
+    if rt_digest is None or hashlib.sha256(runtime).hexdigest() != rt_digest or len(runtime) != int(rt_size):
+        sys.exit("runtime log corrupted on the console: sha256/size mismatch")
+    open(out + "/runtime.cel", "wb").write(runtime)
 with open(out + "/pcrs.json", "w") as f:
     json.dump(pcrs, f, indent=1, sort_keys=True)
     f.write("\n")
@@ -196,10 +208,13 @@ m = re.search(r"secureboot: Secure boot (enabled|disabled)", "\n".join(lines))
 meta["kernel_secureboot"] = m.group(1) if m else "unknown"
 meta.update(seconds=float(secs), secure_boot=bool(sb), firmware_code=code, banks=sorted(bank_pcrs),
             eventlog_sha256=digest, eventlog_size=len(blob))
+if runtime is not None:
+    meta.update(runtime_log_sha256=rt_digest, runtime_log_size=len(runtime))
 with open(out + "/capture.json", "w") as f:
     json.dump(meta, f, indent=1, sort_keys=True)
     f.write("\n")
 PY
 extra=""
-[[ "$banks" == sha256 ]] || extra=" (banks $banks: $out/pcrs-<alg>.json)"
+[[ -f "$out/runtime.cel" ]] && extra=", $out/runtime.cel"
+[[ "$banks" == sha256 ]] || extra="$extra (banks $banks: $out/pcrs-<alg>.json)"
 echo "qemu-capture: OK ($disk) in ${secs}s: $out/eventlog.bin, $out/pcrs.json$extra" >&2

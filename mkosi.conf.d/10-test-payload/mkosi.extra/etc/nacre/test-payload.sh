@@ -1,16 +1,20 @@
 #!/bin/sh
 # nacre TEST payload (busybox sh), run by nacre-init's stage 2 after `ready`: checks the root is
-# read-only, then prints the PCRs and the firmware event log in the console protocol of
-# scripts/lib/capture-initrd.sh (parsed by scripts/qemu-capture.sh), and exits: nacre-init then
-# powers the node off.
+# read-only, then prints the PCRs, the firmware event log and nacre-init's runtime log in the
+# console protocol of scripts/lib/capture-initrd.sh (parsed by scripts/qemu-capture.sh), and exits:
+# nacre-init then powers the node off. The runtime log comes after the PCRs (nothing is extended
+# after `ready`), as
+#   NACRE-RUNTIME-SHA256 <hex> <size> / NACRE-RUNTIME-BEGIN / base64 lines / NACRE-RUNTIME-END
 for a in cat cut wc base64 sha256sum touch uname; do eval "$a() { /usr/bin/busybox $a \"\$@\"; }"; done
 fail() { echo "NACRE-CAPTURE-ERROR $*"; exit 1; }
 if touch /should-fail 2>/dev/null; then fail "the root is writable"; fi
 echo "NACRE-CHECK root read-only"
 pcrs=/sys/class/tpm/tpm0/pcr-sha256
 log=/sys/kernel/security/tpm0/binary_bios_measurements
+cel=/run/nacre/runtime.cel
 [ -d "$pcrs" ] || fail "no $pcrs (no TPM?)"
 [ -r "$log" ] || fail "no $log (no firmware event log?)"
+[ -r "$cel" ] || fail "no $cel (no runtime log from nacre-init?)"
 echo
 echo "NACRE-CAPTURE-BEGIN"
 echo "NACRE-UNAME $(uname -r)"
@@ -22,5 +26,9 @@ echo "NACRE-EVENTLOG-SHA256 $(sha256sum <$log | cut -d' ' -f1) $(cat $log | wc -
 echo "NACRE-EVENTLOG-BEGIN"
 base64 <$log
 echo "NACRE-EVENTLOG-END"
+echo "NACRE-RUNTIME-SHA256 $(sha256sum <$cel | cut -d' ' -f1) $(cat $cel | wc -c)"
+echo "NACRE-RUNTIME-BEGIN"
+base64 <$cel
+echo "NACRE-RUNTIME-END"
 echo "NACRE-CAPTURE-END"
 echo "NACRE-PAYLOAD-OK"

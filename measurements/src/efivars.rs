@@ -321,37 +321,61 @@ pub fn read_varstore(fd: &[u8]) -> Result<Vec<StoredVariable>, EfiVarError> {
     Ok(vars)
 }
 
+/// Why no db entry approves an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorityError {
+    /// Unsigned, or signed by a key that is not in db (and its hash is not in db either).
+    NotAuthorized,
+    /// A db certificate signed it, but the signature is for other contents: the image was
+    /// changed after signing.
+    DigestNotSigned,
+}
+
 /// Which `db` entry the firmware logs as the authority that verified an image signed with
 /// `signatures` (PKCS#7 SignedData blobs from its certificate table), or whose SHA-256
 /// Authenticode digest `image_sha256` is listed in `db`.
 ///
 /// edk2 tries each db entry as a trust anchor and logs the first that verifies. Nacre does not
-/// verify signatures here; it matches a db certificate that is embedded in the SignedData (the
-/// signer itself, as sbsign embeds it) or whose subject appears there as an issuer (a CA in db),
-/// and a hash entry equal to the image digest. A release pipeline checks the result against a
-/// real Secure Boot boot (the boot tests do).
+/// check the RSA signature itself; it requires (1) a db certificate embedded in the SignedData
+/// (the signer, as sbsign embeds it) or whose subject appears there as an issuer (a CA in db),
+/// and (2) the image's Authenticode digest inside the same SignedData (the DigestInfo of its
+/// SpcIndirectDataContent, `04 20 <sha256>`), so an image changed after signing is refused as
+/// the firmware refuses it. The Secure Boot boot tests confirm the result against OVMF.
 pub fn find_db_authority(
     db: &[SignatureData],
     signatures: &[&[u8]],
     image_sha256: &[u8],
-) -> Option<SignatureData> {
+) -> Result<SignatureData, AuthorityError> {
     let contains = |hay: &[u8], needle: &[u8]| {
         !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
     };
-    db.iter()
-        .find(|e| {
-            if e.list_type == EFI_CERT_SHA256 {
-                return e.data == image_sha256;
+    if let Some(e) = db
+        .iter()
+        .find(|e| e.list_type == EFI_CERT_SHA256 && e.data == image_sha256)
+    {
+        return Ok(e.clone());
+    }
+    let mut digest_info = vec![0x04, 0x20];
+    digest_info.extend_from_slice(image_sha256);
+    let mut signed_other_contents = false;
+    for e in db.iter().filter(|e| e.list_type == EFI_CERT_X509) {
+        for sig in signatures {
+            let by_this_key = contains(sig, &e.data)
+                || crate::der::x509_subject(&e.data).is_some_and(|s| contains(sig, s));
+            if !by_this_key {
+                continue;
             }
-            if e.list_type != EFI_CERT_X509 {
-                return false;
+            if contains(sig, &digest_info) {
+                return Ok(e.clone());
             }
-            signatures.iter().any(|sig| {
-                contains(sig, &e.data)
-                    || crate::der::x509_subject(&e.data).is_some_and(|s| contains(sig, s))
-            })
-        })
-        .cloned()
+            signed_other_contents = true;
+        }
+    }
+    Err(if signed_other_contents {
+        AuthorityError::DigestNotSigned
+    } else {
+        AuthorityError::NotAuthorized
+    })
 }
 
 #[cfg(test)]
@@ -402,7 +426,11 @@ mod tests {
         assert_eq!(entries[1].data, vec![0xa1; 32]);
         assert_eq!(
             find_db_authority(&entries, &[], &[0xa1; 32]),
-            Some(entries[1].clone())
+            Ok(entries[1].clone())
+        );
+        assert_eq!(
+            find_db_authority(&entries, &[], &[0xa2; 32]),
+            Err(AuthorityError::NotAuthorized)
         );
         for cut in 1..list.len() {
             assert!(

@@ -28,6 +28,8 @@ pub enum PredictError {
     Alg(#[from] AlgError),
     #[error(transparent)]
     EfiVar(#[from] efivars::EfiVarError),
+    #[error("Secure Boot is enabled and the UKI is signed by an enrolled key, but the signature is for other contents: the UKI was modified after signing, so the firmware would refuse it")]
+    ModifiedAfterSigning,
     #[error("a hashing thread failed")]
     Worker,
     #[error("Secure Boot is enabled but no db entry verifies the UKI: it is unsigned or signed by a key that is not enrolled, so the firmware would refuse to boot it")]
@@ -281,7 +283,10 @@ pub fn predict(uki_bytes: &[u8], cfg: &BootConfig) -> Result<Prediction, Predict
             &uki.pe.signatures().map_err(PredictError::Signature)?,
             &uki_sha256,
         )
-        .ok_or(PredictError::NotAuthorized)?;
+        .map_err(|e| match e {
+            efivars::AuthorityError::NotAuthorized => PredictError::NotAuthorized,
+            efivars::AuthorityError::DigestNotSigned => PredictError::ModifiedAfterSigning,
+        })?;
         let data = efivars::uefi_variable_data(
             &efivars::EFI_IMAGE_SECURITY_DATABASE,
             "db",

@@ -355,6 +355,20 @@ fn runtime_log_phases_verify_with_the_firmware_log() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
+    // A record whose text was edited while its digest stayed: refused, not replayed.
+    let edited = std::fs::read_to_string(w("runtime.cel")).unwrap().replacen(
+        "\"sysinit\"",
+        "\"sysinix\"",
+        1,
+    );
+    std::fs::write(w("edited.cel"), edited).unwrap();
+    let e = verify(&w("edited.cel"));
+    assert!(!e.status.success());
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("not a valid nacre runtime event"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
     let short = verify(&w("short.cel"));
     assert_eq!(short.status.code(), Some(2));
     let text = String::from_utf8_lossy(&short.stdout);

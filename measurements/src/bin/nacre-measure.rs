@@ -349,12 +349,25 @@ fn observed_events(log: &EventLog, runtime: &[CelRecord], alg: HashAlg) -> Vec<O
         .collect()
 }
 
+/// Read nacre-init's runtime log. Every record must be one of the events nacre-init defines,
+/// with digests that are those of its content: a record whose text was edited (or an event
+/// nacre does not know) is refused, not just replayed.
 fn read_runtime_log(path: Option<&Path>) -> Result<Vec<CelRecord>> {
-    match path {
-        None => Ok(Vec::new()),
-        Some(p) => nacre_eventlog::cel::read(p)
-            .with_context(|| format!("{}: malformed runtime log", p.display())),
+    let Some(p) = path else {
+        return Ok(Vec::new());
+    };
+    let records = nacre_eventlog::cel::read(p)
+        .with_context(|| format!("{}: malformed runtime log", p.display()))?;
+    for r in &records {
+        nacre_eventlog::RuntimeEvent::from_cel(r).with_context(|| {
+            format!(
+                "{}: record {} is not a valid nacre runtime event",
+                p.display(),
+                r.recnum
+            )
+        })?;
     }
+    Ok(records)
 }
 
 fn main() {

@@ -25,8 +25,8 @@ die() { echo "fetch-mkosi: $*" >&2; exit 1; }
 PKG=mkosi
 VERSION=25.3-7
 SHA256=ef56c81324fd47d65490e944ec4697bb3f6fb21326d0d071bfc2fb5ba5383252
-MIRROR=http://deb.debian.org/debian
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# shellcheck source=trixie-apt.sh
+. "$(dirname "$0")/trixie-apt.sh"
 PYTHON=/usr/bin/python3   # the host's (3.11 on Debian 12); mkosi 25 needs >= 3.9
 
 out="" quiet=0
@@ -46,29 +46,10 @@ deb=$out/debs/${PKG}_${VERSION}_all.deb
 check() { [[ -f "$1" ]] && [[ "$(sha256sum <"$1" | cut -d' ' -f1)" == "$SHA256" ]]; }
 
 if ! check "$deb"; then
-  [[ -r "$KEYRING" ]] || die "no $KEYRING (apt-get install debian-archive-keyring)"
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/fetch-mkosi.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  apt=$out/apt
-  mkdir -p "$apt/sources" "$apt/lists/partial" "$out/debs"
-  cat >"$apt/sources/trixie.sources" <<SRC
-Types: deb
-URIs: $MIRROR
-Suites: trixie
-Components: main
-Architectures: amd64
-Signed-By: $KEYRING
-SRC
-  aptopts=(-q -oDir::Etc::SourceList=/dev/null -oDir::Etc::SourceParts="$apt/sources"
-    -oDir::State::Lists="$apt/lists" -oDir::Cache::pkgcache= -oDir::Cache::srcpkgcache=
-    -oAPT::Architecture=amd64 -oAPT::Architectures::=amd64 -oAcquire::Languages=none
-    -oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false -oAPT::Sandbox::User=root)
-  log "downloading $PKG=$VERSION from $MIRROR trixie"
-  apt-get "${aptopts[@]}" update >"$tmp/update.log" 2>&1 \
-    || { cat "$tmp/update.log" >&2; die "apt-get update (private trixie configuration) failed"; }
-  # apt-get download verifies the .deb against the signed index; we check our pin after.
-  (cd "$tmp" && apt-get "${aptopts[@]}" download "$PKG=$VERSION") >"$tmp/download.log" 2>&1 \
-    || { cat "$tmp/download.log" >&2; die "apt-get download failed (pinned version superseded? see the header)"; }
+  mkdir -p "$out/debs"
+  trixie_download "$out/apt" "$tmp" "$PKG=$VERSION"
   got=$tmp/$(basename "$deb")
   check "$got" || die "sha256 mismatch for $(basename "$deb"): got $(sha256sum <"$got" | cut -d' ' -f1), pinned $SHA256"
   mv "$got" "$deb"

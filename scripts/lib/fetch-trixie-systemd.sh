@@ -31,8 +31,8 @@ PINS=(
   "libc6 2.41-12+deb13u5 b59b0625cd1a791375d40dab23a4d5d3d0641e3d0a773501becdc3725b7f99cf"
   "libssl3t64 3.5.9-1~deb13u1 ffefb9af363e0e4592251b2533eb06453c8e470f7772e40263c4b2129251a6d5"
 )
-MIRROR=http://deb.debian.org/debian
-KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# shellcheck source=trixie-apt.sh
+. "$(dirname "$0")/trixie-apt.sh"
 
 out="" quiet=0
 while (($#)); do
@@ -69,26 +69,7 @@ for pin in "${PINS[@]}"; do
 done
 
 if ((${#missing[@]})); then
-  [[ -r "$KEYRING" ]] || die "no $KEYRING (apt-get install debian-archive-keyring)"
-  mkdir -p "$apt/sources" "$apt/lists/partial"
-  cat >"$apt/sources/trixie.sources" <<EOF
-Types: deb
-URIs: $MIRROR
-Suites: trixie
-Components: main
-Architectures: amd64
-Signed-By: $KEYRING
-EOF
-  aptopts=(-q -oDir::Etc::SourceList=/dev/null -oDir::Etc::SourceParts="$apt/sources"
-    -oDir::State::Lists="$apt/lists" -oDir::Cache::pkgcache= -oDir::Cache::srcpkgcache=
-    -oAPT::Architecture=amd64 -oAPT::Architectures::=amd64 -oAcquire::Languages=none
-    -oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false -oAPT::Sandbox::User=root)
-  log "downloading ${missing[*]} from $MIRROR trixie"
-  apt-get "${aptopts[@]}" update >"$tmp/update.log" 2>&1 \
-    || { cat "$tmp/update.log" >&2; die "apt-get update (private trixie configuration) failed"; }
-  # apt-get download verifies each .deb against the signed index; we check our pins after.
-  (cd "$tmp" && apt-get "${aptopts[@]}" download "${missing[@]}") >"$tmp/download.log" 2>&1 \
-    || { cat "$tmp/download.log" >&2; die "apt-get download failed (pinned versions superseded? see the header)"; }
+  trixie_download "$apt" "$tmp" "${missing[@]}"
   for pin in "${PINS[@]}"; do
     read -r pkg ver sum <<<"$pin"
     f=$(deb_name "$pkg" "$ver")

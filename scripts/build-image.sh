@@ -5,10 +5,17 @@
 # down to its allowlist and writes the disk and the UKI.
 #
 # Usage: scripts/build-image.sh OUTDIR [--variant qemu-vtpm] [--cache DIR] [--clean] [--init BIN]
+#                               [--formats "qcow2 vhd gcp raw" | --no-finish]
 #   Writes OUTDIR/disk.img (GPT: ESP with \EFI\BOOT\BOOTX64.EFI, erofs root, dm-verity hash),
 #   OUTDIR/uki.efi (the same UKI), OUTDIR/roothash (from the UKI's .cmdline), OUTDIR/initrd.cpio,
-#   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings.
-#   --variant   mkosi profile (mkosi.conf.d/20-<variant>.conf); default qemu-vtpm
+#   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings, and
+#   (scripts/lib/finish-image.sh) OUTDIR/measurements.json, the variant's golden measurements of
+#   this unsigned image with Secure Boot off (sign-image.sh, then finish-image.sh --vars, for a
+#   signed one), and the variant's cloud format (qcow2 / disk.vhd / disk.tar.gz).
+#   --variant   mkosi profile (mkosi.conf.d/20-<variant>.conf); default qemu-vtpm. Variants:
+#               qemu-vtpm, qemu-snp, qemu-tdx, aws-sev-snp, azure-sev-snp, gcp-sev-snp, gcp-tdx
+#   --formats   cloud formats to write instead of the variant's default (finish-image.sh)
+#   --no-finish no measurements.json, no cloud format
 #   --cache     where mkosi, its tools tree (~1.6 GB), the incremental image cache and the package
 #               cache live (default: target/image-cache); a fresh directory = a clean build
 #   --clean     rebuild the cached package tree (mkosi -ff); the tools tree is kept
@@ -18,13 +25,15 @@ set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "build-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
-out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init=""
+out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init="" finish=1 formats=()
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
     --cache) cache="${2:?}"; shift 2 ;;
     --clean) clean=1; shift ;;
     --init) init="${2:?}"; shift 2 ;;
+    --formats) formats=(--formats "${2?}"); shift 2 ;;
+    --no-finish) finish=0; shift ;;
     -h|--help) help; exit 0 ;;
     -*) echo "build-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
@@ -84,6 +93,10 @@ roothash=$(grep -oE '(^| )roothash=[0-9a-f]{64}' <<<"$cmdline" | cut -d= -f2)
 [[ ${#roothash} -eq 64 ]] || die "no roothash= in the UKI's .cmdline: $cmdline"
 echo "$roothash" >"$out/roothash"
 lap "outputs"
+if ((finish)); then
+  "$root/scripts/lib/finish-image.sh" "$out" --variant "$variant" "${formats[@]}" >&2
+  lap "golden measurements, format"
+fi
 printf '%-28s %6.1f s\n' total "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" | tee -a "$timings" >&2
 echo "build-image: $out/disk.img ($(du -h --apparent-size "$out/disk.img" | cut -f1)), uki.efi, roothash $roothash" >&2
 echo "build-image: cmdline: $cmdline" >&2

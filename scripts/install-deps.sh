@@ -12,7 +12,7 @@ APT_PACKAGES=(
   clang libclang-dev libdevmapper-dev
   # state disk: LUKS2 (libcryptsetup-rs), TPM sealing (tss-esapi 7.7), ext4 for the guest's /var
   libcryptsetup-dev libtss2-dev libtss2-tcti-device0 e2fsprogs
-  qemu-system-x86 ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
+  qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
   # disk images assembled and checked in user space
   fdisk mtools dosfstools erofs-utils cryptsetup-bin
   # the node's services in the init boot tests (kubelet cannot be downloaded here)

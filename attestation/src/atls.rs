@@ -1,0 +1,511 @@
+//! Attested TLS (rustls 0.23 with the ring provider, rcgen, x509-parser), node → key service
+//! direction: the node (TLS client) presents a short-lived self-signed ECDSA P-256 certificate
+//! whose extension [`EVIDENCE_OID`] holds its [`Evidence`] (JSON), with qualifying data
+//! SHA-256(server nonce || certificate SPKI). The server's fresh per-connection nonce travels in
+//! the CertificateRequest's acceptable-CA list (one Name with CN `nacre-nonce:<hex>`), so the
+//! evidence can neither be replayed nor moved to another key; the TLS handshake proves the
+//! client holds the certificate's key. The server's [`AttestedClientVerifier`] runs a
+//! [`Verifier`] and refuses the handshake on any refusal; the verdict is kept for the caller.
+//!
+//! Mutual, for a server that runs in a CVM itself (the key service on attested control-plane
+//! nodes): the client's fresh nonce travels in SNI ([`server_name_for_nonce`]), the server's
+//! [`AttestedServerResolver`] answers with a certificate whose evidence is bound to it and the
+//! client's [`AttestedServerVerifier`] checks it. A server outside a CVM (the operator's machine)
+//! is trusted through ordinary roots instead ([`client_config`]).
+
+use crate::evidence::Evidence;
+use crate::tpm::Attester;
+use crate::verify::{Accepted, Check, Expectation, JoinKind, Refusal, Verifier};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::{Arc, Mutex};
+
+/// OID of the evidence extension. PLACEHOLDER under the UUID arc would need 128-bit
+/// components; this private arc must be replaced by nacre's registered one before release.
+pub const EVIDENCE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 99999, 1, 1];
+const EVIDENCE_OID_STR: &str = "1.3.6.1.4.1.99999.1.1";
+const NONCE_PREFIX: &str = "nacre-nonce:";
+/// Validity of the attested certificate.
+pub const CERT_LIFETIME: time::Duration = time::Duration::minutes(10);
+
+/// The ring provider: the project's one crypto provider.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Something that can produce evidence bound to `(nonce, tls_spki)`.
+pub trait Attest: Send + Sync {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String>;
+}
+
+/// The TPM attester with the PCRs to quote and the logs to send.
+pub struct TpmAttest {
+    pub attester: Attester,
+    pub pcrs: Vec<u32>,
+    pub firmware_log: Vec<u8>,
+    pub runtime_log: Vec<nacre_eventlog::CelRecord>,
+}
+
+impl Attest for TpmAttest {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        self.attester
+            .evidence(
+                nonce,
+                tls_spki,
+                &self.pcrs,
+                self.firmware_log.clone(),
+                self.runtime_log.clone(),
+            )
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A fresh key and a self-signed certificate carrying evidence for `nonce`.
+pub fn attested_cert(
+    attest: &dyn Attest,
+    nonce: &[u8],
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    use rcgen::PublicKeyData;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("key generation: {e}"))?;
+    let spki = key.subject_public_key_info();
+    let evidence = attest.evidence(nonce, &spki)?;
+    let mut params = rcgen::CertificateParams::new(vec!["nacre-node".to_string()])
+        .map_err(|e| format!("certificate parameters: {e}"))?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now + CERT_LIFETIME;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            EVIDENCE_OID,
+            evidence.to_json(),
+        ));
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("self-signing: {e}"))?;
+    Ok((
+        cert.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    ))
+}
+
+/// The evidence and the SPKI (DER) of an attested certificate, and whether it is valid now.
+pub fn evidence_from_cert(cert: &[u8], now: UnixTime) -> Result<(Evidence, Vec<u8>), String> {
+    let (rest, x) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| format!("certificate does not parse: {e}"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the certificate".into());
+    }
+    let t = now.as_secs() as i64;
+    let v = x.validity();
+    if t < v.not_before.timestamp() || t > v.not_after.timestamp() {
+        return Err("certificate is not valid now".into());
+    }
+    let ext = x
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == EVIDENCE_OID_STR)
+        .ok_or("certificate has no evidence extension")?;
+    let evidence =
+        Evidence::from_json(ext.value).map_err(|e| format!("evidence does not parse: {e}"))?;
+    Ok((evidence, x.public_key().raw.to_vec()))
+}
+
+fn check_cert(
+    verifier: &dyn Verifier,
+    nonce: &[u8],
+    join: JoinKind,
+    cert: &[u8],
+    now: UnixTime,
+) -> Result<Accepted, Refusal> {
+    match evidence_from_cert(cert, now) {
+        Err(reason) => Err(Refusal {
+            check: Check::QuoteFormat,
+            reason: format!("attested certificate: {reason}"),
+        }),
+        Ok((evidence, spki)) => verifier.verify(
+            &evidence,
+            &Expectation {
+                nonce,
+                tls_public_key: &spki,
+                join,
+            },
+        ),
+    }
+}
+
+fn random_nonce() -> Result<[u8; 32], String> {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| "the system RNG failed".to_string())?;
+    Ok(nonce)
+}
+
+const SNI_SUFFIX: &str = ".nonce.nacre.invalid";
+
+/// The server name a client uses to send its 32-byte nonce in SNI:
+/// `<hex 0..16>.<hex 16..32>.nonce.nacre.invalid` (DNS labels are at most 63 characters).
+pub fn server_name_for_nonce(nonce: &[u8; 32]) -> ServerName<'static> {
+    let h = hex::encode(nonce);
+    let name = format!("{}.{}{SNI_SUFFIX}", &h[..32], &h[32..]);
+    ServerName::try_from(name).expect("a valid DNS name")
+}
+
+fn nonce_from_sni(name: &str) -> Option<Vec<u8>> {
+    let labels = name.strip_suffix(SNI_SUFFIX)?;
+    let (a, b) = labels.split_once('.')?;
+    if a.len() != 32 || b.len() != 32 {
+        return None;
+    }
+    hex::decode(format!("{a}{b}")).ok()
+}
+
+/// The acceptable-CA Name (DER) that carries a nonce.
+fn nonce_hint(nonce: &[u8]) -> DistinguishedName {
+    let cn = format!("{NONCE_PREFIX}{}", hex::encode(nonce));
+    let mut atv = vec![0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, cn.len() as u8];
+    atv.extend_from_slice(cn.as_bytes());
+    let mut seq = vec![0x30, atv.len() as u8];
+    seq.extend(atv);
+    let mut set = vec![0x31, seq.len() as u8];
+    set.extend(seq);
+    DistinguishedName::in_sequence(&set)
+}
+
+/// The nonce in the server's acceptable-CA hints, if any.
+fn nonce_from_hints(hints: &[&[u8]]) -> Option<Vec<u8>> {
+    hints.iter().find_map(|h| {
+        let p = NONCE_PREFIX.as_bytes();
+        let i = h.windows(p.len()).position(|w| w == p)?;
+        let hexs = h.get(i + p.len()..i + p.len() + 64)?;
+        hex::decode(hexs).ok()
+    })
+}
+
+/// Server side: requires a client certificate carrying evidence for this connection's nonce.
+/// Make one per connection (`ServerConfig` per connection).
+#[derive(Debug)]
+pub struct AttestedClientVerifier {
+    verifier: Arc<dyn Verifier>,
+    join: JoinKind,
+    nonce: [u8; 32],
+    hints: Vec<DistinguishedName>,
+    verdict: Mutex<Option<Result<Accepted, Refusal>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl AttestedClientVerifier {
+    pub fn new(verifier: Arc<dyn Verifier>, join: JoinKind) -> Result<Self, String> {
+        let nonce = random_nonce()?;
+        Ok(AttestedClientVerifier {
+            verifier,
+            join,
+            nonce,
+            hints: vec![nonce_hint(&nonce)],
+            verdict: Mutex::new(None),
+            provider: provider(),
+        })
+    }
+
+    /// The verdict on the client's evidence, once the handshake got that far.
+    pub fn verdict(&self) -> Option<Result<Accepted, Refusal>> {
+        self.verdict.lock().ok().and_then(|v| v.clone())
+    }
+}
+
+impl ClientCertVerifier for AttestedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verdict = check_cert(
+            self.verifier.as_ref(),
+            &self.nonce,
+            self.join,
+            end_entity,
+            now,
+        );
+        let result = match &verdict {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(r) => Err(rustls::Error::General(r.to_string())),
+        };
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(verdict);
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "attested TLS is TLS 1.3 only".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
+
+/// Client side: answers the server's nonce with a fresh attested certificate.
+pub struct AttestedCertResolver {
+    attest: Box<dyn Attest>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for AttestedCertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttestedCertResolver")
+    }
+}
+
+impl AttestedCertResolver {
+    pub fn new(attest: Box<dyn Attest>) -> Self {
+        AttestedCertResolver {
+            attest,
+            provider: provider(),
+        }
+    }
+}
+
+impl ResolvesClientCert for AttestedCertResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        // No nonce from the server: nothing fresh to attest to, send no certificate.
+        let nonce = nonce_from_hints(root_hint_subjects)?;
+        let (cert, key) = attested_cert(self.attest.as_ref(), &nonce).ok()?;
+        let key = self.provider.key_provider.load_private_key(key).ok()?;
+        Some(Arc::new(CertifiedKey::new(vec![cert], key)))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Client side of mutual attestation: requires the server's certificate to carry evidence for
+/// this connection's nonce (sent in SNI). Make one per connection.
+#[derive(Debug)]
+pub struct AttestedServerVerifier {
+    verifier: Arc<dyn Verifier>,
+    join: JoinKind,
+    nonce: [u8; 32],
+    verdict: Mutex<Option<Result<Accepted, Refusal>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl AttestedServerVerifier {
+    /// `join`: what the server must show (a control-plane node is initialized: `Rejoin`).
+    pub fn new(verifier: Arc<dyn Verifier>, join: JoinKind) -> Result<Self, String> {
+        Ok(AttestedServerVerifier {
+            verifier,
+            join,
+            nonce: random_nonce()?,
+            verdict: Mutex::new(None),
+            provider: provider(),
+        })
+    }
+
+    /// The name to connect to: it carries this verifier's nonce.
+    pub fn server_name(&self) -> ServerName<'static> {
+        server_name_for_nonce(&self.nonce)
+    }
+
+    pub fn verdict(&self) -> Option<Result<Accepted, Refusal>> {
+        self.verdict.lock().ok().and_then(|v| v.clone())
+    }
+}
+
+impl ServerCertVerifier for AttestedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = check_cert(
+            self.verifier.as_ref(),
+            &self.nonce,
+            self.join,
+            end_entity,
+            now,
+        );
+        let result = match &verdict {
+            Ok(_) => Ok(ServerCertVerified::assertion()),
+            Err(r) => Err(rustls::Error::General(r.to_string())),
+        };
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(verdict);
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "attested TLS is TLS 1.3 only".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
+
+/// Server side of mutual attestation: answers the client's SNI nonce with a fresh attested
+/// certificate; a client that sends no nonce gets no certificate (the handshake fails).
+pub struct AttestedServerResolver {
+    attest: Box<dyn Attest>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for AttestedServerResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttestedServerResolver")
+    }
+}
+
+impl AttestedServerResolver {
+    pub fn new(attest: Box<dyn Attest>) -> Self {
+        AttestedServerResolver {
+            attest,
+            provider: provider(),
+        }
+    }
+}
+
+impl ResolvesServerCert for AttestedServerResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let nonce = nonce_from_sni(client_hello.server_name()?)?;
+        let (cert, key) = attested_cert(self.attest.as_ref(), &nonce).ok()?;
+        let key = self.provider.key_provider.load_private_key(key).ok()?;
+        Some(Arc::new(CertifiedKey::new(vec![cert], key)))
+    }
+}
+
+/// Mutual attestation, server side: attested itself, requires an attested client.
+pub fn mutual_server_config(
+    client_verifier: Arc<AttestedClientVerifier>,
+    resolver: Arc<AttestedServerResolver>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(client_verifier)
+        .with_cert_resolver(resolver))
+}
+
+/// Mutual attestation, client side: connect to `server_verifier.server_name()`.
+pub fn mutual_client_config(
+    server_verifier: Arc<AttestedServerVerifier>,
+    resolver: Arc<dyn ResolvesClientCert>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier)
+        .with_client_cert_resolver(resolver))
+}
+
+/// A TLS 1.3 server config (ring) that requires an attested client.
+pub fn server_config(
+    verifier: Arc<AttestedClientVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+}
+
+/// A TLS 1.3 client config (ring) that trusts the server through `roots` and attests itself.
+pub fn client_config(
+    roots: rustls::RootCertStore,
+    resolver: Arc<dyn ResolvesClientCert>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(resolver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_round_trips_through_the_hint() {
+        let n = [0x5a; 32];
+        let h = nonce_hint(&n);
+        assert_eq!(nonce_from_hints(&[h.as_ref()]), Some(n.to_vec()));
+        assert_eq!(nonce_from_hints(&[b"other".as_ref()]), None);
+    }
+
+    #[test]
+    fn nonce_round_trips_through_sni() {
+        let n = [0xa5; 32];
+        let name = match server_name_for_nonce(&n) {
+            ServerName::DnsName(d) => d.as_ref().to_owned(),
+            _ => unreachable!(),
+        };
+        assert_eq!(nonce_from_sni(&name), Some(n.to_vec()));
+        assert_eq!(nonce_from_sni("localhost"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! The evidence a node presents.
+
+use nacre_eventlog::CelRecord;
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+
+/// The platform-specific part of the evidence.
+///
+/// Only the QEMU vTPM platform is verified today. `SevSnp` and `Tdx` are typed placeholders so
+/// the wire format has a place for them: every verifier refuses them until they are implemented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Platform {
+    /// A TPM emulated by the host (swtpm behind QEMU): nothing beyond the quote; the AK is
+    /// trusted through [`crate::verify::AkTrust`].
+    QemuVtpm,
+    /// An AMD SEV-SNP attestation report whose REPORT_DATA binds the AK and the TLS key.
+    /// NOT IMPLEMENTED: refused by every verifier.
+    SevSnp {
+        #[serde(with = "hex::serde")]
+        report: Vec<u8>,
+    },
+    /// An Intel TDX quote. NOT IMPLEMENTED: refused by every verifier.
+    Tdx {
+        #[serde(with = "hex::serde")]
+        quote: Vec<u8>,
+    },
+}
+
+/// A TPM2_Quote result, as the TPM marshalled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    /// TPMS_ATTEST (the signed bytes).
+    #[serde(with = "hex::serde")]
+    pub attest: Vec<u8>,
+    /// TPMT_SIGNATURE over `attest`.
+    #[serde(with = "hex::serde")]
+    pub signature: Vec<u8>,
+}
+
+/// Everything a node sends to be attested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub platform: Platform,
+    pub quote: Quote,
+    /// The attestation key's public key: P-256 SubjectPublicKeyInfo DER.
+    #[serde(with = "hex::serde")]
+    pub ak_public: Vec<u8>,
+    /// The TCG PC Client crypto-agile firmware event log (binary_bios_measurements).
+    #[serde(with = "hex::serde")]
+    pub firmware_log: Vec<u8>,
+    /// nacre-init's runtime Canonical Event Log records, in order.
+    pub runtime_log: Vec<CelRecord>,
+}
+
+impl Evidence {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The quote's qualifying data: SHA-256(nonce || TLS public key), so the evidence answers this
+/// verifier's challenge and belongs to the channel whose key is `tls_public_key` (SPKI DER).
+pub fn qualifying_data(nonce: &[u8], tls_public_key: &[u8]) -> [u8; 32] {
+    let mut buf = Vec::with_capacity(nonce.len() + tls_public_key.len());
+    buf.extend_from_slice(nonce);
+    buf.extend_from_slice(tls_public_key);
+    let d = digest(&SHA256, &buf);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
+pub(crate) const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// SPKI DER of a P-256 point (x, y each 32 bytes big-endian).
+pub fn p256_spki(x: &[u8], y: &[u8]) -> Option<Vec<u8>> {
+    if x.len() > 32 || y.len() > 32 {
+        return None;
+    }
+    let mut v = P256_SPKI_PREFIX.to_vec();
+    v.push(0x04);
+    v.extend(std::iter::repeat_n(0, 32 - x.len()));
+    v.extend_from_slice(x);
+    v.extend(std::iter::repeat_n(0, 32 - y.len()));
+    v.extend_from_slice(y);
+    Some(v)
+}
+
+/// The uncompressed point (65 bytes) of a P-256 SPKI, if it is one.
+pub fn p256_point(spki: &[u8]) -> Option<&[u8]> {
+    let rest = spki.strip_prefix(&P256_SPKI_PREFIX[..])?;
+    (rest.len() == 65 && rest[0] == 0x04).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualifying_data_binds_nonce_and_key() {
+        let a = qualifying_data(b"nonce", b"key");
+        assert_ne!(a, qualifying_data(b"nonce2", b"key"));
+        assert_ne!(a, qualifying_data(b"nonce", b"key2"));
+        assert_eq!(a.as_ref(), digest(&SHA256, b"noncekey").as_ref());
+    }
+
+    #[test]
+    fn spki_round_trip() {
+        let spki = p256_spki(&[1; 32], &[2; 31]).unwrap();
+        let p = p256_point(&spki).unwrap();
+        assert_eq!(p[0], 4);
+        assert_eq!(&p[1..33], &[1; 32]);
+        assert_eq!(p[33], 0);
+        assert!(p256_point(&spki[1..]).is_none());
+    }
+
+    #[test]
+    fn evidence_json_round_trip() {
+        let e = Evidence {
+            platform: Platform::SevSnp { report: vec![1, 2] },
+            quote: Quote {
+                attest: vec![3],
+                signature: vec![4],
+            },
+            ak_public: vec![5],
+            firmware_log: vec![6],
+            runtime_log: vec![],
+        };
+        assert_eq!(Evidence::from_json(&e.to_json()).unwrap(), e);
+    }
+}

@@ -1,0 +1,23 @@
+//! Attestation for nacre: the evidence a node presents (a TPM 2.0 quote bound to a verifier's
+//! nonce and the node's TLS key, the firmware event log, nacre-init's runtime log, and a typed
+//! platform part) and its verification against signed golden measurements.
+//!
+//! * [`evidence`]: the evidence format and the qualifying data that binds it to a channel.
+//! * [`tpm`]: producing evidence with a TPM (tss-esapi; `/dev/tpmrm0` on a node, swtpm in tests).
+//! * [`attest`]: parsing TPMS_ATTEST / TPMT_SIGNATURE as the TPM marshals them.
+//! * [`verify`]: the [`verify::Verifier`] trait, the QEMU vTPM verifier, and how the attestation
+//!   key is trusted ([`verify::AkTrust`]).
+//! * [`atls`]: attested TLS (rustls + ring): evidence in an X.509 extension of a short-lived
+//!   self-signed certificate, bound to the certificate key and the peer's nonce; mutual.
+
+pub mod atls;
+pub mod attest;
+pub mod evidence;
+pub mod tpm;
+pub mod verify;
+
+pub use evidence::{qualifying_data, Evidence, Platform, Quote};
+pub use verify::{
+    Accepted, AkTrust, Check, EnrolledAks, Expectation, JoinKind, QemuVtpmVerifier, Refusal,
+    SignedManifest, Verifier,
+};

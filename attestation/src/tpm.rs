@@ -1,0 +1,175 @@
+//! Producing evidence with a TPM 2.0 (tss-esapi 7.7): `device:/dev/tpmrm0` on a node,
+//! `swtpm:host=127.0.0.1,port=P` in host tests.
+//!
+//! The attestation key (AK) is a primary key of the endorsement hierarchy: a restricted ECC
+//! P-256 signing key (ECDSA/SHA-256), fixedTPM and fixedParent, re-created from the endorsement
+//! seed on each use (the same key every time, nothing to persist) and flushed right after the
+//! quote, so at most one transient object is loaded (swtpm has three slots).
+
+use crate::evidence::{p256_spki, qualifying_data, Evidence, Platform, Quote};
+use nacre_eventlog::CelRecord;
+use std::str::FromStr;
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::structures::{
+    Data, EccPoint, EccScheme, HashScheme, PcrSelectionListBuilder, PcrSlot, Public, PublicBuilder,
+    PublicEccParametersBuilder, SignatureScheme,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+#[derive(Debug, thiserror::Error)]
+#[error("TPM: {what}: {reason}")]
+pub struct TpmError {
+    pub what: String,
+    pub reason: String,
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> TpmError {
+    TpmError {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Makes evidence with one TPM.
+pub struct Attester {
+    tcti: String,
+}
+
+impl Attester {
+    /// The node's TPM (`/dev/tpmrm0`).
+    pub fn device() -> Self {
+        Attester::with_tcti("device:/dev/tpmrm0")
+    }
+
+    /// Any TCTI configuration string, e.g. `swtpm:host=127.0.0.1,port=2321`.
+    pub fn with_tcti(tcti: &str) -> Self {
+        Attester { tcti: tcti.into() }
+    }
+
+    fn context(&self) -> Result<Context, TpmError> {
+        let conf = TctiNameConf::from_str(&self.tcti)
+            .map_err(|e| fail(&format!("TCTI {}", self.tcti), e))?;
+        Context::new(conf).map_err(|e| fail(&format!("opening the TPM ({})", self.tcti), e))
+    }
+
+    /// The AK's public key (P-256 SPKI DER): what an operator enrolls.
+    pub fn ak_public(&self) -> Result<Vec<u8>, TpmError> {
+        let mut ctx = self.context()?;
+        let (ak, public) = create_ak(&mut ctx)?;
+        let _ = ctx.flush_context(ak.into());
+        spki_of(&public)
+    }
+
+    /// Quotes the sha256 PCRs `pcrs` with qualifying data SHA-256(nonce || tls_public_key) and
+    /// assembles the evidence with the given logs.
+    pub fn evidence(
+        &self,
+        nonce: &[u8],
+        tls_public_key: &[u8],
+        pcrs: &[u32],
+        firmware_log: Vec<u8>,
+        runtime_log: Vec<CelRecord>,
+    ) -> Result<Evidence, TpmError> {
+        let (quote, ak_public) = self.quote_raw(&qualifying_data(nonce, tls_public_key), pcrs)?;
+        Ok(Evidence {
+            platform: Platform::QemuVtpm,
+            quote,
+            ak_public,
+            firmware_log,
+            runtime_log,
+        })
+    }
+
+    /// TPM2_Quote with arbitrary qualifying data; returns the quote and the AK's SPKI.
+    pub fn quote_raw(&self, qualifying: &[u8], pcrs: &[u32]) -> Result<(Quote, Vec<u8>), TpmError> {
+        let slots = pcrs
+            .iter()
+            .map(|&p| {
+                1u32.checked_shl(p)
+                    .and_then(|bit| PcrSlot::try_from(bit).ok())
+                    .ok_or_else(|| fail("PCR selection", format!("PCR {p} out of range")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let selection = PcrSelectionListBuilder::new()
+            .with_selection(HashingAlgorithm::Sha256, &slots)
+            .build()
+            .map_err(|e| fail("PCR selection", e))?;
+        let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
+        let mut ctx = self.context()?;
+        let (ak, public) = create_ak(&mut ctx)?;
+        let r = ctx.execute_with_nullauth_session(|c| {
+            c.quote(
+                ak,
+                data,
+                SignatureScheme::EcDsa {
+                    hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                },
+                selection,
+            )
+        });
+        let _ = ctx.flush_context(ak.into());
+        let (attest, signature) = r.map_err(|e| fail("TPM2_Quote", e))?;
+        let quote = Quote {
+            attest: attest
+                .marshall()
+                .map_err(|e| fail("marshalling TPMS_ATTEST", e))?,
+            signature: signature
+                .marshall()
+                .map_err(|e| fail("marshalling TPMT_SIGNATURE", e))?,
+        };
+        Ok((quote, spki_of(&public)?))
+    }
+}
+
+/// The AK template: restricted ECC P-256 ECDSA/SHA-256 signing key, fixedTPM, fixedParent,
+/// sensitiveDataOrigin, userWithAuth (empty auth).
+pub fn ak_template() -> Result<Public, TpmError> {
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_restricted(true)
+        .with_sign_encrypt(true)
+        .with_no_da(true)
+        .build()
+        .map_err(|e| fail("AK attributes", e))?;
+    let params = PublicEccParametersBuilder::new_unrestricted_signing_key(
+        EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+        EccCurve::NistP256,
+    )
+    .with_restricted(true)
+    .build()
+    .map_err(|e| fail("AK parameters", e))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_ecc_parameters(params)
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+        .map_err(|e| fail("AK template", e))
+}
+
+fn create_ak(ctx: &mut Context) -> Result<(KeyHandle, Public), TpmError> {
+    let template = ak_template()?;
+    ctx.execute_with_nullauth_session(|c| {
+        c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+    })
+    .map(|r| (r.key_handle, r.out_public))
+    .map_err(|e| fail("creating the AK (endorsement hierarchy primary)", e))
+}
+
+fn spki_of(public: &Public) -> Result<Vec<u8>, TpmError> {
+    match public {
+        Public::Ecc { unique, .. } => p256_spki(unique.x().value(), unique.y().value())
+            .ok_or_else(|| fail("AK public key", "coordinates longer than 32 bytes")),
+        _ => Err(fail("AK public key", "not an ECC key")),
+    }
+}

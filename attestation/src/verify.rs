@@ -1,0 +1,373 @@
+//! Verifying evidence: one [`Verifier`] per platform behind one trait; the verdict names the
+//! check that failed and why.
+//!
+//! The QEMU vTPM verifier ([`QemuVtpmVerifier`]) runs, in this order:
+//! 1. [`Check::Platform`]: the evidence is for the QEMU vTPM platform (SEV-SNP and TDX evidence
+//!    is refused: those verifiers are not implemented yet).
+//! 2. [`Check::ManifestSignature`], [`Check::Manifest`]: the golden manifest's signature verifies
+//!    against the configured public key (cosign-style, `nacre_measure::sign`), and it parses.
+//! 3. [`Check::AkTrust`]: the attestation key is trusted by the configured [`AkTrust`].
+//! 4. [`Check::QuoteFormat`], [`Check::QuoteSignature`]: TPMS_ATTEST parses (magic, type quote)
+//!    and the AK's ECDSA P-256/SHA-256 signature over it verifies.
+//! 5. [`Check::Nonce`]: extraData is SHA-256(nonce || TLS public key) for this verifier's nonce
+//!    and this channel's key (an old quote, or one made for another key, fails here).
+//! 6. [`Check::PcrSelection`]: the quote covers, in the sha256 bank, every PCR the manifest lists
+//!    (and PCR 15 for a first join).
+//! 7. [`Check::EventLog`], [`Check::PcrDigest`]: the firmware log and the runtime log replay, and
+//!    the replayed values of the quoted PCRs hash to the quote's pcrDigest (a forged or
+//!    incomplete log fails here).
+//! 8. [`Check::FirstJoinPcr15`]: for a first join, PCR 15 is zero.
+//! 9. [`Check::Measurements`]: every enforced PCR of the manifest matches; warn-only mismatches
+//!    are returned in [`Accepted::warnings`] for the caller to log.
+
+use crate::attest::{parse_ecdsa_signature, parse_quote, ALG_SHA256};
+use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
+use nacre_eventlog::runtime::CLUSTER_ID_PCR;
+use nacre_eventlog::{EventLog, HashAlg, RuntimeEvent};
+use nacre_measure::manifest::{Finding, ImageRef, Manifest};
+use nacre_measure::sign::{verify_blob, PublicKey};
+use ring::digest::{Context as DigestContext, SHA256};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Which check refused the evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    Platform,
+    ManifestSignature,
+    Manifest,
+    AkTrust,
+    QuoteFormat,
+    QuoteSignature,
+    Nonce,
+    PcrSelection,
+    EventLog,
+    PcrDigest,
+    FirstJoinPcr15,
+    Measurements,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Check::Platform => "platform",
+            Check::ManifestSignature => "manifest signature",
+            Check::Manifest => "manifest",
+            Check::AkTrust => "attestation key trust",
+            Check::QuoteFormat => "quote format",
+            Check::QuoteSignature => "quote signature",
+            Check::Nonce => "nonce",
+            Check::PcrSelection => "PCR selection",
+            Check::EventLog => "event log",
+            Check::PcrDigest => "PCR digest",
+            Check::FirstJoinPcr15 => "first join (PCR 15)",
+            Check::Measurements => "measurements",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Evidence refused: which check and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("refused by the {check} check: {reason}")]
+pub struct Refusal {
+    pub check: Check,
+    pub reason: String,
+}
+
+fn refuse<T>(check: Check, reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        check,
+        reason: reason.into(),
+    })
+}
+
+/// Evidence accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The image the manifest describes.
+    pub image: ImageRef,
+    /// The quoted sha256 PCR values (proven by the quote, explained by the logs).
+    pub pcrs: BTreeMap<u32, Vec<u8>>,
+    /// Manifest PCRs that matched.
+    pub matched: Vec<u32>,
+    /// Warn-only PCRs that did not match: the caller logs them.
+    pub warnings: Vec<Finding>,
+}
+
+/// Whether the node joins for the first time (PCR 15 must be zero) or rejoins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    First,
+    Rejoin,
+}
+
+/// What the verifier expects of this evidence: its own fresh nonce, the key of the channel the
+/// evidence came over, and the kind of join.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation<'a> {
+    pub nonce: &'a [u8],
+    /// The peer's TLS public key (SPKI DER).
+    pub tls_public_key: &'a [u8],
+    pub join: JoinKind,
+}
+
+/// A platform's verifier.
+pub trait Verifier: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn verify(&self, evidence: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal>;
+}
+
+impl fmt::Debug for dyn Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the attestation key is trusted. Explicit and per platform.
+pub trait AkTrust: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` when the AK (P-256 SPKI DER) is not trusted.
+    fn check(&self, ak_spki: &[u8], evidence: &Evidence) -> Result<(), String>;
+}
+
+/// AKs an operator enrolled (read with `Attester::ak_public` on the node, or `tpm2_readpublic`):
+/// the AK is trusted iff its SPKI is one of them. The operator vouches that the key is the
+/// node TPM's restricted AK (only a restricted key makes the TPM_GENERATED magic meaningful).
+/// Not written yet: the swtpm EK-certificate chain (operator CA) + TPM2_MakeCredential /
+/// ActivateCredential binding the AK to the EK.
+#[derive(Debug, Clone, Default)]
+pub struct EnrolledAks {
+    keys: Vec<Vec<u8>>,
+}
+
+impl EnrolledAks {
+    pub fn new(keys: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        EnrolledAks {
+            keys: keys.into_iter().collect(),
+        }
+    }
+}
+
+impl AkTrust for EnrolledAks {
+    fn name(&self) -> &'static str {
+        "operator-enrolled AK"
+    }
+
+    fn check(&self, ak_spki: &[u8], _evidence: &Evidence) -> Result<(), String> {
+        if self.keys.iter().any(|k| k == ak_spki) {
+            Ok(())
+        } else {
+            Err(format!(
+                "AK {} is not enrolled",
+                hex::encode(ring::digest::digest(&SHA256, ak_spki))
+            ))
+        }
+    }
+}
+
+/// A golden manifest as published: its JSON bytes and the base64 DER signature (`.sig`).
+#[derive(Debug, Clone)]
+pub struct SignedManifest {
+    pub json: Vec<u8>,
+    pub signature_b64: Vec<u8>,
+}
+
+/// The verifier for QEMU guests with a vTPM (swtpm).
+pub struct QemuVtpmVerifier {
+    manifest: SignedManifest,
+    manifest_key: PublicKey,
+    ak_trust: Box<dyn AkTrust>,
+}
+
+impl QemuVtpmVerifier {
+    pub fn new(
+        manifest: SignedManifest,
+        manifest_key: PublicKey,
+        ak_trust: Box<dyn AkTrust>,
+    ) -> Self {
+        QemuVtpmVerifier {
+            manifest,
+            manifest_key,
+            ak_trust,
+        }
+    }
+
+    fn manifest(&self) -> Result<Manifest, Refusal> {
+        if let Err(e) = verify_blob(
+            &self.manifest_key,
+            &self.manifest.json,
+            &self.manifest.signature_b64,
+        ) {
+            return refuse(Check::ManifestSignature, e.to_string());
+        }
+        let m = Manifest::from_json(&self.manifest.json)
+            .or_else(|e| refuse(Check::Manifest, e.to_string()))?;
+        if m.alg != HashAlg::Sha256 {
+            return refuse(
+                Check::Manifest,
+                format!("manifest bank is {}, only sha256 is quoted", m.alg),
+            );
+        }
+        Ok(m)
+    }
+}
+
+impl Verifier for QemuVtpmVerifier {
+    fn name(&self) -> &'static str {
+        "qemu-vtpm"
+    }
+
+    fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
+        match &ev.platform {
+            Platform::QemuVtpm => {}
+            Platform::SevSnp { .. } => {
+                return refuse(
+                    Check::Platform,
+                    "SEV-SNP evidence is not verified yet (not implemented)",
+                )
+            }
+            Platform::Tdx { .. } => {
+                return refuse(
+                    Check::Platform,
+                    "TDX evidence is not verified yet (not implemented)",
+                )
+            }
+        }
+        let manifest = self.manifest()?;
+
+        if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
+            return refuse(
+                Check::AkTrust,
+                format!("{}: {reason}", self.ak_trust.name()),
+            );
+        }
+
+        let quote = parse_quote(&ev.quote.attest)
+            .or_else(|e| refuse(Check::QuoteFormat, format!("TPMS_ATTEST: {e}")))?;
+        let rs = parse_ecdsa_signature(&ev.quote.signature)
+            .or_else(|e| refuse(Check::QuoteFormat, format!("TPMT_SIGNATURE: {e}")))?;
+        let point = p256_point(&ev.ak_public)
+            .ok_or(())
+            .or_else(|_| refuse(Check::QuoteFormat, "AK public key is not a P-256 SPKI"))?;
+        if ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+            .verify(&ev.quote.attest, &rs)
+            .is_err()
+        {
+            return refuse(
+                Check::QuoteSignature,
+                "the AK's signature over TPMS_ATTEST does not verify",
+            );
+        }
+
+        let want = qualifying_data(expect.nonce, expect.tls_public_key);
+        if quote.extra_data != want {
+            return refuse(
+                Check::Nonce,
+                format!(
+                    "extraData {} is not SHA-256(nonce || TLS key) = {}: a replayed quote, or one made for another channel",
+                    hex::encode(&quote.extra_data),
+                    hex::encode(want)
+                ),
+            );
+        }
+
+        let mut quoted: Vec<u32> = Vec::new();
+        for sel in &quote.selections {
+            if sel.hash != ALG_SHA256 {
+                return refuse(
+                    Check::PcrSelection,
+                    format!(
+                        "quote selects bank {:#06x}, only sha256 is accepted",
+                        sel.hash
+                    ),
+                );
+            }
+            quoted.extend(&sel.pcrs);
+        }
+        let mut required: Vec<u32> = manifest.measurements.keys().copied().collect();
+        if expect.join == JoinKind::First {
+            required.push(CLUSTER_ID_PCR);
+        }
+        let missing: Vec<u32> = required
+            .into_iter()
+            .filter(|p| !quoted.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            return refuse(
+                Check::PcrSelection,
+                format!("the quote (PCRs {quoted:?}) does not cover PCRs {missing:?}"),
+            );
+        }
+
+        let log = EventLog::parse(&ev.firmware_log)
+            .or_else(|e| refuse(Check::EventLog, format!("firmware log: {e}")))?;
+        for rec in &ev.runtime_log {
+            if let Err(e) = RuntimeEvent::from_cel(rec) {
+                return refuse(
+                    Check::EventLog,
+                    format!("runtime record {}: {e}", rec.recnum),
+                );
+            }
+        }
+        let banks = nacre_eventlog::replay_banks(&log, &ev.runtime_log, &[HashAlg::Sha256])
+            .or_else(|e| refuse(Check::EventLog, format!("replay: {e}")))?;
+        let bank = &banks[0];
+        let mut h = DigestContext::new(&SHA256);
+        let mut pcrs = BTreeMap::new();
+        for &p in &quoted {
+            let v = bank.get(p).unwrap_or_default();
+            h.update(v);
+            pcrs.insert(p, v.to_vec());
+        }
+        let replayed = h.finish();
+        if replayed.as_ref() != quote.pcr_digest.as_slice() {
+            return refuse(
+                Check::PcrDigest,
+                format!(
+                    "the event logs replay to PCR digest {}, the quote says {}: the logs are forged or incomplete",
+                    hex::encode(replayed.as_ref()),
+                    hex::encode(&quote.pcr_digest)
+                ),
+            );
+        }
+
+        if expect.join == JoinKind::First {
+            let v = pcrs.get(&CLUSTER_ID_PCR).cloned().unwrap_or_default();
+            if v.iter().any(|b| *b != 0) {
+                return refuse(
+                    Check::FirstJoinPcr15,
+                    format!(
+                        "PCR 15 is {}, not zero: the node is already initialized for a cluster",
+                        hex::encode(v)
+                    ),
+                );
+            }
+        }
+
+        let verdict = manifest.check_pcrs(&pcrs);
+        if !verdict.ok() {
+            let list: Vec<String> = verdict
+                .errors
+                .iter()
+                .map(|f| {
+                    format!(
+                        "PCR {} is {}, expected {}",
+                        f.pcr,
+                        f.observed.as_deref().unwrap_or("absent"),
+                        f.expected
+                    )
+                })
+                .collect();
+            return refuse(Check::Measurements, list.join("; "));
+        }
+        Ok(Accepted {
+            image: manifest.image.clone(),
+            pcrs,
+            matched: verdict.matched,
+            warnings: verdict.warnings,
+        })
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# After a build (and again after Secure Boot signing): the variant's golden measurements, computed
+# by nacre-measure from the finished disk.img and optionally signed, and the variant's cloud upload
+# format. Called by scripts/build-image.sh (unsigned image, firmware Secure Boot state as given)
+# and by ci/github/build-images.yml after scripts/lib/sign-image.sh.
+#
+# Usage: finish-image.sh OUTDIR --variant NAME [--vars FD | --sb-keys DIR] [--version V]
+#                        [--key KEY.pem | --signer-command CMD --public-key PUB.pem]
+#                        [--formats "qcow2 vhd gcp raw" | --no-formats] [--measure BIN]
+#   OUTDIR/measurements.json  nacre-measure golden --variant NAME --phase ready (+ .sig when signed)
+#   OUTDIR/disk.qcow2 | disk.vhd | disk.tar.gz   scripts/lib/cloud-formats.sh; by default
+#              qemu-* -> qcow2, azure-* -> vhd, gcp-* -> gcp (disk.raw in disk.tar.gz), aws-* -> none
+#              (disk.img is the raw image EC2's import-snapshot takes)
+#   --vars/--sb-keys  the Secure Boot variables of the boot (PCR 7); without them, Secure Boot off.
+#              Cloud variants boot the cloud's firmware with its own Secure Boot db, which a build
+#              cannot know: their manifests mark PCR 7 warn-only.
+set -euo pipefail
+help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+die() { echo "finish-image: $*" >&2; exit 1; }
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out="" variant="" sb=() version=${NACRE_VERSION:-dev} key="" signer="" pub="" formats=default measure=""
+while (($#)); do
+  case "$1" in
+    --variant) variant="${2:?}"; shift 2 ;;
+    --vars) sb=(--vars "${2:?}"); shift 2 ;;
+    --sb-keys) sb=(--sb-keys "${2:?}"); shift 2 ;;
+    --version) version="${2:?}"; shift 2 ;;
+    --key) key="${2:?}"; shift 2 ;;
+    --signer-command) signer="${2:?}"; shift 2 ;;
+    --public-key) pub="${2:?}"; shift 2 ;;
+    --formats) formats="${2?}"; shift 2 ;;
+    --no-formats) formats=""; shift ;;
+    --measure) measure="${2:?}"; shift 2 ;;
+    -h|--help) help; exit 0 ;;
+    -*) echo "finish-image: unknown option $1" >&2; help >&2; exit 2 ;;
+    *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
+  esac
+done
+[[ -n "$out" && -n "$variant" ]] || { help >&2; exit 2; }
+[[ -f "$out/disk.img" ]] || die "no $out/disk.img"
+if [[ -z "$measure" ]]; then
+  cargo build --release -q --manifest-path "$root/Cargo.toml" -p nacre-measure
+  measure=$root/target/release/nacre-measure
+fi
+warn=()
+case "$variant" in qemu-*) ;; *) warn=(--warn-only 7) ;; esac
+"$measure" golden "$out/disk.img" "${sb[@]}" --phase ready --version "$version" \
+  --variant "$variant" "${warn[@]}" --out "$out/measurements.json"
+if [[ -n "$key" ]]; then
+  "$measure" sign "$out/measurements.json" --key "$key"
+elif [[ -n "$signer" ]]; then
+  "$measure" sign "$out/measurements.json" --signer-command "$signer" ${pub:+--public-key "$pub"}
+fi
+echo "finish-image: $out/measurements.json (variant $variant, version $version$([[ -f $out/measurements.json.sig ]] && echo ', signed'))" >&2
+if [[ $formats == default ]]; then
+  case "$variant" in
+    qemu-*) formats=qcow2 ;; azure-*) formats=vhd ;; gcp-*) formats=gcp ;; *) formats="" ;;
+  esac
+fi
+# shellcheck disable=SC2086 # a list of words
+[[ -z "$formats" ]] || "$root/scripts/lib/cloud-formats.sh" "$out/disk.img" "$out" $formats

@@ -223,6 +223,32 @@ impl AttestedClientVerifier {
     }
 }
 
+/// Check a peer's attested certificate and keep the verdict for the caller (both directions).
+fn check_and_record(
+    verifier: &dyn Verifier,
+    nonce: &[u8; 32],
+    join: JoinKind,
+    slot: &Mutex<Option<Result<Accepted, Refusal>>>,
+    end_entity: &CertificateDer<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let verdict = check_cert(verifier, nonce, join, end_entity, now);
+    let result = match &verdict {
+        Ok(_) => Ok(()),
+        Err(r) => Err(rustls::Error::General(r.to_string())),
+    };
+    if let Ok(mut v) = slot.lock() {
+        *v = Some(verdict);
+    }
+    result
+}
+
+fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::General(
+        "attested TLS is TLS 1.3 only".into(),
+    ))
+}
+
 impl ClientCertVerifier for AttestedClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &self.hints
@@ -234,21 +260,15 @@ impl ClientCertVerifier for AttestedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verdict = check_cert(
+        check_and_record(
             self.verifier.as_ref(),
             &self.nonce,
             self.join,
+            &self.verdict,
             end_entity,
             now,
-        );
-        let result = match &verdict {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(r) => Err(rustls::Error::General(r.to_string())),
-        };
-        if let Ok(mut v) = self.verdict.lock() {
-            *v = Some(verdict);
-        }
-        result
+        )
+        .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -257,9 +277,7 @@ impl ClientCertVerifier for AttestedClientVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "attested TLS is TLS 1.3 only".into(),
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -362,21 +380,15 @@ impl ServerCertVerifier for AttestedServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = check_cert(
+        check_and_record(
             self.verifier.as_ref(),
             &self.nonce,
             self.join,
+            &self.verdict,
             end_entity,
             now,
-        );
-        let result = match &verdict {
-            Ok(_) => Ok(ServerCertVerified::assertion()),
-            Err(r) => Err(rustls::Error::General(r.to_string())),
-        };
-        if let Ok(mut v) = self.verdict.lock() {
-            *v = Some(verdict);
-        }
-        result
+        )
+        .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -385,9 +397,7 @@ impl ServerCertVerifier for AttestedServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "attested TLS is TLS 1.3 only".into(),
-        ))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(

@@ -467,6 +467,23 @@ pub fn parse_strict_json(text: &str) -> Result<Value, String> {
 
 // ---- the metadata walk -------------------------------------------------------------------
 
+/// The object `top.<table>."0"`, which must be the table's only entry.
+fn only_entry<'a>(
+    top: &'a Map<String, Value>,
+    table: &str,
+    expected: &'static str,
+) -> Result<&'a Map<String, Value>, HeaderError> {
+    let entries = obj(get(top, "", table)?, table)?;
+    match entries.get("0") {
+        Some(v) if entries.len() == 1 => obj(v, &format!("{table}.0")),
+        _ => Err(field(
+            table,
+            format!("ids {:?}", entries.keys().collect::<Vec<_>>()),
+            expected,
+        )),
+    }
+}
+
 fn obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, HeaderError> {
     v.as_object()
         .ok_or_else(|| field(path, short(v), "an object"))
@@ -660,15 +677,7 @@ fn validate_metadata(
     let keyslots_end = 2 * HDR_SIZE + keyslots_size;
 
     // segments: exactly one, "0", the crypt segment.
-    let segments = obj(get(top, "", "segments")?, "segments")?;
-    if segments.len() != 1 || !segments.contains_key("0") {
-        return Err(field(
-            "segments",
-            format!("ids {:?}", segments.keys().collect::<Vec<_>>()),
-            "exactly one segment, \"0\"",
-        ));
-    }
-    let seg = obj(&segments["0"], "segments.0")?;
+    let seg = only_entry(top, "segments", "exactly one segment, \"0\"")?;
     let p = "segments.0";
     let seg_keys: &[&str] = if profile.integrity {
         &[
@@ -848,15 +857,7 @@ fn validate_metadata(
     }
 
     // digests: one PBKDF2 digest of the volume key, for every keyslot and the segment.
-    let digests = obj(get(top, "", "digests")?, "digests")?;
-    if digests.len() != 1 || !digests.contains_key("0") {
-        return Err(field(
-            "digests",
-            format!("ids {:?}", digests.keys().collect::<Vec<_>>()),
-            "exactly one digest, \"0\"",
-        ));
-    }
-    let d = obj(&digests["0"], "digests.0")?;
+    let d = only_entry(top, "digests", "exactly one digest, \"0\"")?;
     let pd = "digests.0";
     expect_str(d, pd, "type", "pbkdf2")?;
     keys(

@@ -181,14 +181,19 @@ fn tagged(data: &[u8]) -> Option<EventData> {
     })
 }
 
+/// The optional length-prefixed description of the *2 (blob/handoff-table) event forms:
+/// `Some(None)` when the form has none, `None` when it is truncated.
+fn description(c: &mut Cursor<'_>, described: bool) -> Option<Option<String>> {
+    if !described {
+        return Some(None);
+    }
+    let n = usize::from(c.u8()?);
+    Some(Some(String::from_utf8_lossy(c.take(n)?).into_owned()))
+}
+
 fn blob(data: &[u8], described: bool) -> Option<EventData> {
     let mut c = Cursor::new(data);
-    let description = if described {
-        let n = usize::from(c.u8()?);
-        Some(String::from_utf8_lossy(c.take(n)?).into_owned())
-    } else {
-        None
-    };
+    let description = description(&mut c, described)?;
     let base = c.u64()?;
     let length = c.u64()?;
     c.is_empty().then_some(EventData::FirmwareBlob {
@@ -200,12 +205,7 @@ fn blob(data: &[u8], described: bool) -> Option<EventData> {
 
 fn handoff(data: &[u8], described: bool) -> Option<EventData> {
     let mut c = Cursor::new(data);
-    let description = if described {
-        let n = usize::from(c.u8()?);
-        Some(String::from_utf8_lossy(c.take(n)?).into_owned())
-    } else {
-        None
-    };
+    let description = description(&mut c, described)?;
     let n = c.u64()?;
     // Each entry takes 24 bytes: bound the count by the data before looping.
     if n > (c.remaining() / 24) as u64 {

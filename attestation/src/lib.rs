@@ -13,6 +13,7 @@
 pub mod atls;
 pub mod attest;
 pub mod evidence;
+pub mod join;
 pub mod tpm;
 pub mod verify;
 

@@ -95,6 +95,16 @@ pub struct Accepted {
     pub matched: Vec<u32>,
     /// Warn-only PCRs that did not match: the caller logs them.
     pub warnings: Vec<Finding>,
+    /// The attestation key (P-256 SPKI DER) that signed the quote: the node's identity.
+    #[serde(with = "hex::serde")]
+    pub ak_public: Vec<u8>,
+}
+
+impl Accepted {
+    /// SHA-256 of the AK's SPKI, hex: how a node is named in the key service's records.
+    pub fn ak_fingerprint(&self) -> String {
+        hex::encode(ring::digest::digest(&SHA256, &self.ak_public))
+    }
 }
 
 /// Whether the node joins for the first time (PCR 15 must be zero) or rejoins.
@@ -368,6 +378,7 @@ impl Verifier for QemuVtpmVerifier {
             pcrs,
             matched: verdict.matched,
             warnings: verdict.warnings,
+            ak_public: ev.ak_public.clone(),
         })
     }
 }

@@ -1,0 +1,325 @@
+//! The join protocol between nacre-init and the key service (`nacre-keyservice`), over attested
+//! TLS: one request and one response per connection, each a line of JSON. Every connection is
+//! attested afresh (the service's nonce, a new quote), so no request rides on an earlier one.
+//!
+//! * `join`: the node announces its WireGuard key, underlay address and port; the service
+//!   answers with the cluster id, the node's overlay address, the current peers and what kubelet
+//!   needs to join. Only for a node whose PCR 15 is still zero (not yet joined in this boot).
+//! * `disk-key`: the key of the state disk with this LUKS2 UUID (HKDF of the cluster's master
+//!   secret and the UUID), for a node that joined; a disk is bound to the first node that asked.
+//! * `peers`: the current peer set, for a member (PCR 15 holds this cluster's id).
+//!
+//! The server is trusted through the CA in the node's measured configuration; the node through
+//! its evidence ([`crate::atls`]). A refused attestation ends the handshake with a TLS alert (the
+//! reason is in the service's decision log); a refused request gets a `refused` response.
+
+use crate::atls::{client_config, Attest, AttestedCertResolver};
+use crate::evidence::Evidence;
+use rustls::pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The key service's default TCP port.
+pub const DEFAULT_PORT: u16 = 7443;
+/// The name in the key service's certificate (nodes reach it by address; this is what they
+/// check the certificate against).
+pub const SERVER_NAME: &str = "nacre-keyservice";
+/// Longest request or response line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a node announces about its WireGuard endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WgAnnounce {
+    /// wg0's public key, base64 (as `wg` prints it).
+    pub public_key: String,
+    pub underlay: IpAddr,
+    pub listen_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Join { wireguard: WgAnnounce },
+    DiskKey { disk_uuid: String },
+    Peers,
+}
+
+impl Request {
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Join { .. } => "join",
+            Request::DiskKey { .. } => "disk-key",
+            Request::Peers => "peers",
+        }
+    }
+}
+
+/// One WireGuard peer as the service hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerInfo {
+    pub name: String,
+    /// base64
+    pub public_key: String,
+    pub endpoint: SocketAddr,
+    /// CIDRs, e.g. `10.244.0.2/32`.
+    pub allowed_ips: Vec<String>,
+}
+
+/// What kubelet needs to join the Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeletJoin {
+    /// `https://host:port` of the API server, if the operator configured one.
+    pub api_server: Option<String>,
+    /// A kubeadm-style bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`.
+    pub bootstrap_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Joined {
+    /// The node's name in the cluster (`node-<n>`).
+    pub node: String,
+    /// 32 bytes, hex: nacre-init extends it into PCR 15 once the join is complete.
+    pub cluster_id: String,
+    /// The node's overlay address on wg0 (a host CIDR, `10.244.0.3/32`).
+    pub overlay: String,
+    pub peers: Vec<PeerInfo>,
+    pub kubelet: KubeletJoin,
+    /// Whether the service knew this node (same attestation key) from an earlier boot.
+    pub rejoin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Response {
+    Joined(Joined),
+    DiskKey {
+        /// base64 of the 64-byte disk key
+        key: String,
+    },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Why a call failed: `Unreachable` may be retried; `Refused` and `Protocol` may not (the node
+/// fails closed).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("key service {endpoint} unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("key service {endpoint} refused this node: {reason}")]
+    Refused { endpoint: String, reason: String },
+    #[error("key service {endpoint}: {reason}")]
+    Protocol { endpoint: String, reason: String },
+}
+
+impl CallError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, CallError::Unreachable { .. })
+    }
+}
+
+struct SharedAttest(Arc<dyn Attest>);
+
+impl Attest for SharedAttest {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        self.0.evidence(nonce, tls_spki)
+    }
+}
+
+/// A node's client of the key service.
+pub struct Client {
+    endpoint: String,
+    roots: rustls::RootCertStore,
+    attest: Arc<dyn Attest>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// `endpoint` is `host:port`; `ca_pem` the service CA's certificate(s), PEM.
+    pub fn new(
+        endpoint: &str,
+        ca_pem: &[u8],
+        attest: Arc<dyn Attest>,
+        timeout: Duration,
+    ) -> Result<Client, String> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem) {
+            let c = c.map_err(|e| format!("CA certificate: {e}"))?;
+            roots.add(c).map_err(|e| format!("CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("no CA certificate in the PEM".into());
+        }
+        Ok(Client {
+            endpoint: endpoint.to_string(),
+            roots,
+            attest,
+            timeout,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// One attested request. A `refused` response becomes [`CallError::Refused`].
+    pub fn call(&self, req: &Request) -> Result<Response, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let protocol = |reason: String| CallError::Protocol {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let addr = self
+            .endpoint
+            .to_socket_addrs()
+            .map_err(|e| unreachable(format!("resolving: {e}")))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        let mut sock = TcpStream::connect_timeout(&addr, self.timeout)
+            .map_err(|e| unreachable(e.to_string()))?;
+        sock.set_read_timeout(Some(self.timeout))
+            .and_then(|()| sock.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resolver = Arc::new(AttestedCertResolver::new(Box::new(SharedAttest(
+            self.attest.clone(),
+        ))));
+        let config = client_config(self.roots.clone(), resolver)
+            .map_err(|e| protocol(format!("TLS configuration: {e}")))?;
+        let name =
+            ServerName::try_from(SERVER_NAME).map_err(|e| protocol(format!("server name: {e}")))?;
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
+            .map_err(|e| protocol(format!("TLS: {e}")))?;
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        let mut line = serde_json::to_vec(req).map_err(|e| protocol(e.to_string()))?;
+        line.push(b'\n');
+        let io_err = |e: std::io::Error| self.classify(e);
+        tls.write_all(&line).map_err(io_err)?;
+        tls.flush().map_err(io_err)?;
+        let mut reader = BufReader::new(tls);
+        let mut buf = Vec::new();
+        read_line(&mut reader, &mut buf).map_err(io_err)?;
+        if buf.is_empty() {
+            return Err(protocol("closed the connection without an answer".into()));
+        }
+        let resp: Response = serde_json::from_slice(&buf)
+            .map_err(|e| protocol(format!("answer does not parse: {e}")))?;
+        if let Response::Refused { reason } = resp {
+            return Err(CallError::Refused {
+                endpoint: self.endpoint.clone(),
+                reason,
+            });
+        }
+        Ok(resp)
+    }
+
+    /// I/O errors during the exchange: a TLS alert from the server is a refusal (attestation
+    /// failed: the service's decision log says which check); a certificate problem on our side
+    /// is a protocol error (not the service we were configured to trust); the rest is transport.
+    fn classify(&self, e: std::io::Error) -> CallError {
+        let endpoint = self.endpoint.clone();
+        if let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return match tls {
+                rustls::Error::AlertReceived(alert) => CallError::Refused {
+                    endpoint,
+                    reason: format!(
+                        "TLS alert {alert:?} during attestation (the service's decision log says which check failed)"
+                    ),
+                },
+                other => CallError::Protocol {
+                    endpoint,
+                    reason: format!("TLS: {other}"),
+                },
+            };
+        }
+        CallError::Unreachable {
+            endpoint,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Read one `\n`-terminated line of at most [`MAX_LINE`] bytes (without the newline).
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(());
+        }
+        if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&avail[..i]);
+            r.consume(i + 1);
+            return Ok(());
+        }
+        let n = avail.len();
+        buf.extend_from_slice(avail);
+        r.consume(n);
+        if buf.len() > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line longer than {MAX_LINE} bytes"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable_and_strict() {
+        let r = Request::DiskKey {
+            disk_uuid: "u".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"disk-key","disk_uuid":"u"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Peers).unwrap(),
+            r#"{"op":"peers"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"peers","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"steal"}"#).is_err());
+        let refused = Response::Refused {
+            reason: "no".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"result":"refused","reason":"no"}"#
+        );
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut buf = Vec::new();
+        read_line(&mut &b"abc\ndef"[..], &mut buf).unwrap();
+        assert_eq!(buf, b"abc");
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut buf = Vec::new();
+        let mut r = BufReader::with_capacity(4096, &long[..]);
+        assert!(read_line(&mut r, &mut buf).is_err());
+    }
+}

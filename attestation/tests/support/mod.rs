@@ -1,0 +1,212 @@
+//! Test support shared by nacre-attestation's and nacre-keyservice's tests: a real swtpm whose
+//! PCRs are extended with the events of a real OVMF boot's firmware log (eventlog/tests/fixtures)
+//! and nacre-init's runtime events, the way a real boot would, and signed manifests over them.
+#![allow(dead_code)]
+
+use nacre_attestation::verify::SignedManifest;
+use nacre_eventlog::{CelRecord, EventLog, EventType, HashAlg, RuntimeEvent};
+use nacre_measure::manifest::{Expected, ImageRef, Manifest, SCHEMA};
+use nacre_measure::sign::{sign_blob, BlobSigner, PemSigner, PublicKey};
+use nacre_measure::uki::StubProfile;
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// PCRs the test manifests enforce; PCR 0 is warn-only.
+pub const ENFORCED: [u32; 4] = [4, 7, 9, 11];
+pub const WARN_ONLY: u32 = 0;
+pub const QUOTED: [u32; 6] = [0, 4, 7, 9, 11, 15];
+
+pub struct Swtpm {
+    pub child: Child,
+    pub tcti: String,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two consecutive free loopback ports (server, ctrl).
+pub fn free_ports() -> u16 {
+    for _ in 0..100 {
+        let a = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair");
+}
+
+pub fn swtpm() -> Swtpm {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..5 {
+        let port = free_ports();
+        let mut child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.path().display()))
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm (Debian package swtpm)");
+        let mut up = false;
+        for _ in 0..50 {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            // Probe the control port, leaving the server port's single client slot free.
+            if TcpStream::connect(("127.0.0.1", port + 1)).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if up {
+            std::thread::sleep(Duration::from_millis(100));
+            return Swtpm {
+                child,
+                tcti: format!("swtpm:host=127.0.0.1,port={port}"),
+                _dir: dir,
+            };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("swtpm did not start");
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../eventlog/tests/fixtures/{name}.eventlog.bin",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+pub fn extend(tcti: &str, digests: &[(u32, Vec<u8>)]) {
+    use tss_esapi::handles::PcrHandle;
+    use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+    use tss_esapi::structures::{Digest, DigestValues};
+    let mut ctx =
+        tss_esapi::Context::new(tss_esapi::tcti_ldr::TctiNameConf::from_str(tcti).unwrap())
+            .unwrap();
+    for (pcr, d) in digests {
+        let mut v = DigestValues::new();
+        v.set(
+            HashingAlgorithm::Sha256,
+            Digest::try_from(d.clone()).unwrap(),
+        );
+        let h = PcrHandle::try_from(*pcr).unwrap();
+        ctx.execute_with_nullauth_session(|c| c.pcr_extend(h, v))
+            .unwrap();
+    }
+}
+
+/// A node after boot: a swtpm whose PCRs hold the firmware log's events and the runtime log's.
+pub struct Node {
+    pub tpm: Swtpm,
+    pub firmware_log: Vec<u8>,
+    pub runtime_log: Vec<CelRecord>,
+}
+
+pub fn boot(log_name: &str, runtime: &[RuntimeEvent]) -> Node {
+    let tpm = swtpm();
+    let firmware_log = fixture(log_name);
+    let log = EventLog::parse(&firmware_log).unwrap();
+    let mut digests: Vec<(u32, Vec<u8>)> = log
+        .events
+        .iter()
+        .filter(|e| e.event_type != EventType::NoAction)
+        .map(|e| (e.pcr, e.digest(HashAlg::Sha256).unwrap().to_vec()))
+        .collect();
+    let runtime_log: Vec<CelRecord> = runtime
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.to_cel(i as u64, &[HashAlg::Sha256]).unwrap())
+        .collect();
+    digests.extend(
+        runtime_log
+            .iter()
+            .map(|r| (r.pcr, r.digests[0].digest.clone())),
+    );
+    extend(&tpm.tcti, &digests);
+    Node {
+        tpm,
+        firmware_log,
+        runtime_log,
+    }
+}
+
+pub fn replayed(node: &Node) -> nacre_eventlog::PcrBank {
+    let log = EventLog::parse(&node.firmware_log).unwrap();
+    nacre_eventlog::replay_banks(&log, &node.runtime_log, &[HashAlg::Sha256])
+        .unwrap()
+        .remove(0)
+}
+
+/// A manifest over the replayed values (ENFORCED enforced, PCR 0 warn-only), signed.
+pub fn manifest(
+    values: &nacre_eventlog::PcrBank,
+    tweak: impl Fn(&mut Manifest),
+) -> (SignedManifest, PublicKey) {
+    let mut measurements = BTreeMap::new();
+    for p in ENFORCED {
+        measurements.insert(
+            p,
+            Expected {
+                expected: values.get(p).unwrap().to_vec(),
+                warn_only: false,
+            },
+        );
+    }
+    measurements.insert(
+        WARN_ONLY,
+        Expected {
+            expected: values.get(WARN_ONLY).unwrap().to_vec(),
+            warn_only: true,
+        },
+    );
+    let mut m = Manifest {
+        schema: SCHEMA.into(),
+        image: ImageRef {
+            reference: "nacre-test".into(),
+            version: "0.0.0".into(),
+            variant: "qemu-vtpm".into(),
+            uki_sha256: "00".repeat(32),
+            roothash: None,
+        },
+        alg: HashAlg::Sha256,
+        stub: StubProfile::V252,
+        secure_boot: false,
+        phase: Some("enter-initrd".into()),
+        measurements,
+        events: vec![],
+    };
+    tweak(&mut m);
+    let (signer, _) = PemSigner::generate().unwrap();
+    let json = m.to_json();
+    let sig = sign_blob(&signer, &json).unwrap();
+    let key = PublicKey::from_spki(&signer.public_key_spki()).unwrap();
+    (
+        SignedManifest {
+            json,
+            signature_b64: sig.into_bytes(),
+        },
+        key,
+    )
+}

@@ -1,0 +1,266 @@
+//! `nacre-keyservice`: run and inspect a cluster's key service.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use nacre_attestation::{EnrolledAks, QemuVtpmVerifier, SignedManifest, Verifier};
+use nacre_keyservice::overlay::OverlayRange;
+use nacre_keyservice::server::{load_identity, Server};
+use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
+use nacre_keyservice::{tls, Service};
+use ring::rand::SecureRandom;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "nacre-keyservice",
+    version,
+    about = "nacre's attested key service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a cluster: master secret, cluster id, bootstrap token, the service's CA and
+    /// server certificate, in a new state directory. Put STATE/ca.pem into the node image
+    /// (/etc/nacre/keyservice-ca.pem) so nodes trust this service.
+    Init {
+        #[arg(long)]
+        state: PathBuf,
+        /// The overlay (WireGuard) range nodes get their addresses from.
+        #[arg(long, default_value = "10.244.0.0/16")]
+        overlay: String,
+        /// The Kubernetes API server kubelet joins (`https://host:6443`), if there is one yet.
+        #[arg(long)]
+        api_server: Option<String>,
+    },
+    /// Serve nodes: verify their evidence against the signed golden manifest, then answer.
+    Serve {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+        /// Golden manifest (nacre-measure golden; the phase the node joins at: sysinit).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Its signature (default: MANIFEST.sig).
+        #[arg(long)]
+        manifest_sig: Option<PathBuf>,
+        /// The public key the manifest must be signed with (PEM).
+        #[arg(long)]
+        manifest_key: PathBuf,
+        /// An enrolled attestation key (PEM or DER SubjectPublicKeyInfo, from
+        /// `nacre-keyservice ak`); repeat for each node. QEMU vTPM platform.
+        #[arg(long = "ak", required = true)]
+        aks: Vec<PathBuf>,
+    },
+    /// Read a TPM's attestation key (what `serve --ak` enrolls), e.g. from a node's swtpm.
+    Ak {
+        /// TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` or `device:/dev/tpmrm0`.
+        #[arg(long)]
+        tcti: String,
+        /// Where to write the AK (PEM SubjectPublicKeyInfo).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The nodes that joined.
+    Nodes {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The decision log.
+    Log {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("the system RNG failed"))?;
+    Ok(b)
+}
+
+/// kubeadm's bootstrap token format: `[a-z0-9]{6}.[a-z0-9]{16}`.
+fn bootstrap_token() -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::new();
+    // Rejection sampling keeps the characters uniform.
+    while out.len() < 23 {
+        for b in random::<32>()? {
+            if out.len() == 23 {
+                break;
+            }
+            if out.len() == 6 {
+                out.push('.');
+            }
+            if usize::from(b) < 252 {
+                out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_ak(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        use rustls::pki_types::{pem::PemObject, SubjectPublicKeyInfoDer};
+        let spki = SubjectPublicKeyInfoDer::from_pem_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(spki.as_ref().to_vec())
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn print_decision(d: &Decision) {
+    println!(
+        "#{} {} {} {} {}{}: {}",
+        d.seq,
+        d.peer,
+        d.op,
+        d.outcome,
+        d.ak.as_deref()
+            .map(|a| &a[..a.len().min(16)])
+            .unwrap_or("-"),
+        d.check
+            .as_deref()
+            .map(|c| format!(" [{c}]"))
+            .unwrap_or_default(),
+        d.detail
+    );
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Init {
+            state,
+            overlay,
+            api_server,
+        } => {
+            let overlay: OverlayRange = overlay.parse().map_err(anyhow::Error::msg)?;
+            std::fs::create_dir_all(&state)
+                .with_context(|| format!("creating {}", state.display()))?;
+            if state.join(tls::CA_CERT).exists() || state.join(DB_FILE).exists() {
+                bail!("{} holds a cluster already", state.display());
+            }
+            let cluster = Cluster {
+                master_secret: Zeroizing::new(random()?),
+                cluster_id: random()?,
+                overlay,
+                bootstrap_token: bootstrap_token()?,
+                api_server,
+            };
+            Store::create(&state.join(DB_FILE), &cluster)?;
+            tls::create_identity(&state).map_err(anyhow::Error::msg)?;
+            println!(
+                "cluster {} (overlay {}); nodes must trust {}",
+                hex::encode(cluster.cluster_id),
+                cluster.overlay,
+                state.join(tls::CA_CERT).display()
+            );
+        }
+        Cmd::Serve {
+            state,
+            listen,
+            manifest,
+            manifest_sig,
+            manifest_key,
+            aks,
+        } => {
+            let sig = manifest_sig.unwrap_or_else(|| {
+                let mut p = manifest.clone().into_os_string();
+                p.push(".sig");
+                p.into()
+            });
+            let signed = SignedManifest {
+                json: std::fs::read(&manifest)
+                    .with_context(|| format!("reading {}", manifest.display()))?,
+                signature_b64: std::fs::read(&sig)
+                    .with_context(|| format!("reading {}", sig.display()))?,
+            };
+            let key = nacre_measure::sign::PublicKey::from_pem_file(&manifest_key)
+                .with_context(|| format!("reading {}", manifest_key.display()))?;
+            // The manifest is checked now too, so a bad one stops the service at start.
+            nacre_measure::sign::verify_blob(&key, &signed.json, &signed.signature_b64)
+                .with_context(|| format!("{}: signature", manifest.display()))?;
+            let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
+            let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+                signed,
+                key,
+                Box::new(EnrolledAks::new(aks)),
+            ));
+            let store = Store::open(&state.join(DB_FILE))?;
+            let service = Arc::new(Service::new(store, Box::new(print_decision))?);
+            let (chain, key) = load_identity(&state).map_err(anyhow::Error::msg)?;
+            let listener =
+                TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
+            println!(
+                "nacre-keyservice: cluster {} listening on {listen} (verifier {})",
+                hex::encode(service.cluster_id()),
+                verifier.name()
+            );
+            let server = Arc::new(Server::new(service, verifier, chain, key));
+            server.run(listener, Arc::new(AtomicBool::new(false)));
+        }
+        Cmd::Ak { tcti, out } => {
+            let spki = nacre_attestation::tpm::Attester::with_tcti(&tcti)
+                .ak_public()
+                .with_context(|| format!("reading the AK from {tcti}"))?;
+            let pem = nacre_measure::sign::to_pem("PUBLIC KEY", &spki);
+            std::fs::write(&out, pem).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "AK {} -> {}",
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki)),
+                out.display()
+            );
+        }
+        Cmd::Nodes { state, json } => {
+            let store = Store::open(&state.join(DB_FILE))?;
+            let nodes = store.nodes()?;
+            if json {
+                let v: Vec<_> = nodes
+                    .iter()
+                    .map(|(ak, r)| serde_json::json!({"ak": ak, "node": r}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (ak, r) in nodes {
+                    println!(
+                        "{} {} {} endpoint {} joins {} image {} (ak {})",
+                        r.name,
+                        r.overlay,
+                        r.wg_public_key,
+                        r.endpoint,
+                        r.joins,
+                        r.image,
+                        &ak[..16]
+                    );
+                }
+            }
+        }
+        Cmd::Log { state, json } => {
+            let store = Store::open(&state.join(DB_FILE))?;
+            let log = store.decisions()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log)?);
+            } else {
+                log.iter().for_each(print_decision);
+            }
+        }
+    }
+    Ok(())
+}

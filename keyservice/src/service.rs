@@ -1,0 +1,436 @@
+//! What the service grants to an attested node, and why it refuses.
+//!
+//! The attestation itself (quote, nonce, logs, golden manifest) is checked by the platform's
+//! [`nacre_attestation::Verifier`] during the TLS handshake; a request only reaches
+//! [`Service::handle`] with an [`Accepted`] verdict. On top of it, PCR 15 (the cluster id
+//! nacre-init extends once it has joined) decides what a node may ask:
+//! * PCR 15 zero: the node has not joined in this boot: `join`, then `disk-key`;
+//! * PCR 15 = extend(0, this cluster's id): a member in this boot: `peers`;
+//! * anything else (another cluster's id, or PCR 15 not quoted): refused.
+//!
+//! Disk keys: HKDF-SHA256(salt "nacre disk key v1", IKM master secret, info = the disk's LUKS2
+//! UUID), 64 bytes. A disk UUID is bound to the node that first asked for it; another node asking
+//! for the same UUID is refused (a good image never does that; this keeps one node's disk key
+//! from another node).
+
+use crate::overlay::OverlayRange;
+use crate::store::{now_unix, Cluster, Decision, NodeRecord, Store, StoreError};
+use base64::Engine;
+use nacre_attestation::join::{Joined, KubeletJoin, PeerInfo, Request, Response, WgAnnounce};
+use nacre_attestation::Accepted;
+use nacre_eventlog::runtime::CLUSTER_ID_PCR;
+use nacre_eventlog::{HashAlg, RuntimeEvent};
+use std::net::SocketAddr;
+use zeroize::Zeroizing;
+
+/// Length of a disk key (nacre-statedisk's keyslot passphrase length).
+pub const DISK_KEY_LEN: usize = 64;
+const DISK_KEY_SALT: &[u8] = b"nacre disk key v1";
+
+/// HKDF-SHA256 of the master secret with the disk's UUID as info.
+pub fn disk_key(master: &[u8; 32], disk_uuid: &str) -> Zeroizing<[u8; DISK_KEY_LEN]> {
+    struct Len;
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            DISK_KEY_LEN
+        }
+    }
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DISK_KEY_SALT).extract(master);
+    let mut out = Zeroizing::new([0u8; DISK_KEY_LEN]);
+    let info = [disk_uuid.as_bytes()];
+    // Cannot fail: 64 bytes is far below HKDF-SHA256's 255 * 32 limit.
+    if let Ok(okm) = prk.expand(&info, Len) {
+        let _ = okm.fill(out.as_mut_slice());
+    }
+    out
+}
+
+/// PCR 15 of a node that joined this cluster (and extended nothing else there).
+pub fn member_pcr15(cluster_id: &[u8; 32]) -> Vec<u8> {
+    let digest = RuntimeEvent::ClusterId(*cluster_id)
+        .digest(HashAlg::Sha256)
+        .unwrap_or_default();
+    HashAlg::Sha256
+        .extend(&[0u8; 32], &digest)
+        .unwrap_or_default()
+}
+
+/// A LUKS2 UUID as libcryptsetup writes it (lowercase 8-4-4-4-12 hex).
+fn valid_uuid(u: &str) -> bool {
+    let parts: Vec<&str> = u.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    NotJoined,
+    Member,
+}
+
+pub struct Service {
+    store: Store,
+    cluster: Cluster,
+    member_pcr15: Vec<u8>,
+    /// Where decisions are echoed as they happen (the service's log), besides the database.
+    echo: Box<dyn Fn(&Decision) + Send + Sync>,
+}
+
+/// A refusal: which rule and why.
+struct Refuse {
+    check: &'static str,
+    reason: String,
+}
+
+fn refuse<T>(check: &'static str, reason: impl Into<String>) -> Result<T, Refuse> {
+    Err(Refuse {
+        check,
+        reason: reason.into(),
+    })
+}
+
+impl From<StoreError> for Refuse {
+    fn from(e: StoreError) -> Self {
+        Refuse {
+            check: "database",
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Service {
+    pub fn new(
+        store: Store,
+        echo: Box<dyn Fn(&Decision) + Send + Sync>,
+    ) -> Result<Self, StoreError> {
+        let cluster = store.cluster()?;
+        Ok(Service {
+            member_pcr15: member_pcr15(&cluster.cluster_id),
+            store,
+            cluster,
+            echo,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn cluster_id(&self) -> [u8; 32] {
+        self.cluster.cluster_id
+    }
+
+    /// Record a decision (database and echo). A decision that cannot be recorded is still
+    /// echoed; the caller refuses when a grant could not be recorded.
+    pub fn record(
+        &self,
+        peer: SocketAddr,
+        ak: Option<String>,
+        op: &str,
+        outcome: Result<String, (String, String)>,
+    ) -> Result<(), StoreError> {
+        let (outcome, check, detail) = match outcome {
+            Ok(detail) => ("granted", None, detail),
+            Err((check, reason)) => ("refused", Some(check), reason),
+        };
+        let d = Decision {
+            seq: 0,
+            unix: now_unix(),
+            peer: peer.to_string(),
+            ak,
+            op: op.to_string(),
+            outcome: outcome.to_string(),
+            check,
+            detail,
+        };
+        let r = self.store.log(d.clone());
+        match &r {
+            Ok(logged) => (self.echo)(logged),
+            Err(_) => (self.echo)(&d),
+        }
+        r.map(|_| ())
+    }
+
+    /// Answer one attested request; every answer is recorded.
+    pub fn handle(&self, accepted: &Accepted, peer: SocketAddr, req: &Request) -> Response {
+        let ak = accepted.ak_fingerprint();
+        let result = self.decide(accepted, &ak, req);
+        match result {
+            Ok((resp, detail)) => {
+                match self.record(peer, Some(ak), req.op(), Ok(detail)) {
+                    Ok(()) => resp,
+                    // Nothing is released that was not logged.
+                    Err(e) => Response::Refused {
+                        reason: format!("the decision could not be recorded: {e}"),
+                    },
+                }
+            }
+            Err(r) => {
+                let reason = format!("{}: {}", r.check, r.reason);
+                let _ = self.record(peer, Some(ak), req.op(), Err((r.check.into(), r.reason)));
+                Response::Refused { reason }
+            }
+        }
+    }
+
+    fn membership(&self, accepted: &Accepted) -> Result<Membership, Refuse> {
+        let Some(pcr15) = accepted.pcrs.get(&CLUSTER_ID_PCR) else {
+            return refuse("policy", "the quote does not cover PCR 15 (the cluster id)");
+        };
+        if pcr15.iter().all(|b| *b == 0) {
+            Ok(Membership::NotJoined)
+        } else if *pcr15 == self.member_pcr15 {
+            Ok(Membership::Member)
+        } else {
+            refuse(
+                "policy",
+                format!(
+                    "PCR 15 is {}: the node joined another cluster in this boot",
+                    hex::encode(pcr15)
+                ),
+            )
+        }
+    }
+
+    fn decide(
+        &self,
+        accepted: &Accepted,
+        ak: &str,
+        req: &Request,
+    ) -> Result<(Response, String), Refuse> {
+        let membership = self.membership(accepted)?;
+        let i = &accepted.image;
+        let image = format!("{} {} ({})", i.reference, i.version, i.variant);
+        match req {
+            Request::Join { wireguard } => {
+                if membership != Membership::NotJoined {
+                    return refuse(
+                        "policy",
+                        "join: PCR 15 is not zero (already joined in this boot)",
+                    );
+                }
+                let endpoint = check_announce(wireguard, &self.cluster.overlay)?;
+                let (rec, known) = self.store.record_join(ak, &self.cluster.overlay, |r| {
+                    r.wg_public_key = wireguard.public_key.clone();
+                    r.endpoint = endpoint.to_string();
+                    r.image = image.clone();
+                })?;
+                let peers = self.peers_for(ak)?;
+                let detail = format!(
+                    "{} {} as {} ({}), image {image}, {} peer(s)",
+                    if known { "rejoined" } else { "joined" },
+                    rec.name,
+                    rec.overlay,
+                    endpoint,
+                    peers.len()
+                );
+                Ok((
+                    Response::Joined(Joined {
+                        node: rec.name,
+                        cluster_id: hex::encode(self.cluster.cluster_id),
+                        overlay: rec.overlay,
+                        peers,
+                        kubelet: KubeletJoin {
+                            api_server: self.cluster.api_server.clone(),
+                            bootstrap_token: self.cluster.bootstrap_token.clone(),
+                        },
+                        rejoin: known,
+                    }),
+                    detail,
+                ))
+            }
+            Request::DiskKey { disk_uuid } => {
+                if membership != Membership::NotJoined {
+                    return refuse(
+                        "policy",
+                        "disk-key: PCR 15 is not zero (disk keys are released before the node extends the cluster id)",
+                    );
+                }
+                let Some(rec) = self.store.node(ak)? else {
+                    return refuse("policy", "disk-key: the node has not joined");
+                };
+                if !valid_uuid(disk_uuid) {
+                    return refuse("request", format!("disk-key: {disk_uuid:?} is not a UUID"));
+                }
+                let uuid = disk_uuid.to_ascii_lowercase();
+                let owner = self.store.bind_disk(&uuid, ak)?;
+                if owner != ak {
+                    return refuse(
+                        "policy",
+                        format!("disk-key: disk {uuid} belongs to another node ({owner})"),
+                    );
+                }
+                let key = disk_key(&self.cluster.master_secret, &uuid);
+                Ok((
+                    Response::DiskKey {
+                        key: base64::engine::general_purpose::STANDARD.encode(key.as_slice()),
+                    },
+                    format!("disk key for {uuid} to {}", rec.name),
+                ))
+            }
+            Request::Peers => {
+                if membership != Membership::Member {
+                    return refuse(
+                        "policy",
+                        "peers: PCR 15 does not show this cluster's id (join first)",
+                    );
+                }
+                let Some(rec) = self.store.node(ak)? else {
+                    return refuse("policy", "peers: the node has not joined");
+                };
+                let peers = self.peers_for(ak)?;
+                let detail = format!("{} peer(s) to {}", peers.len(), rec.name);
+                Ok((Response::Peers { peers }, detail))
+            }
+        }
+    }
+
+    /// Every other node's latest WireGuard key, endpoint and overlay address.
+    fn peers_for(&self, ak: &str) -> Result<Vec<PeerInfo>, Refuse> {
+        let mut out = Vec::new();
+        for (other, rec) in self.store.nodes()? {
+            if other == ak {
+                continue;
+            }
+            if let Some(p) = peer_info(&rec) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn peer_info(rec: &NodeRecord) -> Option<PeerInfo> {
+    Some(PeerInfo {
+        name: rec.name.clone(),
+        public_key: rec.wg_public_key.clone(),
+        endpoint: rec.endpoint.parse().ok()?,
+        allowed_ips: vec![rec.overlay.clone()],
+    })
+}
+
+fn check_announce(w: &WgAnnounce, overlay: &OverlayRange) -> Result<SocketAddr, Refuse> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&w.public_key)
+        .ok()
+        .filter(|k| k.len() == 32 && k.iter().any(|b| *b != 0));
+    if key.is_none() {
+        return refuse(
+            "request",
+            "join: the WireGuard public key is not 32 base64 bytes",
+        );
+    }
+    if w.listen_port == 0 {
+        return refuse("request", "join: listen port 0");
+    }
+    match w.underlay {
+        std::net::IpAddr::V4(a) if overlay.contains(a) => {
+            return refuse(
+                "request",
+                format!("join: the underlay {a} is inside the overlay range {overlay}"),
+            )
+        }
+        a if a.is_unspecified() || a.is_loopback() || a.is_multicast() => {
+            return refuse("request", format!("join: the underlay {a} is not routable"))
+        }
+        _ => {}
+    }
+    Ok(SocketAddr::new(w.underlay, w.listen_port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_keys_are_hkdf_of_master_and_uuid() {
+        let m = [7u8; 32];
+        let a = disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020100");
+        let b = disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020101");
+        assert_ne!(a.as_slice(), b.as_slice());
+        assert_eq!(
+            a.as_slice(),
+            disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020100").as_slice()
+        );
+        assert_ne!(
+            a.as_slice(),
+            disk_key(&[8u8; 32], "0f0e0d0c-0b0a-0908-0706-050403020100").as_slice()
+        );
+        // RFC 5869 by hand: PRK = HMAC(salt, IKM); T(1) = HMAC(PRK, info || 1), T(2) = ...
+        let hmac = |k: &[u8], d: &[u8]| {
+            ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k), d)
+                .as_ref()
+                .to_vec()
+        };
+        let prk = hmac(DISK_KEY_SALT, &m);
+        let uuid = b"0f0e0d0c-0b0a-0908-0706-050403020100";
+        let t1 = hmac(&prk, &[uuid.as_slice(), &[1]].concat());
+        let t2 = hmac(&prk, &[t1.as_slice(), uuid.as_slice(), &[2]].concat());
+        assert_eq!(a.as_slice(), [t1, t2].concat().as_slice());
+    }
+
+    #[test]
+    fn uuids_are_checked() {
+        assert!(valid_uuid("0f0e0d0c-0b0a-0908-0706-050403020100"));
+        for bad in [
+            "",
+            "../../x",
+            "0f0e0d0c0b0a09080706050403020100",
+            "0f0e0d0c-0b0a-0908-0706-05040302010g",
+        ] {
+            assert!(!valid_uuid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn announcements_are_checked() {
+        let r: OverlayRange = "10.244.0.0/16".parse().unwrap();
+        let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let ok = WgAnnounce {
+            public_key: key.clone(),
+            underlay: "10.0.2.15".parse().unwrap(),
+            listen_port: 51820,
+        };
+        assert_eq!(
+            check_announce(&ok, &r).ok(),
+            Some("10.0.2.15:51820".parse().unwrap())
+        );
+        let cases = [
+            WgAnnounce {
+                public_key: "AAAA".into(),
+                ..ok.clone()
+            },
+            WgAnnounce {
+                public_key: base64::engine::general_purpose::STANDARD.encode([0u8; 32]),
+                ..ok.clone()
+            },
+            WgAnnounce {
+                underlay: "10.244.3.3".parse().unwrap(),
+                ..ok.clone()
+            },
+            WgAnnounce {
+                underlay: "127.0.0.1".parse().unwrap(),
+                ..ok.clone()
+            },
+            WgAnnounce {
+                listen_port: 0,
+                ..ok.clone()
+            },
+        ];
+        for c in cases {
+            assert!(check_announce(&c, &r).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn member_pcr15_is_one_extend_of_the_cluster_id_event() {
+        let id = [0xab; 32];
+        let mut bank = nacre_eventlog::PcrBank::new(HashAlg::Sha256);
+        let d = RuntimeEvent::ClusterId(id).digest(HashAlg::Sha256).unwrap();
+        bank.extend(15, &d).unwrap();
+        assert_eq!(bank.get(15).unwrap(), member_pcr15(&id).as_slice());
+    }
+}

@@ -1,0 +1,336 @@
+//! The key service on loopback with nodes whose evidence comes from real swtpms (PCRs extended
+//! with a real OVMF boot's firmware log and nacre-init's runtime events): joins, disk keys,
+//! peers, the PCR 15 rules, disk ownership, refusals by attestation, and state that survives a
+//! restart of the service.
+
+#[path = "../../attestation/tests/support/mod.rs"]
+mod support;
+
+use base64::Engine;
+use nacre_attestation::atls::TpmAttest;
+use nacre_attestation::join::{CallError, Client, Request, Response, WgAnnounce};
+use nacre_attestation::tpm::Attester;
+use nacre_attestation::{EnrolledAks, QemuVtpmVerifier, Verifier};
+use nacre_eventlog::{HashAlg, Phase, RuntimeEvent};
+use nacre_keyservice::server::{load_identity, Server};
+use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
+use nacre_keyservice::{disk_key, tls, Service};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use zeroize::Zeroizing;
+
+const BOOT: [RuntimeEvent; 3] = [
+    RuntimeEvent::Phase(Phase::EnterInitrd),
+    RuntimeEvent::Phase(Phase::LeaveInitrd),
+    RuntimeEvent::Phase(Phase::Sysinit),
+];
+
+struct Running {
+    addr: String,
+    decisions: Arc<Mutex<Vec<Decision>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop accepting and wait until the server (and its database) is gone.
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn cluster_state(dir: &Path) -> Cluster {
+    let cluster = Cluster {
+        master_secret: Zeroizing::new([0x42; 32]),
+        cluster_id: [0x17; 32],
+        overlay: "10.244.0.0/16".parse().unwrap(),
+        bootstrap_token: "abcdef.0123456789abcdef".into(),
+        api_server: Some("https://10.0.2.2:6443".into()),
+    };
+    Store::create(&dir.join(DB_FILE), &cluster).unwrap();
+    tls::create_identity(dir).unwrap();
+    cluster
+}
+
+fn serve(dir: &Path, verifier: Arc<dyn Verifier>) -> Running {
+    let decisions = Arc::new(Mutex::new(Vec::new()));
+    let d = decisions.clone();
+    let store = Store::open(&dir.join(DB_FILE)).unwrap();
+    let service = Arc::new(
+        Service::new(
+            store,
+            Box::new(move |x: &Decision| d.lock().unwrap().push(x.clone())),
+        )
+        .unwrap(),
+    );
+    let (chain, key) = load_identity(dir).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Arc::new(Server::new(service, verifier, chain, key));
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let thread = std::thread::spawn(move || server.run(listener, st));
+    Running {
+        addr,
+        decisions,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn client(addr: &str, dir: &Path, node: &Node) -> Client {
+    let attest = TpmAttest {
+        attester: Attester::with_tcti(&node.tpm.tcti),
+        pcrs: QUOTED.to_vec(),
+        firmware_log: node.firmware_log.clone(),
+        runtime_log: node.runtime_log.clone(),
+    };
+    let ca = std::fs::read(dir.join(tls::CA_CERT)).unwrap();
+    Client::new(addr, &ca, Arc::new(attest), Duration::from_secs(20)).unwrap()
+}
+
+fn announce(key: u8, underlay: &str) -> Request {
+    Request::Join {
+        wireguard: WgAnnounce {
+            public_key: base64::engine::general_purpose::STANDARD.encode([key; 32]),
+            underlay: underlay.parse().unwrap(),
+            listen_port: 51820,
+        },
+    }
+}
+
+fn refusal(r: Result<Response, CallError>) -> String {
+    match r {
+        Err(e @ CallError::Refused { .. }) => e.to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Extend PCR 15 with the cluster id, as nacre-init does after joining, and log it.
+fn joined(node: &mut Node, id: [u8; 32]) {
+    let ev = RuntimeEvent::ClusterId(id);
+    let rec = ev
+        .to_cel(node.runtime_log.len() as u64, &[HashAlg::Sha256])
+        .unwrap();
+    extend(&node.tpm.tcti, &[(15, rec.digests[0].digest.clone())]);
+    node.runtime_log.push(rec);
+}
+
+/// The decisions once there are `n` (the server records a handshake refusal just after the
+/// alert has left, so the client may see the refusal first).
+fn decisions(svc: &Running, n: usize) -> Vec<Decision> {
+    for _ in 0..200 {
+        let d = svc.decisions.lock().unwrap().clone();
+        if d.len() >= n {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    svc.decisions.lock().unwrap().clone()
+}
+
+const UUID_A: &str = "6a0c3f7e-54b2-4c8e-9a41-0d2f7b3e9c01";
+
+#[test]
+fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_state(dir.path());
+    let mut a = boot("plain", &BOOT);
+    let b = boot("plain", &BOOT);
+    let stranger = boot("plain", &BOOT);
+    let mut other = boot("plain", &BOOT);
+    let (m, key) = manifest(&replayed(&a), |_| {});
+    let aks: Vec<Vec<u8>> = [&a, &b, &other]
+        .iter()
+        .map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap())
+        .collect();
+    let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        m,
+        key,
+        Box::new(EnrolledAks::new(aks)),
+    ));
+    let svc = serve(dir.path(), verifier);
+
+    // Node a joins: first host of the overlay, no peers yet, kubelet's data.
+    let ca = client(&svc.addr, dir.path(), &a);
+    let Response::Joined(j) = ca.call(&announce(1, "10.0.2.15")).unwrap() else {
+        panic!("not joined")
+    };
+    assert_eq!(j.node, "node-1");
+    assert_eq!(j.overlay, "10.244.0.1/32");
+    assert!(j.peers.is_empty());
+    assert!(!j.rejoin);
+    assert_eq!(j.cluster_id, hex::encode(cluster.cluster_id));
+    assert_eq!(j.kubelet.bootstrap_token, "abcdef.0123456789abcdef");
+
+    // Its disk key is HKDF(master, UUID).
+    let Response::DiskKey { key: k } = ca
+        .call(&Request::DiskKey {
+            disk_uuid: UUID_A.into(),
+        })
+        .unwrap()
+    else {
+        panic!("no disk key")
+    };
+    let k = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+    assert_eq!(k, disk_key(&cluster.master_secret, UUID_A).to_vec());
+    assert_eq!(k.len(), 64);
+
+    // Peers are for members only (PCR 15 = this cluster's id).
+    let e = refusal(ca.call(&Request::Peers));
+    assert!(e.contains("PCR 15 does not show"), "{e}");
+
+    // Node b joins and sees a; asking for a's disk is refused.
+    let cb = client(&svc.addr, dir.path(), &b);
+    let Response::Joined(jb) = cb.call(&announce(2, "10.0.2.16")).unwrap() else {
+        panic!("b not joined")
+    };
+    assert_eq!(jb.overlay, "10.244.0.2/32");
+    assert_eq!(jb.peers.len(), 1);
+    assert_eq!(jb.peers[0].endpoint.to_string(), "10.0.2.15:51820");
+    assert_eq!(jb.peers[0].allowed_ips, vec!["10.244.0.1/32".to_string()]);
+    let e = refusal(cb.call(&Request::DiskKey {
+        disk_uuid: UUID_A.into(),
+    }));
+    assert!(e.contains("belongs to another node"), "{e}");
+
+    // a extends PCR 15 with the cluster id: now a member; it sees b; it cannot join again.
+    joined(&mut a, cluster.cluster_id);
+    let ca = client(&svc.addr, dir.path(), &a);
+    let Response::Peers { peers } = ca.call(&Request::Peers).unwrap() else {
+        panic!("no peers")
+    };
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].name, "node-2");
+    let e = refusal(ca.call(&announce(1, "10.0.2.15")));
+    assert!(e.contains("already joined"), "{e}");
+    let e = refusal(ca.call(&Request::DiskKey {
+        disk_uuid: UUID_A.into(),
+    }));
+    assert!(e.contains("PCR 15 is not zero"), "{e}");
+
+    // Another cluster's id in PCR 15 is refused whatever the request.
+    joined(&mut other, [0x99; 32]);
+    let e = refusal(client(&svc.addr, dir.path(), &other).call(&Request::Peers));
+    assert!(e.contains("joined another cluster"), "{e}");
+
+    // A TPM whose AK is not enrolled is refused in the handshake; the log says why.
+    let e = refusal(client(&svc.addr, dir.path(), &stranger).call(&announce(3, "10.0.2.17")));
+    assert!(e.contains("TLS alert"), "{e}");
+    let log = decisions(&svc, 10);
+    let last = log.last().unwrap();
+    assert_eq!(last.outcome, "refused");
+    assert_eq!(last.check.as_deref(), Some("attestation key trust"));
+    assert!(last.detail.contains("is not enrolled"), "{last:?}");
+    // Every request left exactly one decision (warnings aside: PCR 0 is warn-only and equal).
+    let ops: Vec<(&str, &str)> = log
+        .iter()
+        .map(|d| (d.op.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("join", "granted"),
+            ("disk-key", "granted"),
+            ("peers", "refused"),
+            ("join", "granted"),
+            ("disk-key", "refused"),
+            ("peers", "granted"),
+            ("join", "refused"),
+            ("disk-key", "refused"),
+            ("peers", "refused"),
+            ("attest", "refused"),
+        ]
+    );
+}
+
+#[test]
+fn a_node_with_other_measurements_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster_state(dir.path());
+    let good = boot("plain", &BOOT);
+    // The same firmware, but nacre-init's phases stop early: PCR 11 differs.
+    let bad = boot("plain", &BOOT[..2]);
+    let (m, key) = manifest(&replayed(&good), |_| {});
+    let aks = [&good, &bad]
+        .iter()
+        .map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap())
+        .collect::<Vec<_>>();
+    let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        m,
+        key,
+        Box::new(EnrolledAks::new(aks)),
+    ));
+    let svc = serve(dir.path(), verifier);
+    let e = refusal(client(&svc.addr, dir.path(), &bad).call(&announce(9, "10.0.2.20")));
+    assert!(e.contains("TLS alert"), "{e}");
+    let log = decisions(&svc, 1);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].check.as_deref(), Some("measurements"));
+    assert!(log[0].detail.contains("PCR 11"), "{:?}", log[0]);
+    svc.stop();
+    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+    assert!(
+        store.nodes().unwrap().is_empty(),
+        "the refused node left no record"
+    );
+    assert_eq!(
+        store.decisions().unwrap().len(),
+        1,
+        "the refusal is in the database"
+    );
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_state(dir.path());
+    let node = boot("plain", &BOOT);
+    let (m, key) = manifest(&replayed(&node), |_| {});
+    let ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
+    let make = || -> Arc<dyn Verifier> {
+        Arc::new(QemuVtpmVerifier::new(
+            m.clone(),
+            key.clone(),
+            Box::new(EnrolledAks::new([ak.clone()])),
+        ))
+    };
+    {
+        let svc = serve(dir.path(), make());
+        let c = client(&svc.addr, dir.path(), &node);
+        let Response::Joined(j) = c.call(&announce(1, "10.0.2.15")).unwrap() else {
+            panic!()
+        };
+        assert!(!j.rejoin);
+        svc.stop();
+    }
+    // A new service on the same state directory.
+    let svc = serve(dir.path(), make());
+    let c = client(&svc.addr, dir.path(), &node);
+    let Response::Joined(j) = c.call(&announce(5, "10.0.2.15")).unwrap() else {
+        panic!()
+    };
+    assert!(j.rejoin, "the node is known after the restart");
+    assert_eq!(j.node, "node-1");
+    assert_eq!(j.overlay, "10.244.0.1/32");
+    let Response::DiskKey { key: k } = c
+        .call(&Request::DiskKey {
+            disk_uuid: UUID_A.into(),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.decode(k).unwrap(),
+        disk_key(&cluster.master_secret, UUID_A).to_vec()
+    );
+}

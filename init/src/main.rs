@@ -12,6 +12,7 @@
 mod cmdline;
 mod config;
 mod fail;
+mod keyservice;
 mod log;
 mod measure;
 mod services;

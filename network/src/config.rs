@@ -9,9 +9,10 @@
 //!
 //! [network.wireguard]           # optional: wg0
 //! listen_port = 51820
-//! address = "10.244.0.1/32"     # this node's overlay address on wg0
+//! address = "10.244.0.1/32"     # this node's overlay address on wg0 (not with peers = "key-service":
+//!                               # the key service assigns it)
 //! cluster_ranges = ["10.244.0.0/16"]
-//! peers = "insecure-test-exchange"
+//! peers = "insecure-test-exchange"   # or "key-service" (the attested key service, [key_service])
 //!
 //! [network.wireguard.insecure_test_exchange]   # only with peers = "insecure-test-exchange"
 //! nodes = ["192.0.2.2"]         # the other nodes' underlay addresses
@@ -51,8 +52,9 @@ pub struct Config {
 pub struct WireguardConfig {
     pub listen_port: u16,
     /// This node's overlay address on wg0 (`10.244.0.1/32`; added without a prefix route: the
-    /// cluster ranges are routed explicitly).
-    pub address: Cidr,
+    /// cluster ranges are routed explicitly). Absent with `peers = "key-service"`, which
+    /// assigns it.
+    pub address: Option<Cidr>,
     /// The ranges that must only ever travel through wg0.
     pub cluster_ranges: Vec<Cidr>,
     /// Where the peers (public keys, endpoints, allowed IPs) come from.
@@ -68,12 +70,16 @@ pub enum PeersKind {
     /// Test only, not secure: nodes tell each other their keys over plain UDP on the underlay
     /// (stands in for the attested key service).
     InsecureTestExchange,
+    /// The attested key service (nacre-init's `[key_service]`): it assigns the overlay address
+    /// and hands out the peers of the cluster.
+    KeyService,
 }
 
 impl PeersKind {
     pub fn name(&self) -> &'static str {
         match self {
             PeersKind::InsecureTestExchange => "insecure-test-exchange",
+            PeersKind::KeyService => "key-service",
         }
     }
 }
@@ -290,21 +296,15 @@ impl WireguardConfig {
                 return err(format!("wireguard.cluster_ranges: {r} overlaps {o}"));
             }
         }
-        if !self
-            .cluster_ranges
-            .iter()
-            .any(|r| r.contains(self.address.addr()))
-        {
-            return err(format!(
-                "wireguard.address {} is not inside a cluster range",
-                self.address
-            ));
-        }
-        if self.address.prefix() < 31 && self.address.is_network() {
-            return err(format!(
-                "wireguard.address {} is a network, not a host address",
-                self.address
-            ));
+        match (self.peers, self.address) {
+            (PeersKind::KeyService, Some(a)) => {
+                return err(format!(
+                    "wireguard.address {a} is set, but peers = \"key-service\" assigns the overlay address"
+                ))
+            }
+            (PeersKind::KeyService, None) => {}
+            (_, None) => return err("wireguard.address is missing"),
+            (_, Some(a)) => self.check_overlay(&a)?,
         }
         match (self.peers, &self.insecure_test_exchange) {
             (PeersKind::InsecureTestExchange, Some(x)) => {
@@ -330,6 +330,30 @@ impl WireguardConfig {
             (PeersKind::InsecureTestExchange, None) => {
                 return err("peers = \"insecure-test-exchange\" needs [network.wireguard.insecure_test_exchange]")
             }
+            (PeersKind::KeyService, Some(_)) => {
+                return err("[network.wireguard.insecure_test_exchange] is set, but peers = \"key-service\"")
+            }
+            (PeersKind::KeyService, None) => {}
+        }
+        Ok(())
+    }
+
+    /// An overlay address (configured, or assigned by the key service): a host address inside
+    /// a cluster range.
+    pub fn check_overlay(&self, address: &Cidr) -> Result<(), ConfigError> {
+        if !self
+            .cluster_ranges
+            .iter()
+            .any(|r| r.contains(address.addr()))
+        {
+            return err(format!(
+                "wireguard.address {address} is not inside a cluster range"
+            ));
+        }
+        if address.prefix() < 31 && address.is_network() {
+            return err(format!(
+                "wireguard.address {address} is a network, not a host address"
+            ));
         }
         Ok(())
     }
@@ -398,7 +422,28 @@ nodes = ["192.0.2.2"]
             .unwrap_err()
             .contains("adress"));
         assert!(parse(&GOOD.replace("listen_port", "listenport")).is_err());
-        assert!(parse(&GOOD.replace("insecure-test-exchange", "key-service")).is_err());
+        assert!(parse(&GOOD.replace("insecure-test-exchange", "key-service-x")).is_err());
+        // The key service assigns the overlay address and needs no exchange table.
+        let ks = GOOD.replace("insecure-test-exchange", "key-service");
+        assert!(invalid(&ks).contains("assigns the overlay address"));
+        let no_addr: String = ks
+            .lines()
+            .filter(|l| !l.starts_with("address = \"10.244"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(invalid(&no_addr).contains("insecure_test_exchange] is set"));
+        let clean = no_addr
+            .split("[wireguard.insecure_test_exchange]")
+            .next()
+            .unwrap()
+            .to_string();
+        parse(&clean).unwrap().validate().unwrap();
+        let exchange_without_address: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with("address = \"10.244"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(invalid(&exchange_without_address).contains("wireguard.address is missing"));
         assert!(parse(&GOOD.replace("192.0.2.1/24", "192.0.2.1")).is_err());
         assert!(parse("mac = \"52:54:00:ab:cd\"\ndhcp = true\n").is_err());
         assert!(parse("mac = \"52:54:00:ab:cd:0g\"\ndhcp = true\n").is_err());

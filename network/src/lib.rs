@@ -35,7 +35,7 @@ use cidr::Cidr;
 pub use config::Config;
 use config::{Addressing, PeersKind, Selector, WireguardConfig, WG_IFNAME};
 use nl::NlError;
-use peers::{LocalNode, PeerSource};
+use peers::{Announce, LocalNode, PeerSource};
 use rtnl::Rtnl;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +88,8 @@ pub struct Summary {
 
 #[derive(Debug, Clone)]
 pub struct WgSummary {
+    /// This node as peers see it (for [`update_peers`]).
+    pub me: LocalNode,
     pub public_key: String,
     pub address: Cidr,
     pub listen_port: u16,
@@ -117,7 +119,14 @@ fn wait_for_link(rt: &mut Rtnl, sel: &Selector) -> Result<rtnl::Link, NetError> 
 
 /// Bring up loopback and the underlay, then wg0 if configured. Validates the whole
 /// configuration first; any failure leaves the node to stop (the caller fails closed).
-pub fn setup(cfg: &Config, log: &dyn Fn(&str)) -> Result<Summary, NetError> {
+///
+/// `source`: where wg0's peers come from when `peers = "key-service"` (the caller's attested
+/// key-service client); the test exchange is built here from its own table.
+pub fn setup(
+    cfg: &Config,
+    source: Option<&mut dyn PeerSource>,
+    log: &dyn Fn(&str),
+) -> Result<Summary, NetError> {
     cfg.validate()?;
     let sel = cfg.selector()?;
     let addressing = cfg.addressing()?;
@@ -193,23 +202,25 @@ pub fn setup(cfg: &Config, log: &dyn Fn(&str)) -> Result<Summary, NetError> {
     ));
     let wireguard = match &cfg.wireguard {
         Some(wg) => {
-            let mut source: Box<dyn PeerSource> = match (wg.peers, &wg.insecure_test_exchange) {
-                (PeersKind::InsecureTestExchange, Some(x)) => {
-                    Box::new(exchange::TestExchange::new(x))
+            let mut exchange;
+            let source: &mut dyn PeerSource = match (wg.peers, &wg.insecure_test_exchange, source) {
+                (PeersKind::InsecureTestExchange, Some(x), _) => {
+                    exchange = exchange::TestExchange::new(x);
+                    &mut exchange
                 }
-                (PeersKind::InsecureTestExchange, None) => {
+                (PeersKind::KeyService, _, Some(s)) => s,
+                (PeersKind::InsecureTestExchange, None, _) => {
                     return Err(
                         config::ConfigError("no insecure_test_exchange table".into()).into(),
                     )
                 }
+                (PeersKind::KeyService, _, None) => return Err(config::ConfigError(
+                    "peers = \"key-service\" needs the key service ([key_service] in init.toml)"
+                        .into(),
+                )
+                .into()),
             };
-            Some(setup_wireguard(
-                &mut rt,
-                wg,
-                address.addr(),
-                source.as_mut(),
-                log,
-            )?)
+            Some(setup_wireguard(&mut rt, wg, address.addr(), source, log)?)
         }
         None => None,
     };
@@ -268,8 +279,27 @@ fn setup_wireguard(
         key_b64(&public_key),
         cfg.listen_port
     ));
+    let source_name = source.name();
+    let announce = Announce {
+        public_key,
+        underlay,
+        listen_port: cfg.listen_port,
+    };
+    let assigned = source
+        .assign(&announce, log)
+        .map_err(|err| NetError::Peers { source_name, err })?;
+    let overlay = match (assigned, cfg.address) {
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => {
+            return Err(config::ConfigError(format!(
+                "{source_name} assigned no overlay address and wireguard.address is not set"
+            ))
+            .into())
+        }
+    };
+    cfg.check_overlay(&overlay)?;
     // The overlay address without a prefix route: the cluster routes live in WG_TABLE.
-    let host = Cidr::host(cfg.address.addr());
+    let host = Cidr::host(overlay.addr());
     rt.add_address(link.index, &host, false)
         .ctx(|| format!("adding {host} to {WG_IFNAME}"))?;
     rt.set_up(link.index)
@@ -277,11 +307,10 @@ fn setup_wireguard(
 
     let me = LocalNode {
         public_key,
-        overlay: cfg.address.addr(),
+        overlay: overlay.addr(),
         underlay,
         listen_port: cfg.listen_port,
     };
-    let source_name = source.name();
     let peers = source
         .peers(&me, log)
         .map_err(|err| NetError::Peers { source_name, err })?;
@@ -312,12 +341,32 @@ fn setup_wireguard(
         log(&format!("{WG_IFNAME}: peer {n}"));
     }
     Ok(WgSummary {
+        me,
         public_key: key_b64(&public_key),
         address: host,
         listen_port: cfg.listen_port,
         peers: names,
         cluster_ranges: cfg.cluster_ranges.clone(),
     })
+}
+
+/// Replace wg0's peers with a new set from the peer source (checked like the first set).
+pub fn update_peers(
+    me: &LocalNode,
+    cfg: &WireguardConfig,
+    source_name: &'static str,
+    peers: &[peers::Peer],
+) -> Result<(), NetError> {
+    peers::validate(peers, me, &cfg.cluster_ranges)
+        .map_err(|err| NetError::Peers { source_name, err })?;
+    let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
+    let link = rt
+        .find(&Selector::Name(WG_IFNAME.into()))
+        .ctx(|| "listing interfaces".into())?
+        .ok_or_else(|| NetError::NoInterface(WG_IFNAME.into(), 0))?;
+    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    wgnl.set_peers(link.index, peers, cfg.persistent_keepalive_s)
+        .ctx(|| format!("setting {}'s peers", WG_IFNAME))
 }
 
 /// `wg show`-like lines for wg0 (for operators and tests).

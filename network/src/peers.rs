@@ -1,5 +1,6 @@
-//! Where WireGuard peers come from: one interface, [`PeerSource`]. The attested key service
-//! implements it (a later issue); until then [`crate::exchange`] stands in, for tests only.
+//! Where WireGuard peers come from: one interface, [`PeerSource`]. nacre-init implements it with
+//! the attested key service (which also assigns the overlay address); [`crate::exchange`] is a
+//! stand-in for tests only.
 
 use crate::cidr::Cidr;
 use crate::wg::Key;
@@ -36,9 +37,22 @@ pub enum PeerError {
     Invalid { peer: String, reason: String },
 }
 
+/// What this node announces before it has an overlay address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub public_key: Key,
+    pub underlay: IpAddr,
+    pub listen_port: u16,
+}
+
 pub trait PeerSource {
-    /// For logs and errors ("insecure-test-exchange", later the key service).
+    /// For logs and errors ("insecure-test-exchange", "key-service").
     fn name(&self) -> &'static str;
+    /// The overlay address the source assigns this node (a host CIDR), called once before
+    /// [`PeerSource::peers`]; `None`: the configured `wireguard.address`.
+    fn assign(&mut self, _me: &Announce, _log: &dyn Fn(&str)) -> Result<Option<Cidr>, PeerError> {
+        Ok(None)
+    }
     /// The peers of this node; fails (the node stops) if they cannot be had in time.
     fn peers(&mut self, me: &LocalNode, log: &dyn Fn(&str)) -> Result<Vec<Peer>, PeerError>;
 }

@@ -44,6 +44,9 @@ pub enum KeySourceKind {
     /// A random key sealed to this node's TPM under PCR 11 (single node, tests).
     #[default]
     TpmSealed,
+    /// The attested key service: HKDF(cluster master secret, disk UUID), released after
+    /// attestation, nothing stored on the disk. nacre-init provides this source.
+    KeyService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -61,10 +64,12 @@ impl Config {
         }
     }
 
-    /// The configured key source.
-    pub fn key_source(&self) -> Box<dyn KeySource> {
+    /// The configured key source, when this crate can build it (`None` for the key service,
+    /// whose client the caller owns).
+    pub fn key_source(&self) -> Option<Box<dyn KeySource>> {
         match self.key_source {
-            KeySourceKind::TpmSealed => Box::new(tpm::TpmSealed::new()),
+            KeySourceKind::TpmSealed => Some(Box::new(tpm::TpmSealed::new())),
+            KeySourceKind::KeyService => None,
         }
     }
 }

@@ -9,9 +9,13 @@ pub mod root;
 pub mod verity;
 
 use crate::cmdline::BootParams;
+use crate::keyservice::KeyService;
 use crate::measure::Measurer;
 use crate::{fail, info};
-use nacre_eventlog::runtime::Phase;
+use nacre_eventlog::runtime::{Phase, RuntimeEvent};
+use nacre_network::config::WireguardConfig;
+use nacre_network::peers::{LocalNode, PeerSource};
+use nacre_statedisk::KeySource;
 use std::path::Path;
 
 /// Where nacre-init lives on the verified root; stage 1 executes it there as PID 1.
@@ -151,28 +155,69 @@ pub fn stage2() -> ! {
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
     step("measure sysinit", || measurer.phase(Phase::Sysinit));
     let cfg = step("read the configuration", crate::config::read);
+    // The attested key service, if configured: the overlay address and WireGuard peers, then the
+    // state disk's key; each request attests this node afresh.
+    let mut keys: Option<KeyService> = step("read [key_service]", || {
+        crate::config::section::<crate::keyservice::Config>(&cfg, "key_service")
+            .map_err(|e| e.to_string())?
+            .map(KeyService::new)
+            .transpose()
+    });
     // The network first: the underlay is how the attested key service (the state disk's key,
-    // the WireGuard peers) will be reached. wg0 and the fail-closed cluster routing are up
-    // before any service starts.
+    // the WireGuard peers) is reached. wg0 and the fail-closed cluster routing are up before
+    // any service starts.
+    let mut wg = None;
     if cfg.contains_key("network") {
-        step("bring up the network", || bring_up_network(&cfg));
+        wg = step("bring up the network", || {
+            bring_up_network(&cfg, keys.as_mut())
+        });
     }
     // The encrypted state disk on /var, before anything that keeps state starts (and before
     // `ready`: the TPM-sealed key is bound to PCR 11 as it is after sysinit).
     if cfg.contains_key("state_disk") {
-        step("open the state disk", || open_state_disk(&cfg));
+        step("open the state disk", || {
+            open_state_disk(&cfg, keys.as_mut())
+        });
+    }
+    // Joined: the cluster id goes into PCR 15 (a quote now shows this node is a member of this
+    // cluster; it can no longer join anything in this boot), kubelet gets its join data, and
+    // the peer set is kept current.
+    if let Some(ks) = &keys {
+        let joined = step("check the key service join", || {
+            ks.joined().cloned().ok_or(
+                "[key_service] is configured but nothing joined it (set [network.wireguard] peers = \"key-service\")",
+            )
+        });
+        let id = step("read the cluster id", || {
+            let mut id = [0u8; 32];
+            hex::decode_to_slice(&joined.cluster_id, &mut id).map(|()| id)
+        });
+        step("measure the cluster id", || {
+            measurer.event(RuntimeEvent::ClusterId(id))
+        });
+        step("write kubelet's join data", || write_kubelet_join(&joined));
+        if let Some((me, wgcfg)) = wg {
+            if let Some(r) = ks.refresher(me, wgcfg) {
+                r.spawn();
+            }
+        }
     }
     crate::services::run(&mut measurer, &cfg)
 }
 
 /// `[network]`: the underlay (static or DHCPv4), then wg0 with its peers and the cluster
 /// routing that drops cluster traffic whenever wg0 cannot carry it.
-fn bring_up_network(cfg: &toml::Table) -> Result<(), String> {
+/// Returns this node's wg0 identity and configuration (for the peer refresher).
+fn bring_up_network(
+    cfg: &toml::Table,
+    keys: Option<&mut KeyService>,
+) -> Result<Option<(LocalNode, WireguardConfig)>, String> {
     let net: nacre_network::Config = crate::config::section(cfg, "network")
         .map_err(|e| e.to_string())?
         .ok_or("no [network] table")?;
     let log = |l: &str| info!("network: {l}");
-    let s = nacre_network::setup(&net, &log).map_err(|e| e.to_string())?;
+    let source = keys.map(|k| k as &mut dyn PeerSource);
+    let s = nacre_network::setup(&net, source, &log).map_err(|e| e.to_string())?;
     match &s.wireguard {
         Some(w) => info!(
             "network: {} {}, wg0 {} with {} peer(s), cluster ranges {} only through wg0",
@@ -188,18 +233,54 @@ fn bring_up_network(cfg: &toml::Table) -> Result<(), String> {
         ),
         None => info!("network: {} {} (no WireGuard)", s.interface, s.address),
     }
+    Ok(s.wireguard.map(|w| w.me).zip(net.wireguard))
+}
+
+/// kubelet's bootstrap data from the join, on tmpfs, readable by root only.
+fn write_kubelet_join(j: &nacre_attestation::join::Joined) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = crate::keyservice::KUBELET_JOIN;
+    let text = serde_json::json!({
+        "node": j.node,
+        "overlay": j.overlay,
+        "api_server": j.kubelet.api_server,
+        "bootstrap_token": j.kubelet.bootstrap_token,
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    f.write_all(text.to_string().as_bytes())
+        .map_err(|e| format!("{path}: {e}"))?;
+    info!("kubelet join data for {} in {path}", j.node);
     Ok(())
 }
 
 /// `[state_disk]`: find the disk, format it if its first format never completed, validate a
 /// detached copy of its LUKS2 header, open it with the key source's key, mount it on /var.
-fn open_state_disk(cfg: &toml::Table) -> Result<(), String> {
+fn open_state_disk(cfg: &toml::Table, service: Option<&mut KeyService>) -> Result<(), String> {
     let sd: nacre_statedisk::Config = crate::config::section(cfg, "state_disk")
         .map_err(|e| e.to_string())?
         .ok_or("no [state_disk] table")?;
-    let mut keys = sd.key_source();
+    let mut own;
+    let keys: &mut dyn KeySource =
+        match (sd.key_source(), service) {
+            (Some(k), _) => {
+                own = k;
+                own.as_mut()
+            }
+            (None, Some(s)) => s,
+            (None, None) => return Err(
+                "key_source = \"key-service\" needs the key service ([key_service] in init.toml)"
+                    .into(),
+            ),
+        };
     let log = |l: &str| info!("{l}");
-    let d = nacre_statedisk::open(&sd, keys.as_mut(), &log).map_err(|e| e.to_string())?;
+    let d = nacre_statedisk::open(&sd, keys, &log).map_err(|e| e.to_string())?;
     info!(
         "state disk {} (LUKS2 {}, key source {}{}) mounted on {}",
         d.device.display(),

@@ -1,0 +1,330 @@
+//! `[key_service]`: the attested key service is where this node gets its overlay address and
+//! WireGuard peers (a [`PeerSource`]) and its state disk's key (a [`KeySource`]). Every request
+//! is its own attested TLS connection: the node's TPM quotes the PCRs over the service's nonce
+//! and the connection's key, and sends the firmware event log and the runtime log with it.
+//!
+//! ```toml
+//! [key_service]
+//! endpoint = "10.0.2.2:7443"                 # host:port on the underlay
+//! ca = "/etc/nacre/keyservice-ca.pem"        # the service's CA (on the verified root)
+//! timeout_s = 300                            # how long an unreachable service is retried
+//! refresh_s = 30                             # how often a member asks for the peer set (0: never)
+//! ```
+//!
+//! Unreachable: retried with exponential backoff (1 s doubling to 10 s) until `timeout_s`.
+//! Refused (attestation failed, or a rule of the service): the step fails at once and the node
+//! stops (fail closed); the service's decision log says why.
+
+use base64::Engine;
+use nacre_attestation::atls::Attest;
+use nacre_attestation::evidence::Evidence;
+use nacre_attestation::join::{CallError, Client, Joined, PeerInfo, Request, Response, WgAnnounce};
+use nacre_attestation::tpm::Attester;
+use nacre_network::cidr::Cidr;
+use nacre_network::config::WireguardConfig;
+use nacre_network::peers::{Announce, LocalNode, Peer, PeerError, PeerSource};
+use nacre_statedisk::{KeyError, KeySource};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+const DEFAULT_CA: &str = "/etc/nacre/keyservice-ca.pem";
+/// Where kubelet's join data is written (tmpfs, 0600): the kubelet service reads it.
+pub const KUBELET_JOIN: &str = "/run/nacre/kubelet-join.json";
+/// PCRs quoted: 0–15 (the firmware's, the UKI's, nacre-init's phases and the cluster id). The
+/// service's golden manifest decides which are enforced; PCR 15 is always needed.
+const QUOTED: [u32; 15] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15];
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub endpoint: String,
+    #[serde(default = "default_ca")]
+    pub ca: String,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    #[serde(default = "default_refresh")]
+    pub refresh_s: u64,
+}
+
+fn default_ca() -> String {
+    DEFAULT_CA.into()
+}
+fn default_timeout() -> u64 {
+    300
+}
+fn default_refresh() -> u64 {
+    30
+}
+
+/// Evidence from this node's TPM, with the logs as they are right now.
+struct NodeAttest;
+
+impl Attest for NodeAttest {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        let firmware_log =
+            std::fs::read(FIRMWARE_LOG).map_err(|e| format!("{FIRMWARE_LOG}: {e}"))?;
+        let runtime_log =
+            nacre_eventlog::cel::read(std::path::Path::new(crate::measure::RUNTIME_LOG))
+                .map_err(|e| format!("{}: {e}", crate::measure::RUNTIME_LOG))?;
+        Attester::device()
+            .evidence(nonce, tls_spki, &QUOTED, firmware_log, runtime_log)
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub struct KeyService {
+    client: Arc<Client>,
+    cfg: Config,
+    joined: Option<Joined>,
+}
+
+impl KeyService {
+    pub fn new(cfg: Config) -> Result<Self, String> {
+        let ca = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca))?;
+        let client = Client::new(
+            &cfg.endpoint,
+            &ca,
+            Arc::new(NodeAttest),
+            Duration::from_secs(30),
+        )
+        .map_err(|e| format!("{}: {e}", cfg.ca))?;
+        Ok(KeyService {
+            client: Arc::new(client),
+            cfg,
+            joined: None,
+        })
+    }
+
+    pub fn joined(&self) -> Option<&Joined> {
+        self.joined.as_ref()
+    }
+
+    fn call(&self, req: &Request) -> Result<Response, CallError> {
+        call_with_retry(&self.client, req, Duration::from_secs(self.cfg.timeout_s))
+    }
+
+    /// The refresher for a member's peer set (after the cluster id is measured).
+    pub fn refresher(&self, me: LocalNode, wg: WireguardConfig) -> Option<Refresher> {
+        (self.cfg.refresh_s > 0).then(|| Refresher {
+            client: self.client.clone(),
+            every: Duration::from_secs(self.cfg.refresh_s),
+            me,
+            wg,
+            current: self
+                .joined
+                .as_ref()
+                .map(|j| j.peers.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Retry while unreachable, with backoff, until `budget` is spent; anything else returns.
+fn call_with_retry(
+    client: &Client,
+    req: &Request,
+    budget: Duration,
+) -> Result<Response, CallError> {
+    let start = Instant::now();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match client.call(req) {
+            Err(e) if e.retryable() && start.elapsed() + wait < budget => {
+                crate::warn!("{e}; retrying in {} s", wait.as_secs());
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn unexpected(op: &str, r: &Response) -> String {
+    format!(
+        "answered {op} with {}",
+        serde_json::to_string(r).unwrap_or_default()
+    )
+}
+
+fn peer_from(p: &PeerInfo) -> Result<Peer, PeerError> {
+    let bad = |reason: String| PeerError::Invalid {
+        peer: p.name.clone(),
+        reason,
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&p.public_key)
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+        .ok_or_else(|| bad("public key is not 32 base64 bytes".into()))?;
+    let allowed_ips = p
+        .allowed_ips
+        .iter()
+        .map(|a| {
+            a.parse::<Cidr>()
+                .map_err(|e| bad(format!("allowed IP {a}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Peer {
+        public_key: key,
+        endpoint: Some(p.endpoint),
+        allowed_ips,
+        name: p.name.clone(),
+    })
+}
+
+impl PeerSource for KeyService {
+    fn name(&self) -> &'static str {
+        "key-service"
+    }
+
+    /// The join: announce wg0's key and the underlay, get the overlay address and the peers.
+    fn assign(&mut self, me: &Announce, log: &dyn Fn(&str)) -> Result<Option<Cidr>, PeerError> {
+        let req = Request::Join {
+            wireguard: WgAnnounce {
+                public_key: nacre_network::key_b64(&me.public_key),
+                underlay: me.underlay,
+                listen_port: me.listen_port,
+            },
+        };
+        let resp = self
+            .call(&req)
+            .map_err(|e| PeerError::Source(e.to_string()))?;
+        let Response::Joined(j) = resp else {
+            return Err(PeerError::Source(unexpected("join", &resp)));
+        };
+        log(&format!(
+            "key service {}: {} {} as {} with {} peer(s)",
+            self.client.endpoint(),
+            if j.rejoin { "rejoined" } else { "joined" },
+            j.node,
+            j.overlay,
+            j.peers.len()
+        ));
+        let overlay: Cidr = j
+            .overlay
+            .parse()
+            .map_err(|e| PeerError::Source(format!("overlay {}: {e}", j.overlay)))?;
+        self.joined = Some(j);
+        Ok(Some(overlay))
+    }
+
+    fn peers(&mut self, _me: &LocalNode, _log: &dyn Fn(&str)) -> Result<Vec<Peer>, PeerError> {
+        let j = self
+            .joined
+            .as_ref()
+            .ok_or_else(|| PeerError::Source("peers asked before the join".into()))?;
+        j.peers.iter().map(peer_from).collect()
+    }
+}
+
+impl KeySource for KeyService {
+    fn name(&self) -> &'static str {
+        "key-service"
+    }
+
+    fn token_type(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn use_token(&mut self, _token: &Map<String, Value>) -> Result<(), KeyError> {
+        Ok(())
+    }
+
+    fn disk_key(&mut self, disk_uuid: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let failed = |reason: String| KeyError::Failed {
+            source_name: "key-service",
+            reason,
+        };
+        let resp = self
+            .call(&Request::DiskKey {
+                disk_uuid: disk_uuid.to_string(),
+            })
+            .map_err(|e| failed(e.to_string()))?;
+        let Response::DiskKey { key } = resp else {
+            return Err(failed(unexpected("disk-key", &resp)));
+        };
+        let key = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .map_err(|e| failed(format!("disk key: {e}")))?,
+        );
+        if key.len() != nacre_statedisk::keysource::DISK_KEY_LEN {
+            return Err(failed(format!("disk key of {} bytes", key.len())));
+        }
+        Ok(key)
+    }
+
+    fn new_token(&mut self) -> Result<Option<Map<String, Value>>, KeyError> {
+        Ok(None)
+    }
+}
+
+/// Keeps a member's peer set current: asks the service every `every`, replaces wg0's peers
+/// when the set changed. A refusal empties the peer set (the service no longer vouches for the
+/// cluster as this node sees it: nothing is sent through wg0 until it does again).
+pub struct Refresher {
+    client: Arc<Client>,
+    every: Duration,
+    me: LocalNode,
+    wg: WireguardConfig,
+    current: Vec<PeerInfo>,
+}
+
+impl Refresher {
+    pub fn spawn(mut self) {
+        let spawned = std::thread::Builder::new()
+            .name("peer-refresh".into())
+            .spawn(move || loop {
+                std::thread::sleep(self.every);
+                self.once();
+            });
+        if let Err(e) = spawned {
+            crate::warn!("key service: cannot start the peer refresher: {e}");
+        }
+    }
+
+    fn once(&mut self) {
+        let next = match self.client.call(&Request::Peers) {
+            Ok(Response::Peers { peers }) => peers,
+            Ok(other) => {
+                crate::warn!("key service: {}", unexpected("peers", &other));
+                return;
+            }
+            Err(e) if e.retryable() => {
+                crate::warn!("{e} (keeping the current peers)");
+                return;
+            }
+            Err(e) => {
+                crate::warn!("{e}: removing every peer");
+                Vec::new()
+            }
+        };
+        if next == self.current {
+            return;
+        }
+        let peers = match next.iter().map(peer_from).collect::<Result<Vec<_>, _>>() {
+            Ok(p) => p,
+            Err(e) => {
+                crate::warn!("key service: {e} (keeping the current peers)");
+                return;
+            }
+        };
+        match nacre_network::update_peers(&self.me, &self.wg, "key-service", &peers) {
+            Ok(()) => {
+                crate::info!(
+                    "key service: wg0 now has {} peer(s): {}",
+                    peers.len(),
+                    next.iter()
+                        .map(|p| format!("{} {}", p.name, p.allowed_ips.join(",")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                self.current = next;
+            }
+            Err(e) => crate::warn!("key service: updating wg0's peers: {e}"),
+        }
+    }
+}

@@ -45,7 +45,7 @@ pub struct WgAnnounce {
 pub enum Request {
     Join { wireguard: WgAnnounce },
     DiskKey { disk_uuid: String },
-    Peers,
+    Peers {},
 }
 
 impl Request {
@@ -53,7 +53,7 @@ impl Request {
         match self {
             Request::Join { .. } => "join",
             Request::DiskKey { .. } => "disk-key",
-            Request::Peers => "peers",
+            Request::Peers {} => "peers",
         }
     }
 }
@@ -298,7 +298,7 @@ mod tests {
             r#"{"op":"disk-key","disk_uuid":"u"}"#
         );
         assert_eq!(
-            serde_json::to_string(&Request::Peers).unwrap(),
+            serde_json::to_string(&Request::Peers {}).unwrap(),
             r#"{"op":"peers"}"#
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"peers","x":1}"#).is_err());

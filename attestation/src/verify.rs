@@ -112,6 +112,10 @@ impl Accepted {
 pub enum JoinKind {
     First,
     Rejoin,
+    /// First join or member: PCR 15 must be quoted but is left to the caller, and the
+    /// manifest's PCR 15 entry is not compared (the key service checks PCR 15 against zero or
+    /// its own cluster's id).
+    Either,
 }
 
 /// What the verifier expects of this evidence: its own fresh nonce, the key of the channel the
@@ -298,7 +302,7 @@ impl Verifier for QemuVtpmVerifier {
             quoted.extend(&sel.pcrs);
         }
         let mut required: Vec<u32> = manifest.measurements.keys().copied().collect();
-        if expect.join == JoinKind::First {
+        if expect.join != JoinKind::Rejoin {
             required.push(CLUSTER_ID_PCR);
         }
         let missing: Vec<u32> = required
@@ -357,7 +361,13 @@ impl Verifier for QemuVtpmVerifier {
             }
         }
 
-        let verdict = manifest.check_pcrs(&pcrs);
+        let verdict = if expect.join == JoinKind::Either {
+            let mut m = manifest.clone();
+            m.measurements.remove(&CLUSTER_ID_PCR);
+            m.check_pcrs(&pcrs)
+        } else {
+            manifest.check_pcrs(&pcrs)
+        };
         if !verdict.ok() {
             let list: Vec<String> = verdict
                 .errors

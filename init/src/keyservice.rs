@@ -287,7 +287,7 @@ impl Refresher {
     }
 
     fn once(&mut self) {
-        let next = match self.client.call(&Request::Peers) {
+        let next = match self.client.call(&Request::Peers {}) {
             Ok(Response::Peers { peers }) => peers,
             Ok(other) => {
                 crate::warn!("key service: {}", unexpected("peers", &other));

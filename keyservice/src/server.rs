@@ -105,8 +105,8 @@ impl Server {
         let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
         let _ = sock.set_write_timeout(Some(IO_TIMEOUT));
         let _ = sock.set_nodelay(true);
-        // Rejoin: PCR 15 is the service's own rule (zero to join, this cluster's id for a member).
-        let verifier = match AttestedClientVerifier::new(self.verifier.clone(), JoinKind::Rejoin) {
+        // PCR 15 is the service's own rule (zero to join, this cluster's id for a member).
+        let verifier = match AttestedClientVerifier::new(self.verifier.clone(), JoinKind::Either) {
             Ok(v) => Arc::new(v),
             Err(e) => return self.refuse(peer, None, "connect", "internal", e),
         };

@@ -271,7 +271,7 @@ impl Service {
                     format!("disk key for {uuid} to {}", rec.name),
                 ))
             }
-            Request::Peers => {
+            Request::Peers {} => {
                 if membership != Membership::Member {
                     return refuse(
                         "policy",

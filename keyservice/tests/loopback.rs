@@ -147,7 +147,17 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     let b = boot("plain", &BOOT);
     let stranger = boot("plain", &BOOT);
     let mut other = boot("plain", &BOOT);
-    let (m, key) = manifest(&replayed(&a), |_| {});
+    // Like `nacre-measure golden` without --cluster-id: PCR 15 expected zero. The service
+    // applies its own PCR 15 rule instead (members have the cluster id there).
+    let (m, key) = manifest(&replayed(&a), |m| {
+        m.measurements.insert(
+            15,
+            nacre_measure::manifest::Expected {
+                expected: vec![0; 32],
+                warn_only: false,
+            },
+        );
+    });
     let aks: Vec<Vec<u8>> = [&a, &b, &other]
         .iter()
         .map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap())
@@ -185,7 +195,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     assert_eq!(k.len(), 64);
 
     // Peers are for members only (PCR 15 = this cluster's id).
-    let e = refusal(ca.call(&Request::Peers));
+    let e = refusal(ca.call(&Request::Peers {}));
     assert!(e.contains("PCR 15 does not show"), "{e}");
 
     // Node b joins and sees a; asking for a's disk is refused.
@@ -205,7 +215,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     // a extends PCR 15 with the cluster id: now a member; it sees b; it cannot join again.
     joined(&mut a, cluster.cluster_id);
     let ca = client(&svc.addr, dir.path(), &a);
-    let Response::Peers { peers } = ca.call(&Request::Peers).unwrap() else {
+    let Response::Peers { peers } = ca.call(&Request::Peers {}).unwrap() else {
         panic!("no peers")
     };
     assert_eq!(peers.len(), 1);
@@ -219,7 +229,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
 
     // Another cluster's id in PCR 15 is refused whatever the request.
     joined(&mut other, [0x99; 32]);
-    let e = refusal(client(&svc.addr, dir.path(), &other).call(&Request::Peers));
+    let e = refusal(client(&svc.addr, dir.path(), &other).call(&Request::Peers {}));
     assert!(e.contains("joined another cluster"), "{e}");
 
     // A TPM whose AK is not enrolled is refused in the handshake; the log says why.

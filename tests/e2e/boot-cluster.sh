@@ -130,6 +130,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- the segment ---------------------------------------------------------------------------------
+# Not for background jobs: $! would be a subshell, not the process to signal.
 nsx() { ip netns exec "$ns" "$@"; }
 ip netns add "$ns" || fail "ip netns add $ns"
 ns_made=1
@@ -160,7 +161,7 @@ option router 10.0.2.2
 option lease 3600
 EOF
 touch "$work/udhcpd.leases"
-nsx busybox udhcpd -f "$work/udhcpd.conf" </dev/null >"$work/udhcpd.log" 2>&1 &
+ip netns exec "$ns" busybox udhcpd -f "$work/udhcpd.conf" </dev/null >"$work/udhcpd.log" 2>&1 &
 dhcp_pid=$!
 sleep 0.3
 kill -0 "$dhcp_pid" 2>/dev/null || { cat "$work/udhcpd.log" >&2; dhcp_pid=""; fail "udhcpd did not start"; }
@@ -218,7 +219,7 @@ for i in "${!names[@]}"; do
                 -device virtio-blk-pci,drive=state,serial=nacre-state)
   fi
   mac=$(printf '52:54:00:e2:e0:%02x' "$n")
-  nsx "$QEMU" -accel tcg -machine q35 -cpu max -m 1024 -smp 1 -nographic -monitor none -no-reboot \
+  ip netns exec "$ns" "$QEMU" -accel tcg -machine q35 -cpu max -m 1024 -smp 1 -nographic -monitor none -no-reboot \
     -serial "file:$dir/console.log" \
     -drive if=pflash,format=raw,unit=0,file="$code",readonly=on \
     -drive if=pflash,format=raw,unit=1,file="$dir/vars.fd" \
@@ -255,7 +256,7 @@ while ((${#done_rc[@]} < ${#names[@]})); do
     for i in "${!names[@]}"; do
       [[ -z "${done_rc[$i]:-}" ]] || continue
       echo timeout >"$work/${names[$i]}/exit"
-      last=$(tr -d '\r' <"$work/${names[$i]}/console.log" 2>/dev/null | grep -v '^\s*$' | tail -n1 | cut -c1-100) || true
+      last=$(tr -d '\r' <"$work/${names[$i]}/console.log" 2>/dev/null | sed 's/\x1b\[[0-9;=?]*[A-Za-z]//g' | grep -v '^\s*$' | tail -n1 | cut -c1-100) || true
       log "node ${names[$i]}: still running after ${timeout} s (last console line: ${last:-<none>})"
     done
     log "FAILED: timeout"

@@ -89,6 +89,9 @@ fn refuse<T>(check: Check, reason: impl Into<String>) -> Result<T, Refusal> {
 pub struct Accepted {
     /// The image the manifest describes.
     pub image: ImageRef,
+    /// The nacre-init phase of the manifest that matched (`sysinit`: before any service ran;
+    /// `ready`: services started).
+    pub phase: Option<String>,
     /// The quoted sha256 PCR values (proven by the quote, explained by the logs).
     pub pcrs: BTreeMap<u32, Vec<u8>>,
     /// Manifest PCRs that matched.
@@ -191,7 +194,7 @@ pub struct SignedManifest {
 
 /// The verifier for QEMU guests with a vTPM (swtpm).
 pub struct QemuVtpmVerifier {
-    manifest: SignedManifest,
+    manifests: Vec<SignedManifest>,
     manifest_key: PublicKey,
     ak_trust: Box<dyn AkTrust>,
 }
@@ -202,22 +205,36 @@ impl QemuVtpmVerifier {
         manifest_key: PublicKey,
         ak_trust: Box<dyn AkTrust>,
     ) -> Self {
+        Self::with_manifests(vec![manifest], manifest_key, ak_trust)
+    }
+
+    /// Several golden manifests (e.g. the same image at phase `sysinit` and at `ready`, or two
+    /// releases during an upgrade): evidence is accepted if it matches one of them, and
+    /// [`Accepted::phase`] says which phase matched. All must be signed with `manifest_key`.
+    pub fn with_manifests(
+        manifests: Vec<SignedManifest>,
+        manifest_key: PublicKey,
+        ak_trust: Box<dyn AkTrust>,
+    ) -> Self {
         QemuVtpmVerifier {
-            manifest,
+            manifests,
             manifest_key,
             ak_trust,
         }
     }
 
-    fn manifest(&self) -> Result<Manifest, Refusal> {
-        if let Err(e) = verify_blob(
-            &self.manifest_key,
-            &self.manifest.json,
-            &self.manifest.signature_b64,
-        ) {
+    fn manifests(&self) -> Result<Vec<Manifest>, Refusal> {
+        if self.manifests.is_empty() {
+            return refuse(Check::Manifest, "no golden manifest configured");
+        }
+        self.manifests.iter().map(|m| self.manifest(m)).collect()
+    }
+
+    fn manifest(&self, signed: &SignedManifest) -> Result<Manifest, Refusal> {
+        if let Err(e) = verify_blob(&self.manifest_key, &signed.json, &signed.signature_b64) {
             return refuse(Check::ManifestSignature, e.to_string());
         }
-        let m = Manifest::from_json(&self.manifest.json)
+        let m = Manifest::from_json(&signed.json)
             .or_else(|e| refuse(Check::Manifest, e.to_string()))?;
         if m.alg != HashAlg::Sha256 {
             return refuse(
@@ -250,7 +267,7 @@ impl Verifier for QemuVtpmVerifier {
                 )
             }
         }
-        let manifest = self.manifest()?;
+        let manifests = self.manifests()?;
 
         if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
             return refuse(
@@ -301,7 +318,12 @@ impl Verifier for QemuVtpmVerifier {
             }
             quoted.extend(&sel.pcrs);
         }
-        let mut required: Vec<u32> = manifest.measurements.keys().copied().collect();
+        let mut required: Vec<u32> = manifests
+            .iter()
+            .flat_map(|m| m.measurements.keys().copied())
+            .collect();
+        required.sort_unstable();
+        required.dedup();
         if expect.join != JoinKind::Rejoin {
             required.push(CLUSTER_ID_PCR);
         }
@@ -361,14 +383,25 @@ impl Verifier for QemuVtpmVerifier {
             }
         }
 
-        let verdict = if expect.join == JoinKind::Either {
-            let mut m = manifest.clone();
-            m.measurements.remove(&CLUSTER_ID_PCR);
-            m.check_pcrs(&pcrs)
-        } else {
-            manifest.check_pcrs(&pcrs)
-        };
-        if !verdict.ok() {
+        let mut refusals = Vec::new();
+        for manifest in &manifests {
+            let verdict = if expect.join == JoinKind::Either {
+                let mut m = manifest.clone();
+                m.measurements.remove(&CLUSTER_ID_PCR);
+                m.check_pcrs(&pcrs)
+            } else {
+                manifest.check_pcrs(&pcrs)
+            };
+            if verdict.ok() {
+                return Ok(Accepted {
+                    image: manifest.image.clone(),
+                    phase: manifest.phase.clone(),
+                    pcrs,
+                    matched: verdict.matched,
+                    warnings: verdict.warnings,
+                    ak_public: ev.ak_public.clone(),
+                });
+            }
             let list: Vec<String> = verdict
                 .errors
                 .iter()
@@ -381,14 +414,17 @@ impl Verifier for QemuVtpmVerifier {
                     )
                 })
                 .collect();
-            return refuse(Check::Measurements, list.join("; "));
+            refusals.push(if manifests.len() == 1 {
+                list.join("; ")
+            } else {
+                format!(
+                    "manifest {} (phase {}): {}",
+                    manifest.image.version,
+                    manifest.phase.as_deref().unwrap_or("-"),
+                    list.join("; ")
+                )
+            });
         }
-        Ok(Accepted {
-            image: manifest.image.clone(),
-            pcrs,
-            matched: verdict.matched,
-            warnings: verdict.warnings,
-            ak_public: ev.ak_public.clone(),
-        })
+        refuse(Check::Measurements, refusals.join(" | "))
     }
 }

@@ -46,12 +46,10 @@ enum Cmd {
         state: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
-        /// Golden manifest (nacre-measure golden; the phase the node joins at: sysinit).
-        #[arg(long)]
-        manifest: PathBuf,
-        /// Its signature (default: MANIFEST.sig).
-        #[arg(long)]
-        manifest_sig: Option<PathBuf>,
+        /// A golden manifest (nacre-measure golden), signature in MANIFEST.sig; repeat. Give the
+        /// image at phase sysinit (joins and disk keys) and at phase ready (peer refresh).
+        #[arg(long = "manifest", required = true)]
+        manifests: Vec<PathBuf>,
         /// The public key the manifest must be signed with (PEM).
         #[arg(long)]
         manifest_key: PathBuf,
@@ -176,29 +174,30 @@ fn main() -> Result<()> {
         Cmd::Serve {
             state,
             listen,
-            manifest,
-            manifest_sig,
+            manifests,
             manifest_key,
             aks,
         } => {
-            let sig = manifest_sig.unwrap_or_else(|| {
-                let mut p = manifest.clone().into_os_string();
-                p.push(".sig");
-                p.into()
-            });
-            let signed = SignedManifest {
-                json: std::fs::read(&manifest)
-                    .with_context(|| format!("reading {}", manifest.display()))?,
-                signature_b64: std::fs::read(&sig)
-                    .with_context(|| format!("reading {}", sig.display()))?,
-            };
             let key = nacre_measure::sign::PublicKey::from_pem_file(&manifest_key)
                 .with_context(|| format!("reading {}", manifest_key.display()))?;
-            // The manifest is checked now too, so a bad one stops the service at start.
-            nacre_measure::sign::verify_blob(&key, &signed.json, &signed.signature_b64)
-                .with_context(|| format!("{}: signature", manifest.display()))?;
+            let mut signed = Vec::new();
+            for manifest in &manifests {
+                let mut sig = manifest.clone().into_os_string();
+                sig.push(".sig");
+                let sig = PathBuf::from(sig);
+                let m = SignedManifest {
+                    json: std::fs::read(manifest)
+                        .with_context(|| format!("reading {}", manifest.display()))?,
+                    signature_b64: std::fs::read(&sig)
+                        .with_context(|| format!("reading {}", sig.display()))?,
+                };
+                // Checked now too, so a bad manifest stops the service at start.
+                nacre_measure::sign::verify_blob(&key, &m.json, &m.signature_b64)
+                    .with_context(|| format!("{}: signature", manifest.display()))?;
+                signed.push(m);
+            }
             let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
-            let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+            let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::with_manifests(
                 signed,
                 key,
                 Box::new(EnrolledAks::new(aks)),

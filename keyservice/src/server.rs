@@ -125,6 +125,14 @@ impl Server {
             let mut r = BufReader::new(&mut tls);
             read_line(&mut r, &mut line)
         };
+        if read.is_err() {
+            // A refused handshake: deliver the alert rustls queued before closing.
+            while tls.conn.wants_write() {
+                if tls.conn.write_tls(&mut tls.sock).is_err() {
+                    break;
+                }
+            }
+        }
         let accepted = match verifier.verdict() {
             Some(Ok(a)) => a,
             Some(Err(refusal)) => {

@@ -8,6 +8,11 @@
 //! * PCR 15 = extend(0, this cluster's id): a member in this boot: `peers`;
 //! * anything else (another cluster's id, or PCR 15 not quoted): refused.
 //!
+//! And the phase of the golden manifest the node matched (PCR 11 holds nacre-init's phases):
+//! keys and the join only at `sysinit` (the verified root is up, no service has run yet); the
+//! peer set at `sysinit` or `ready` (services running). A node whose workload runs can never
+//! ask for a disk key: its PCR 11 says `ready`.
+//!
 //! Disk keys: HKDF-SHA256(salt "nacre disk key v1", IKM master secret, info = the disk's LUKS2
 //! UUID), 64 bytes. A disk UUID is bound to the node that first asked for it; another node asking
 //! for the same UUID is refused (a good image never does that; this keeps one node's disk key
@@ -202,6 +207,21 @@ impl Service {
         req: &Request,
     ) -> Result<(Response, String), Refuse> {
         let membership = self.membership(accepted)?;
+        let phase = accepted.phase.as_deref().unwrap_or("none");
+        let allowed: &[&str] = match req {
+            Request::Join { .. } | Request::DiskKey { .. } => &["sysinit"],
+            Request::Peers {} => &["sysinit", "ready"],
+        };
+        if !allowed.contains(&phase) {
+            return refuse(
+                "policy",
+                format!(
+                    "{}: the node matched the golden manifest of phase {phase}; allowed: {}",
+                    req.op(),
+                    allowed.join(", ")
+                ),
+            );
+        }
         let i = &accepted.image;
         let image = format!("{} {} ({})", i.reference, i.version, i.variant);
         match req {

@@ -137,6 +137,10 @@ fn decisions(svc: &Running, n: usize) -> Vec<Decision> {
     svc.decisions.lock().unwrap().clone()
 }
 
+fn sysinit(m: &mut nacre_measure::manifest::Manifest) {
+    m.phase = Some("sysinit".into());
+}
+
 const UUID_A: &str = "6a0c3f7e-54b2-4c8e-9a41-0d2f7b3e9c01";
 
 #[test]
@@ -150,6 +154,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     // Like `nacre-measure golden` without --cluster-id: PCR 15 expected zero. The service
     // applies its own PCR 15 rule instead (members have the cluster id there).
     let (m, key) = manifest(&replayed(&a), |m| {
+        m.phase = Some("sysinit".into());
         m.measurements.insert(
             15,
             nacre_measure::manifest::Expected {
@@ -269,7 +274,7 @@ fn a_node_with_other_measurements_gets_nothing() {
     let good = boot("plain", &BOOT);
     // The same firmware, but nacre-init's phases stop early: PCR 11 differs.
     let bad = boot("plain", &BOOT[..2]);
-    let (m, key) = manifest(&replayed(&good), |_| {});
+    let (m, key) = manifest(&replayed(&good), sysinit);
     let aks = [&good, &bad]
         .iter()
         .map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap())
@@ -304,7 +309,7 @@ fn state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster_state(dir.path());
     let node = boot("plain", &BOOT);
-    let (m, key) = manifest(&replayed(&node), |_| {});
+    let (m, key) = manifest(&replayed(&node), sysinit);
     let ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
     let make = || -> Arc<dyn Verifier> {
         Arc::new(QemuVtpmVerifier::new(
@@ -343,4 +348,50 @@ fn state_survives_a_restart() {
         base64::engine::general_purpose::STANDARD.decode(k).unwrap(),
         disk_key(&cluster.master_secret, UUID_A).to_vec()
     );
+}
+
+#[test]
+fn a_node_whose_services_run_gets_no_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster_state(dir.path());
+    let mut events = BOOT.to_vec();
+    events.push(RuntimeEvent::Phase(Phase::Ready));
+    let running = boot("plain", &events);
+    let fresh = boot("plain", &BOOT);
+    // The release publishes the image at both phases, signed with one key.
+    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+    let key = nacre_measure::sign::PublicKey::from_spki(
+        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
+    )
+    .unwrap();
+    let at_sysinit = manifest_signed_by(&replayed(&fresh), sysinit, &signer);
+    let at_ready = manifest_signed_by(
+        &replayed(&running),
+        |m| m.phase = Some("ready".into()),
+        &signer,
+    );
+    let aks = [&running, &fresh]
+        .iter()
+        .map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap())
+        .collect::<Vec<_>>();
+    let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::with_manifests(
+        vec![at_sysinit, at_ready],
+        key,
+        Box::new(EnrolledAks::new(aks)),
+    ));
+    let svc = serve(dir.path(), verifier);
+    // PCR 11 says `ready`: attested fine, but no join and no disk key.
+    let c = client(&svc.addr, dir.path(), &running);
+    let e = refusal(c.call(&announce(4, "10.0.2.30")));
+    assert!(e.contains("phase ready; allowed: sysinit"), "{e}");
+    let e = refusal(c.call(&Request::DiskKey {
+        disk_uuid: UUID_A.into(),
+    }));
+    assert!(e.contains("phase ready; allowed: sysinit"), "{e}");
+    // The same image before its services start joins.
+    let c = client(&svc.addr, dir.path(), &fresh);
+    assert!(matches!(
+        c.call(&announce(5, "10.0.2.31")).unwrap(),
+        Response::Joined(_)
+    ));
 }

@@ -42,6 +42,7 @@ cat > "$work/init.toml" <<'EOF'
 command = "/etc/nacre/check.sh"
 
 [network]
+interface = "eth0"
 dhcp = true
 
 [network.wireguard]
@@ -78,10 +79,13 @@ make_esp() { # NAME CMDLINE
 make_esp good "$cmdline"
 make_esp tampered "$cmdline mitigations=off"
 
-# Golden values of the good image as a node presents them when it joins (phase sysinit), signed.
+# Golden values of the good image, signed: as a node presents them when it joins (phase sysinit:
+# joins and disk keys) and once its services run (phase ready: the peer refresh).
 "$measure" keygen --prefix "$work/release"
-"$measure" golden "$work/good-esp.img" --phase sysinit --ref nacre-e2e --version test \
-  --key "$work/release.key" --out "$work/golden.json"
+for phase in sysinit ready; do
+  "$measure" golden "$work/good-esp.img" --phase $phase --ref nacre-e2e --version test \
+    --key "$work/release.key" --out "$work/golden-$phase.json"
+done
 
 # Each node's TPM exists before its first boot; the operator enrolls its attestation key.
 mkdir -p "$work/tpm" "$work/aks"
@@ -104,7 +108,7 @@ enroll() { # NAME
 for n in a b t; do enroll "$n"; done
 for n in a b t; do truncate -s 64M "$work/$n-state.img"; done
 
-serve="$ks serve --state $work/ks --listen 10.0.2.2:7443 --manifest $work/golden.json"
+serve="$ks serve --state $work/ks --listen 10.0.2.2:7443 --manifest $work/golden-sysinit.json --manifest $work/golden-ready.json"
 serve+=" --manifest-key $work/release.pub --ak $work/aks/a.pem --ak $work/aks/b.pem --ak $work/aks/t.pem"
 t1=$(date +%s)
 "$repo/tests/e2e/boot-cluster.sh" "$work/run1" --timeout 400 --tpm-state-root "$work/tpm" \

@@ -164,6 +164,17 @@ pub fn manifest(
     values: &nacre_eventlog::PcrBank,
     tweak: impl Fn(&mut Manifest),
 ) -> (SignedManifest, PublicKey) {
+    let (signer, _) = PemSigner::generate().unwrap();
+    let key = PublicKey::from_spki(&signer.public_key_spki()).unwrap();
+    (manifest_signed_by(values, tweak, &signer), key)
+}
+
+/// The same, signed with `signer` (several manifests under one release key).
+pub fn manifest_signed_by(
+    values: &nacre_eventlog::PcrBank,
+    tweak: impl Fn(&mut Manifest),
+    signer: &PemSigner,
+) -> SignedManifest {
     let mut measurements = BTreeMap::new();
     for p in ENFORCED {
         measurements.insert(
@@ -198,15 +209,10 @@ pub fn manifest(
         events: vec![],
     };
     tweak(&mut m);
-    let (signer, _) = PemSigner::generate().unwrap();
     let json = m.to_json();
-    let sig = sign_blob(&signer, &json).unwrap();
-    let key = PublicKey::from_spki(&signer.public_key_spki()).unwrap();
-    (
-        SignedManifest {
-            json,
-            signature_b64: sig.into_bytes(),
-        },
-        key,
-    )
+    let sig = sign_blob(signer, &json).unwrap();
+    SignedManifest {
+        json,
+        signature_b64: sig.into_bytes(),
+    }
 }

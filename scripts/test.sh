@@ -2,6 +2,7 @@
 # The whole test suite, from a fresh Debian 12 machine: installs what it needs, checks format and
 # lints, runs the host tests, the oracle tests (systemd-measure, pesign, sbsign, openssl) and the
 # QEMU boot tests (OVMF + swtpm: plain, Secure Boot, credentials/sysext, unsigned refused), then
+# the attested cluster end to end (key service, two good nodes over wg0, a tampered UKI refused),
 # the image's reproducibility (two clean mkosi builds, ~4 min and ~2 x 2 GB from deb.debian.org)
 # and a CVM variant (~1 min on the warm cache).
 #
@@ -21,6 +22,8 @@ echo "== CI workflows: syntax (ci/check-workflows.py)"
 python3 ci/check-workflows.py
 echo "== cargo test (host tests, oracles, QEMU boots)"
 cargo test --workspace
+echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/cluster.sh)"
+tests/e2e/cluster.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"
 tests/image/reproducible.sh
 echo "== image: variants (tests/image/variants.sh)"

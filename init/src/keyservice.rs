@@ -79,6 +79,8 @@ pub struct KeyService {
     client: Arc<Client>,
     cfg: Config,
     joined: Option<Joined>,
+    /// The disk key last released (format, then open, ask for the same disk: one request).
+    disk_key: Option<(String, Zeroizing<Vec<u8>>)>,
 }
 
 impl KeyService {
@@ -95,6 +97,7 @@ impl KeyService {
             client: Arc::new(client),
             cfg,
             joined: None,
+            disk_key: None,
         })
     }
 
@@ -234,6 +237,11 @@ impl KeySource for KeyService {
     }
 
     fn disk_key(&mut self, disk_uuid: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if let Some((uuid, key)) = &self.disk_key {
+            if uuid == disk_uuid {
+                return Ok(key.clone());
+            }
+        }
         let failed = |reason: String| KeyError::Failed {
             source_name: "key-service",
             reason,
@@ -254,6 +262,7 @@ impl KeySource for KeyService {
         if key.len() != nacre_statedisk::keysource::DISK_KEY_LEN {
             return Err(failed(format!("disk key of {} bytes", key.len())));
         }
+        self.disk_key = Some((disk_uuid.to_string(), key.clone()));
         Ok(key)
     }
 

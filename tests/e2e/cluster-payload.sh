@@ -3,7 +3,7 @@
 # after the node joined the key service: /var is the state disk opened with the key the service
 # released, kubelet's join data is there, and the other good node (whose peer entry reaches this
 # node through the service's peer refresh) answers on its overlay address, through wg0 only.
-B=/usr/bin/busybox
+B=busybox
 fail() { echo "NACRE-CLUSTER-FAIL $*"; /usr/lib/nacre/nacre-init wg-status; $B ip route show table all; exit 1; }
 
 join=$($B cat /run/nacre/kubelet-join.json) || fail "no kubelet join data"

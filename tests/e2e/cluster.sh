@@ -89,21 +89,29 @@ done
 
 # Each node's TPM exists before its first boot; the operator enrolls its attestation key.
 mkdir -p "$work/tpm" "$work/aks"
-enroll() { # NAME
-  local dir=$work/tpm/$1 port
+enroll() { # NAME: start the node's swtpm on free loopback ports, read its AK, stop it
+  local dir=$work/tpm/$1 port pid attempt
   mkdir -p "$dir"
   swtpm_setup --tpm2 --tpmstate "$dir" --pcr-banks sha256 --overwrite >/dev/null
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  swtpm socket --tpm2 --tpmstate dir="$dir" --flags not-need-init,startup-clear \
-    --server type=tcp,port=$port,bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 >/dev/null 2>&1 &
-  local pid=$!
-  for _ in $(seq 50); do
-    (exec 3<>/dev/tcp/127.0.0.1/$((port + 1))) 2>/dev/null && break
-    sleep 0.1
+  for attempt in 1 2 3 4 5; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    swtpm socket --tpm2 --tpmstate dir="$dir" --flags not-need-init,startup-clear \
+      --server type=tcp,port=$port,bindaddr=127.0.0.1 \
+      --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+      (exec 3<>/dev/tcp/127.0.0.1/$((port + 1))) 2>/dev/null && break
+      sleep 0.1
+    done
+    sleep 0.2
+    if kill -0 "$pid" 2>/dev/null &&
+       RUST_BACKTRACE=0 "$ks" ak --tcti "swtpm:host=127.0.0.1,port=$port" --out "$work/aks/$1.pem" 2>"$work/aks/$1.err"; then
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+      return 0
+    fi
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   done
-  "$ks" ak --tcti "swtpm:host=127.0.0.1,port=$port" --out "$work/aks/$1.pem"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  cat "$work/aks/$1.err" >&2; die "could not read $1's attestation key"
 }
 for n in a b t; do enroll "$n"; done
 for n in a b t; do truncate -s 64M "$work/$n-state.img"; done

@@ -10,6 +10,7 @@
 //! * [`server`]: TCP + rustls, one attested connection per request.
 //! * [`tls`]: the service's CA and server certificate.
 
+pub mod bench;
 pub mod overlay;
 pub mod server;
 pub mod service;

@@ -74,6 +74,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the service on loopback: attested requests per second and latency, with
+    /// software-simulated node TPMs (see the bench module for what is real and what is not).
+    Bench {
+        /// Concurrent clients (nodes).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// A real firmware event log the simulated nodes present.
+        #[arg(long, default_value = "eventlog/tests/fixtures/plain.eventlog.bin")]
+        firmware_log: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The decision log.
     Log {
         #[arg(long)]
@@ -249,6 +263,31 @@ fn main() -> Result<()> {
                         &ak[..16]
                     );
                 }
+            }
+        }
+        Cmd::Bench {
+            clients,
+            seconds,
+            firmware_log,
+            json,
+        } => {
+            let fw = std::fs::read(&firmware_log)
+                .with_context(|| format!("reading {}", firmware_log.display()))?;
+            let dir =
+                std::env::temp_dir().join(format!("nacre-keyservice-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let r = nacre_keyservice::bench::run(&dir, fw, clients, seconds, &|l| {
+                eprintln!("bench: {l}")
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            let r = r.map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} attested requests in {:.1} s with {} clients: {:.0}/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failures",
+                    r.requests, r.seconds, r.clients, r.per_second, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.failures
+                );
             }
         }
         Cmd::Log { state, json } => {

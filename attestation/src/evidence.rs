@@ -6,19 +6,22 @@ use serde::{Deserialize, Serialize};
 
 /// The platform-specific part of the evidence.
 ///
-/// Only the QEMU vTPM platform is verified today. `SevSnp` and `Tdx` are typed placeholders so
-/// the wire format has a place for them: every verifier refuses them until they are implemented.
+/// QEMU vTPM and SEV-SNP are verified ([`crate::verify::QemuVtpmVerifier`],
+/// [`crate::verify::SevSnpVerifier`]); `Tdx` is a typed placeholder so the wire format has a
+/// place for it: every verifier refuses it until it is implemented.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Platform {
     /// A TPM emulated by the host (swtpm behind QEMU): nothing beyond the quote; the AK is
     /// trusted through [`crate::verify::AkTrust`].
     QemuVtpm,
-    /// An AMD SEV-SNP attestation report whose REPORT_DATA binds the AK and the TLS key.
-    /// NOT IMPLEMENTED: refused by every verifier.
+    /// An AMD SEV-SNP attestation report whose REPORT_DATA is
+    /// [`crate::snp::report_data`](nonce, AK, TLS key), and the VCEK (DER) that signed it.
     SevSnp {
         #[serde(with = "hex::serde")]
         report: Vec<u8>,
+        #[serde(with = "hex::serde")]
+        vcek: Vec<u8>,
     },
     /// An Intel TDX quote. NOT IMPLEMENTED: refused by every verifier.
     Tdx {
@@ -126,7 +129,10 @@ mod tests {
     #[test]
     fn evidence_json_round_trip() {
         let e = Evidence {
-            platform: Platform::SevSnp { report: vec![1, 2] },
+            platform: Platform::SevSnp {
+                report: vec![1, 2],
+                vcek: vec![7],
+            },
             quote: Quote {
                 attest: vec![3],
                 signature: vec![4],

@@ -14,6 +14,7 @@ pub mod atls;
 pub mod attest;
 pub mod evidence;
 pub mod join;
+pub mod snp;
 pub mod tpm;
 pub mod verify;
 

@@ -47,6 +47,7 @@ pub enum Check {
     PcrDigest,
     FirstJoinPcr15,
     Measurements,
+    SnpReport,
 }
 
 impl fmt::Display for Check {
@@ -64,6 +65,7 @@ impl fmt::Display for Check {
             Check::PcrDigest => "PCR digest",
             Check::FirstJoinPcr15 => "first join (PCR 15)",
             Check::Measurements => "measurements",
+            Check::SnpReport => "SEV-SNP report",
         };
         f.write_str(s)
     }
@@ -257,7 +259,7 @@ impl Verifier for QemuVtpmVerifier {
             Platform::SevSnp { .. } => {
                 return refuse(
                     Check::Platform,
-                    "SEV-SNP evidence is not verified yet (not implemented)",
+                    "SEV-SNP evidence goes to the SEV-SNP verifier, not the QEMU vTPM verifier",
                 )
             }
             Platform::Tdx { .. } => {
@@ -267,6 +269,13 @@ impl Verifier for QemuVtpmVerifier {
                 )
             }
         }
+        self.check_tpm(ev, expect)
+    }
+}
+
+impl QemuVtpmVerifier {
+    /// Everything but the platform part: AK trust, quote, nonce, logs, manifests.
+    fn check_tpm(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
         let manifests = self.manifests()?;
 
         if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
@@ -426,5 +435,77 @@ impl Verifier for QemuVtpmVerifier {
             });
         }
         refuse(Check::Measurements, refusals.join(" | "))
+    }
+}
+
+/// The AK is trusted because a verified SEV-SNP report binds it ([`SevSnpVerifier`] checks the
+/// report first, then the TPM evidence with this trust).
+struct BoundBySnpReport;
+
+impl AkTrust for BoundBySnpReport {
+    fn name(&self) -> &'static str {
+        "bound by the SEV-SNP report"
+    }
+    fn check(&self, _ak: &[u8], _evidence: &Evidence) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The verifier for SEV-SNP guests with a vTPM (a paravisor/SVSM vTPM, or a TPM whose AK the
+/// report binds): the report's chain (AMD ARK → ASK → VCEK), signature, guest policy, TCB
+/// minimums, launch measurement and REPORT_DATA binding (nonce, AK, TLS key), then the TPM
+/// quote, logs and golden manifests as for QEMU.
+pub struct SevSnpVerifier {
+    chain: crate::snp::AmdChain,
+    policy: crate::snp::SnpPolicy,
+    tpm: QemuVtpmVerifier,
+}
+
+impl SevSnpVerifier {
+    pub fn new(
+        chain: crate::snp::AmdChain,
+        policy: crate::snp::SnpPolicy,
+        manifests: Vec<SignedManifest>,
+        manifest_key: PublicKey,
+    ) -> Self {
+        SevSnpVerifier {
+            chain,
+            policy,
+            tpm: QemuVtpmVerifier::with_manifests(
+                manifests,
+                manifest_key,
+                Box::new(BoundBySnpReport),
+            ),
+        }
+    }
+}
+
+impl Verifier for SevSnpVerifier {
+    fn name(&self) -> &'static str {
+        "sev-snp"
+    }
+
+    fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
+        let Platform::SevSnp { report, vcek } = &ev.platform else {
+            return refuse(
+                Check::Platform,
+                "not SEV-SNP evidence (this verifier accepts SEV-SNP guests only)",
+            );
+        };
+        let snp = |e: crate::snp::SnpError| Refusal {
+            check: Check::SnpReport,
+            reason: e.to_string(),
+        };
+        let report = crate::snp::Report::parse(report).map_err(snp)?;
+        self.chain.verify_report(vcek, &report).map_err(snp)?;
+        crate::snp::check_report(
+            &report,
+            &self.policy,
+            expect.nonce,
+            &ev.ak_public,
+            expect.tls_public_key,
+        )
+        .map_err(snp)?;
+        self.tpm.check_tpm(ev, expect)
     }
 }

@@ -20,6 +20,6 @@ pub mod verify;
 
 pub use evidence::{qualifying_data, Evidence, Platform, Quote};
 pub use verify::{
-    Accepted, AkTrust, Check, EnrolledAks, Expectation, JoinKind, QemuVtpmVerifier, Refusal,
-    SignedManifest, Verifier,
+    Accepted, AkTrust, ByPlatform, Check, EnrolledAks, Expectation, JoinKind, QemuVtpmVerifier,
+    Refusal, SevSnpVerifier, SignedManifest, Verifier,
 };

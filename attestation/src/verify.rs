@@ -509,3 +509,37 @@ impl Verifier for SevSnpVerifier {
         self.tpm.check_tpm(ev, expect)
     }
 }
+
+/// Routes evidence to the verifier of its platform: one service for QEMU vTPM and SEV-SNP
+/// nodes. A platform without a configured verifier is refused.
+#[derive(Default)]
+pub struct ByPlatform {
+    pub qemu_vtpm: Option<Box<dyn Verifier>>,
+    pub sev_snp: Option<Box<dyn Verifier>>,
+}
+
+impl Verifier for ByPlatform {
+    fn name(&self) -> &'static str {
+        match (&self.qemu_vtpm, &self.sev_snp) {
+            (Some(_), Some(_)) => "qemu-vtpm+sev-snp",
+            (Some(_), None) => "qemu-vtpm",
+            (None, Some(_)) => "sev-snp",
+            (None, None) => "none",
+        }
+    }
+
+    fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
+        let (v, kind) = match ev.platform {
+            Platform::QemuVtpm => (&self.qemu_vtpm, "QEMU vTPM"),
+            Platform::SevSnp { .. } => (&self.sev_snp, "SEV-SNP"),
+            Platform::Tdx { .. } => (&None, "TDX"),
+        };
+        match v {
+            Some(v) => v.verify(ev, expect),
+            None => refuse(
+                Check::Platform,
+                format!("no verifier is configured for {kind} evidence"),
+            ),
+        }
+    }
+}

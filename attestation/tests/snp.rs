@@ -199,3 +199,39 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
     plain.platform = Platform::QemuVtpm;
     assert_eq!(v.verify(&plain, &x).unwrap_err().check, Check::Platform);
 }
+
+#[test]
+fn evidence_goes_to_its_platform_verifier() {
+    use nacre_attestation::evidence::{Evidence, Platform, Quote};
+    use nacre_attestation::verify::{ByPlatform, Check, Expectation, JoinKind, Verifier};
+    let none = ByPlatform::default();
+    let ev = Evidence {
+        platform: Platform::SevSnp {
+            report: fixture("milan-report.bin"),
+            vcek: fixture("milan-vcek.der"),
+        },
+        quote: Quote {
+            attest: vec![],
+            signature: vec![],
+        },
+        ak_public: vec![],
+        firmware_log: vec![],
+        runtime_log: vec![],
+    };
+    let x = Expectation {
+        nonce: &[0; 32],
+        tls_public_key: b"k",
+        join: JoinKind::First,
+    };
+    let r = none.verify(&ev, &x).unwrap_err();
+    assert_eq!(r.check, Check::Platform);
+    assert!(
+        r.reason.contains("no verifier is configured for SEV-SNP"),
+        "{r}"
+    );
+    let tdx = Evidence {
+        platform: Platform::Tdx { quote: vec![1] },
+        ..ev
+    };
+    assert!(none.verify(&tdx, &x).unwrap_err().reason.contains("TDX"));
+}

@@ -69,11 +69,22 @@ impl Attest for NodeAttest {
         let runtime_log =
             nacre_eventlog::cel::read(std::path::Path::new(crate::measure::RUNTIME_LOG))
                 .map_err(|e| format!("{}: {e}", crate::measure::RUNTIME_LOG))?;
-        Attester::device()
+        let mut ev = Attester::device()
             .evidence(nonce, tls_spki, &QUOTED, firmware_log, runtime_log)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // In an SEV-SNP guest the report binds the AK and the TLS key to the nonce.
+        if std::path::Path::new(SEV_GUEST).exists() {
+            let data = nacre_attestation::snp::report_data(nonce, &ev.ak_public, tls_spki);
+            let (report, vcek) = nacre_attestation::snp::fetch_report(&data)
+                .map_err(|e| format!("SEV-SNP report: {e}"))?;
+            ev.platform = nacre_attestation::Platform::SevSnp { report, vcek };
+        }
+        Ok(ev)
     }
 }
+
+/// The SEV-SNP guest device (its presence is how stage 1 recognised the platform).
+const SEV_GUEST: &str = "/dev/sev-guest";
 
 pub struct KeyService {
     client: Arc<Client>,

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use nacre_attestation::{EnrolledAks, QemuVtpmVerifier, SignedManifest, Verifier};
+use nacre_attestation::{
+    snp, ByPlatform, EnrolledAks, QemuVtpmVerifier, SevSnpVerifier, SignedManifest, Verifier,
+};
 use nacre_keyservice::overlay::OverlayRange;
 use nacre_keyservice::server::{load_identity, Server};
 use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
@@ -54,9 +56,24 @@ enum Cmd {
         #[arg(long)]
         manifest_key: PathBuf,
         /// An enrolled attestation key (PEM or DER SubjectPublicKeyInfo, from
-        /// `nacre-keyservice ak`); repeat for each node. QEMU vTPM platform.
-        #[arg(long = "ak", required = true)]
+        /// `nacre-keyservice ak`); repeat for each node. Enables QEMU vTPM nodes.
+        #[arg(long = "ak")]
         aks: Vec<PathBuf>,
+        /// AMD's root key (ARK, PEM/DER, from AMD's KDS) for SEV-SNP nodes (with --snp-ask).
+        #[arg(long)]
+        snp_ark: Option<PathBuf>,
+        /// AMD's signing key (ASK) of the same product line.
+        #[arg(long)]
+        snp_ask: Option<PathBuf>,
+        /// A golden SEV-SNP launch measurement (96 hex digits); repeat.
+        #[arg(long = "snp-measurement")]
+        snp_measurements: Vec<String>,
+        /// Minimum TCB: bootloader,tee,snp,microcode.
+        #[arg(long, default_value = "0,0,0,0")]
+        snp_min_tcb: String,
+        /// The VMPL reports must come from (absent: any).
+        #[arg(long)]
+        snp_vmpl: Option<u32>,
     },
     /// Read a TPM's attestation key (what `serve --ak` enrolls), e.g. from a node's swtpm.
     Ak {
@@ -191,6 +208,11 @@ fn main() -> Result<()> {
             manifests,
             manifest_key,
             aks,
+            snp_ark,
+            snp_ask,
+            snp_measurements,
+            snp_min_tcb,
+            snp_vmpl,
         } => {
             let key = nacre_measure::sign::PublicKey::from_pem_file(&manifest_key)
                 .with_context(|| format!("reading {}", manifest_key.display()))?;
@@ -210,12 +232,65 @@ fn main() -> Result<()> {
                     .with_context(|| format!("{}: signature", manifest.display()))?;
                 signed.push(m);
             }
-            let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
-            let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::with_manifests(
-                signed,
-                key,
-                Box::new(EnrolledAks::new(aks)),
-            ));
+            let mut verifier = ByPlatform::default();
+            if !aks.is_empty() {
+                let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
+                verifier.qemu_vtpm = Some(Box::new(QemuVtpmVerifier::with_manifests(
+                    signed.clone(),
+                    key.clone(),
+                    Box::new(EnrolledAks::new(aks)),
+                )));
+            }
+            if let (Some(ark), Some(ask)) = (&snp_ark, &snp_ask) {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+                };
+                let chain = snp::AmdChain::new(&read(ark)?, &read(ask)?)
+                    .context("AMD certificate chain")?;
+                let measurements = snp_measurements
+                    .iter()
+                    .map(|h| {
+                        let mut m = [0u8; 48];
+                        hex::decode_to_slice(h, &mut m)
+                            .with_context(|| format!("--snp-measurement {h}: 96 hex digits"))?;
+                        Ok(m)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if measurements.is_empty() {
+                    bail!("SEV-SNP nodes need at least one --snp-measurement");
+                }
+                let t: Vec<u8> = snp_min_tcb
+                    .split(',')
+                    .map(|x| x.trim().parse::<u8>())
+                    .collect::<Result<_, _>>()
+                    .context("--snp-min-tcb: bootloader,tee,snp,microcode")?;
+                let [bootloader, tee, snp_v, microcode] = t[..] else {
+                    bail!("--snp-min-tcb: four numbers, bootloader,tee,snp,microcode");
+                };
+                verifier.sev_snp = Some(Box::new(SevSnpVerifier::new(
+                    chain,
+                    snp::SnpPolicy {
+                        measurements,
+                        min_tcb: snp::Tcb {
+                            bootloader,
+                            tee,
+                            snp: snp_v,
+                            microcode,
+                        },
+                        allow_debug: false,
+                        allow_migration_agent: false,
+                        vmpl: snp_vmpl,
+                    },
+                    signed,
+                    key,
+                )));
+            } else if snp_ark.is_some() || snp_ask.is_some() {
+                bail!("--snp-ark and --snp-ask go together");
+            }
+            if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() {
+                bail!("no node can attest: give --ak (QEMU vTPM) and/or --snp-ark/--snp-ask");
+            }
+            let verifier: Arc<dyn Verifier> = Arc::new(verifier);
             let store = Store::open(&state.join(DB_FILE))?;
             let service = Arc::new(Service::new(store, Box::new(print_decision))?);
             let (chain, key) = load_identity(&state).map_err(anyhow::Error::msg)?;

@@ -60,15 +60,16 @@ fn default_refresh() -> u64 {
 }
 
 /// Evidence from this node's TPM, with the logs as they are right now.
-struct NodeAttest;
+struct NodeAttest {
+    runtime_log: String,
+}
 
 impl Attest for NodeAttest {
     fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
         let firmware_log =
             std::fs::read(FIRMWARE_LOG).map_err(|e| format!("{FIRMWARE_LOG}: {e}"))?;
-        let runtime_log =
-            nacre_eventlog::cel::read(std::path::Path::new(crate::measure::RUNTIME_LOG))
-                .map_err(|e| format!("{}: {e}", crate::measure::RUNTIME_LOG))?;
+        let runtime_log = nacre_eventlog::cel::read(std::path::Path::new(&self.runtime_log))
+            .map_err(|e| format!("{}: {e}", self.runtime_log))?;
         let mut ev = Attester::device()
             .evidence(nonce, tls_spki, &QUOTED, firmware_log, runtime_log)
             .map_err(|e| e.to_string())?;
@@ -96,11 +97,18 @@ pub struct KeyService {
 
 impl KeyService {
     pub fn new(cfg: Config) -> Result<Self, String> {
+        Self::with_runtime_log(cfg, crate::measure::RUNTIME_LOG)
+    }
+
+    fn with_runtime_log(cfg: Config, runtime_log: &str) -> Result<Self, String> {
         let ca = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca))?;
+        let attest = NodeAttest {
+            runtime_log: runtime_log.to_string(),
+        };
         let client = Client::new(
             &cfg.endpoint,
             &ca,
-            Arc::new(NodeAttest),
+            Arc::new(attest),
             Duration::from_secs(30),
         )
         .map_err(|e| format!("{}: {e}", cfg.ca))?;
@@ -347,4 +355,81 @@ impl Refresher {
             Err(e) => crate::warn!("key service: updating wg0's peers: {e}"),
         }
     }
+}
+
+/// `nacre-init key-service-probe join|disk-key UUID|peers [--runtime-log PATH]`: one request to
+/// the configured key service from a running node, attested like the init's own (for operators
+/// checking a node, and for tests showing what the service refuses to a node whose services
+/// run). Exit 0 granted, 3 refused, 1 other errors.
+pub fn probe(args: &[String]) -> i32 {
+    let mut runtime_log = crate::measure::RUNTIME_LOG.to_string();
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--runtime-log" {
+            match it.next() {
+                Some(p) => runtime_log = p.clone(),
+                None => return usage(),
+            }
+        } else {
+            words.push(a.as_str());
+        }
+    }
+    let req = match words.as_slice() {
+        ["join"] => Request::Join {
+            wireguard: WgAnnounce {
+                public_key: base64::engine::general_purpose::STANDARD.encode([0x70u8; 32]),
+                underlay: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+                listen_port: 51820,
+            },
+        },
+        ["disk-key", uuid] => Request::DiskKey {
+            disk_uuid: uuid.to_string(),
+        },
+        ["peers"] => Request::Peers {},
+        _ => return usage(),
+    };
+    let cfg = match crate::config::read()
+        .and_then(|c| crate::config::section::<Config>(&c, "key_service"))
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!("no [key_service] in {}", crate::config::CONFIG);
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let ks = match KeyService::with_runtime_log(cfg, &runtime_log) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    match ks.client.call(&req) {
+        Ok(Response::DiskKey { .. }) => {
+            println!("granted: {} (a disk key)", req.op());
+            0
+        }
+        Ok(r) => {
+            println!("granted: {}", serde_json::to_string(&r).unwrap_or_default());
+            0
+        }
+        Err(e @ CallError::Refused { .. }) => {
+            println!("refused: {e}");
+            3
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn usage() -> i32 {
+    eprintln!("usage: nacre-init key-service-probe join|disk-key UUID|peers [--runtime-log PATH]");
+    2
 }

@@ -43,6 +43,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Some("key-service-probe") => std::process::exit(keyservice::probe(&args[2..])),
         // wg0's peers, handshakes and counters (what `wg show` would print).
         Some("wg-status") => match nacre_network::status() {
             Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
@@ -53,7 +54,7 @@ fn main() {
         },
         _ => {
             eprintln!(
-                "nacre-init runs as PID 1 (the node's init). Other uses:\n  nacre-init --version\n  nacre-init wg-status   (wg0's peers, handshakes, counters)\n  nacre-init --module-closure /lib/modules/<release> MODULE...\n  nacre-init shutdown|poweroff|reboot   (asks PID 1 for an orderly shutdown)"
+                "nacre-init runs as PID 1 (the node's init). Other uses:\n  nacre-init --version\n  nacre-init wg-status   (wg0's peers, handshakes, counters)\n  nacre-init key-service-probe join|disk-key UUID|peers [--runtime-log PATH]\n  nacre-init --module-closure /lib/modules/<release> MODULE...\n  nacre-init shutdown|poweroff|reboot   (asks PID 1 for an orderly shutdown)"
             );
             std::process::exit(2);
         }

@@ -207,21 +207,6 @@ impl Service {
         req: &Request,
     ) -> Result<(Response, String), Refuse> {
         let membership = self.membership(accepted)?;
-        let phase = accepted.phase.as_deref().unwrap_or("none");
-        let allowed: &[&str] = match req {
-            Request::Join { .. } | Request::DiskKey { .. } => &["sysinit"],
-            Request::Peers {} => &["sysinit", "ready"],
-        };
-        if !allowed.contains(&phase) {
-            return refuse(
-                "policy",
-                format!(
-                    "{}: the node matched the golden manifest of phase {phase}; allowed: {}",
-                    req.op(),
-                    allowed.join(", ")
-                ),
-            );
-        }
         let i = &accepted.image;
         let image = format!("{} {} ({})", i.reference, i.version, i.variant);
         match req {
@@ -232,6 +217,7 @@ impl Service {
                         "join: PCR 15 is not zero (already joined in this boot)",
                     );
                 }
+                check_phase(accepted, req, &["sysinit"])?;
                 let endpoint = check_announce(wireguard, &self.cluster.overlay)?;
                 let (rec, known) = self.store.record_join(ak, &self.cluster.overlay, |r| {
                     r.wg_public_key = wireguard.public_key.clone();
@@ -269,6 +255,7 @@ impl Service {
                         "disk-key: PCR 15 is not zero (disk keys are released before the node extends the cluster id)",
                     );
                 }
+                check_phase(accepted, req, &["sysinit"])?;
                 let Some(rec) = self.store.node(ak)? else {
                     return refuse("policy", "disk-key: the node has not joined");
                 };
@@ -298,6 +285,7 @@ impl Service {
                         "peers: PCR 15 does not show this cluster's id (join first)",
                     );
                 }
+                check_phase(accepted, req, &["sysinit", "ready"])?;
                 let Some(rec) = self.store.node(ak)? else {
                     return refuse("policy", "peers: the node has not joined");
                 };
@@ -321,6 +309,22 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// The phase of the golden manifest the node matched must be one of `allowed`.
+fn check_phase(accepted: &Accepted, req: &Request, allowed: &[&str]) -> Result<(), Refuse> {
+    let phase = accepted.phase.as_deref().unwrap_or("none");
+    if allowed.contains(&phase) {
+        return Ok(());
+    }
+    refuse(
+        "policy",
+        format!(
+            "{}: the node matched the golden manifest of phase {phase}; allowed: {}",
+            req.op(),
+            allowed.join(", ")
+        ),
+    )
 }
 
 fn peer_info(rec: &NodeRecord) -> Option<PeerInfo> {

@@ -38,6 +38,17 @@ done
 [ "$ok" = 1 ] || fail "no answer from $peer through wg0"
 /usr/lib/nacre/nacre-init wg-status | $B sed 's/^/NACRE-CLUSTER-WG /'
 echo "NACRE-CLUSTER-PING $peer answered through wg0"
+
+# What a workload on a member node gets if it asks for keys: nothing. Its join is refused (PCR 15
+# holds the cluster id, PCR 11 says ready); with a forged runtime log that stops at sysinit and
+# leaves out the cluster id, the logs no longer replay to the quoted PCRs.
+out=$(/usr/lib/nacre/nacre-init key-service-probe join 2>&1); rc=$?
+echo "NACRE-CLUSTER-PROBE-JOIN rc=$rc $out"
+[ "$rc" = 3 ] || fail "the key service did not refuse a member's second join"
+$B head -n 3 /run/nacre/runtime.cel > /tmp/forged.cel
+out=$(/usr/lib/nacre/nacre-init key-service-probe disk-key 00000000-0000-4000-8000-000000000001 --runtime-log /tmp/forged.cel 2>&1); rc=$?
+echo "NACRE-CLUSTER-PROBE-FORGED rc=$rc $out"
+[ "$rc" = 3 ] || fail "the key service did not refuse a forged runtime log"
 # Stay up a while so the other node's pings to this one succeed too.
 $B sleep "${NACRE_LINGER:-20}"
 echo "NACRE-CLUSTER-OK"

@@ -87,6 +87,17 @@ for phase in sysinit ready; do
     --key "$work/release.key" --out "$work/golden-$phase.json"
 done
 
+# A manifest whose signature does not verify: the service refuses to start on it.
+sed 's/"version":"test"/"version":"tesT"/' "$work/golden-sysinit.json" > "$work/forged.json"
+cp "$work/golden-sysinit.json.sig" "$work/forged.json.sig"
+cmp -s "$work/forged.json" "$work/golden-sysinit.json" && die "the forged manifest is not different"
+if "$ks" serve --state "$work/ks" --listen 127.0.0.1:0 --manifest "$work/forged.json" \
+     --manifest-key "$work/release.pub" --ak /dev/null > "$work/forged.log" 2>&1; then
+  die "the service started with a manifest whose signature does not verify"
+fi
+grep -q "signature" "$work/forged.log" || { cat "$work/forged.log" >&2; die "no signature error"; }
+echo "cluster: a forged manifest is refused: $(grep -m1 -i signature "$work/forged.log")"
+
 # Each node's TPM exists before its first boot; the operator enrolls its attestation key.
 mkdir -p "$work/tpm" "$work/aks"
 enroll() { # NAME: start the node's swtpm on free loopback ports, read its AK, stop it
@@ -132,6 +143,8 @@ has() { con "$1" | grep -q -- "$2" || { con "$1" | tail -n 40 >&2; die "$1: no \
 hasnt() { if con "$1" | grep -q -- "$2"; then con "$1" | tail -n 40 >&2; die "$1: \"$2\" on the console"; fi; }
 
 for n in a b; do
+  has "run1/$n" "NACRE-CLUSTER-PROBE-JOIN rc=3"
+  has "run1/$n" "NACRE-CLUSTER-PROBE-FORGED rc=3"
   has "run1/$n" "NACRE-CLUSTER-OK"
   has "run1/$n" "answered through wg0"
   has "run1/$n" "measured nacre.cluster-id="
@@ -168,10 +181,17 @@ keys = [d for d in log if d["op"] == "disk-key" and d["outcome"] == "granted"]
 assert len(joins) == 3, f"3 joins expected (a, b, a again): {joins}"
 assert sum(d["detail"].startswith("rejoined") for d in joins) == 1, joins
 assert len(keys) == 3, f"3 disk keys expected: {keys}"
-assert len(refused) == 1, f"exactly one refusal expected (the tampered node): {refused}"
-r = refused[0]
-assert r["op"] == "attest" and r["check"] == "measurements", r
-assert "PCR 4" in r["detail"] and "PCR 11" in r["detail"], r
-print(f"cluster: decision log ok: {len(joins)} joins, {len(keys)} disk keys, 1 refusal ({r['check']}: {r['detail'][:80]}...)")
+by_check = {}
+for d in refused:
+    by_check.setdefault(d["check"], []).append(d)
+assert sorted((c, len(v)) for c, v in by_check.items()) == [("PCR digest", 2), ("measurements", 1), ("policy", 2)], \
+    f"expected: the tampered node (measurements), each good node's second join (policy) and forged log (PCR digest): {refused}"
+r = by_check["measurements"][0]
+assert r["op"] == "attest" and "PCR 4" in r["detail"] and "PCR 11" in r["detail"], r
+assert all("already joined" in d["detail"] for d in by_check["policy"]), by_check["policy"]
+assert all("forged or incomplete" in d["detail"] for d in by_check["PCR digest"]), by_check["PCR digest"]
+print(f"cluster: decision log ok: {len(joins)} joins, {len(keys)} disk keys, {len(refused)} refusals")
+for d in refused:
+    print(f"  refused {d['op']} [{d['check']}] {d['detail'][:110]}")
 PY
 echo "cluster: PASS (build $((t1 - t0)) s, three nodes $((t2 - t1)) s, reboot $((t4 - t3)) s)"

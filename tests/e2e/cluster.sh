@@ -88,7 +88,7 @@ for phase in sysinit ready; do
 done
 
 # A manifest whose signature does not verify: the service refuses to start on it.
-sed 's/"version":"test"/"version":"tesT"/' "$work/golden-sysinit.json" > "$work/forged.json"
+sed 's/"version": "test"/"version": "tesT"/' "$work/golden-sysinit.json" > "$work/forged.json"
 cp "$work/golden-sysinit.json.sig" "$work/forged.json.sig"
 cmp -s "$work/forged.json" "$work/golden-sysinit.json" && die "the forged manifest is not different"
 if "$ks" serve --state "$work/ks" --listen 127.0.0.1:0 --manifest "$work/forged.json" \

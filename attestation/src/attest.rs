@@ -27,6 +27,8 @@ pub enum AttestError {
     SigHash(u16),
     #[error("ECDSA r or s is {0} bytes, more than 32")]
     SigComponent(usize),
+    #[error("{0}")]
+    Other(String),
 }
 
 struct Reader<'a> {
@@ -232,4 +234,120 @@ mod tests {
         assert_eq!(&rs[1..32], &[1; 31]);
         assert_eq!(&rs[32..], &[2; 32]);
     }
+}
+
+/// TPM_ST_ATTEST_CERTIFY.
+pub const ST_ATTEST_CERTIFY: u16 = 0x8017;
+/// TPM_ALG_SHA384.
+pub const ALG_SHA384: u16 = 0x000c;
+const ALG_NULL: u16 = 0x0010;
+const ALG_ECC: u16 = 0x0023;
+
+/// A parsed TPMS_ATTEST of type certify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertifyInfo {
+    pub extra_data: Vec<u8>,
+    /// The certified object's name (nameAlg || H(TPMT_PUBLIC)).
+    pub name: Vec<u8>,
+}
+
+pub fn parse_certify(attest: &[u8]) -> Result<CertifyInfo, AttestError> {
+    let mut r = Reader {
+        data: attest,
+        pos: 0,
+    };
+    let magic = r.u32()?;
+    if magic != TPM_GENERATED {
+        return Err(AttestError::Magic(magic));
+    }
+    let ty = r.u16()?;
+    if ty != ST_ATTEST_CERTIFY {
+        return Err(AttestError::Other(format!(
+            "type is {ty:#06x}, not TPM_ST_ATTEST_CERTIFY (0x8017)"
+        )));
+    }
+    r.tpm2b()?; // qualifiedSigner
+    let extra_data = r.tpm2b()?.to_vec();
+    r.take(8 + 4 + 4 + 1 + 8)?; // clockInfo, firmwareVersion
+    let name = r.tpm2b()?.to_vec();
+    r.tpm2b()?; // qualifiedName
+    r.end()?;
+    Ok(CertifyInfo { extra_data, name })
+}
+
+/// The parts of an ECC TPMT_PUBLIC a verifier checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EccPublic {
+    pub name_alg: u16,
+    pub attributes: u32,
+    pub curve: u16,
+    pub x: Vec<u8>,
+    pub y: Vec<u8>,
+}
+
+/// TPMA_OBJECT bits.
+pub const ATTR_FIXED_TPM: u32 = 1 << 1;
+pub const ATTR_FIXED_PARENT: u32 = 1 << 4;
+pub const ATTR_SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
+pub const ATTR_RESTRICTED: u32 = 1 << 16;
+pub const ATTR_SIGN: u32 = 1 << 18;
+
+pub fn parse_ecc_public(area: &[u8]) -> Result<EccPublic, AttestError> {
+    let mut r = Reader { data: area, pos: 0 };
+    let ty = r.u16()?;
+    if ty != ALG_ECC {
+        return Err(AttestError::Other(format!(
+            "TPMT_PUBLIC type {ty:#06x} is not ECC"
+        )));
+    }
+    let name_alg = r.u16()?;
+    let attributes = r.u32()?;
+    r.tpm2b()?; // authPolicy
+    if r.u16()? != ALG_NULL {
+        r.take(4)?; // symmetric keyBits, mode
+    }
+    if r.u16()? != ALG_NULL {
+        r.u16()?; // scheme hash
+    }
+    let curve = r.u16()?;
+    if r.u16()? != ALG_NULL {
+        r.u16()?; // kdf hash
+    }
+    let x = r.tpm2b()?.to_vec();
+    let y = r.tpm2b()?.to_vec();
+    r.end()?;
+    Ok(EccPublic {
+        name_alg,
+        attributes,
+        curve,
+        x,
+        y,
+    })
+}
+
+/// r || s (each `size` bytes) of an ECDSA TPMT_SIGNATURE with hash `hash`.
+pub fn parse_ecdsa(sig: &[u8], hash: u16, size: usize) -> Result<Vec<u8>, AttestError> {
+    let mut r = Reader { data: sig, pos: 0 };
+    let alg = r.u16()?;
+    if alg != ALG_ECDSA {
+        return Err(AttestError::SigAlg(alg));
+    }
+    let h = r.u16()?;
+    if h != hash {
+        return Err(AttestError::Other(format!(
+            "signature hash {h:#06x}, expected {hash:#06x}"
+        )));
+    }
+    let sr = r.tpm2b()?;
+    let ss = r.tpm2b()?;
+    r.end()?;
+    let mut out = vec![0u8; 2 * size];
+    for (i, c) in [sr, ss].into_iter().enumerate() {
+        let c = &c[c.iter().take_while(|b| **b == 0).count()..];
+        if c.len() > size {
+            return Err(AttestError::SigComponent(c.len()));
+        }
+        out[i * size + size - c.len()..(i + 1) * size].copy_from_slice(c);
+    }
+    Ok(out)
 }

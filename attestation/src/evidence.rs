@@ -54,6 +54,29 @@ pub struct Evidence {
     pub firmware_log: Vec<u8>,
     /// nacre-init's runtime Canonical Event Log records, in order.
     pub runtime_log: Vec<CelRecord>,
+    /// The AK certified by the TPM's endorsement key, with the EK's certificate: how a QEMU
+    /// vTPM's AK is trusted through the operator's EK CA (absent when the TPM has no EK
+    /// certificate or no signing EK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ek: Option<EkBinding>,
+}
+
+/// TPM2_Certify of the AK by the EK (swtpm's ECC P-384 EK at 0x81010016, created with
+/// `swtpm_setup --create-ek-cert --allow-signing`), over the quote's qualifying data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EkBinding {
+    /// The EK certificate (DER), as the TPM manufacturer (here: the operator's CA) issued it.
+    #[serde(with = "hex::serde")]
+    pub ek_certificate: Vec<u8>,
+    /// The AK's TPMT_PUBLIC (its name is nameAlg || H(this)).
+    #[serde(with = "hex::serde")]
+    pub ak_public_area: Vec<u8>,
+    /// TPMS_ATTEST of type certify.
+    #[serde(with = "hex::serde")]
+    pub certify_attest: Vec<u8>,
+    /// TPMT_SIGNATURE by the EK (ECDSA P-384, SHA-384).
+    #[serde(with = "hex::serde")]
+    pub certify_signature: Vec<u8>,
 }
 
 impl Evidence {
@@ -140,6 +163,7 @@ mod tests {
             ak_public: vec![5],
             firmware_log: vec![6],
             runtime_log: vec![],
+            ek: None,
         };
         assert_eq!(Evidence::from_json(&e.to_json()).unwrap(), e);
     }

@@ -12,6 +12,7 @@
 
 pub mod atls;
 pub mod attest;
+pub mod ek;
 pub mod evidence;
 pub mod join;
 pub mod snp;

@@ -6,7 +6,7 @@
 //! seed on each use (the same key every time, nothing to persist) and flushed right after the
 //! quote, so at most one transient object is loaded (swtpm has three slots).
 
-use crate::evidence::{p256_spki, qualifying_data, Evidence, Platform, Quote};
+use crate::evidence::{p256_spki, qualifying_data, EkBinding, Evidence, Platform, Quote};
 use nacre_eventlog::CelRecord;
 use std::str::FromStr;
 use tss_esapi::attributes::ObjectAttributesBuilder;
@@ -76,13 +76,16 @@ impl Attester {
         firmware_log: Vec<u8>,
         runtime_log: Vec<CelRecord>,
     ) -> Result<Evidence, TpmError> {
-        let (quote, ak_public) = self.quote_raw(&qualifying_data(nonce, tls_public_key), pcrs)?;
+        let qualifying = qualifying_data(nonce, tls_public_key);
+        let (quote, ak_public) = self.quote_raw(&qualifying, pcrs)?;
+        let ek = self.ek_binding(&qualifying)?;
         Ok(Evidence {
             platform: Platform::QemuVtpm,
             quote,
             ak_public,
             firmware_log,
             runtime_log,
+            ek,
         })
     }
 
@@ -126,6 +129,80 @@ impl Attester {
         Ok((quote, spki_of(&public)?))
     }
 }
+
+impl Attester {
+    /// TPM2_Certify of the AK by the signing ECC EK at [`EK_HANDLE`], with the EK certificate
+    /// from [`EK_CERT_NV`]; `None` if this TPM has no such EK or certificate.
+    pub fn ek_binding(&self, qualifying: &[u8]) -> Result<Option<EkBinding>, TpmError> {
+        use tss_esapi::abstraction::nv;
+        use tss_esapi::handles::{NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        use tss_esapi::interface_types::session_handles::AuthSession;
+        let mut ctx = self.context()?;
+        let ek_tpm = PersistentTpmHandle::new(EK_HANDLE).map_err(|e| fail("EK handle", e))?;
+        let Ok(ek) = ctx.tr_from_tpm_public(TpmHandle::Persistent(ek_tpm)) else {
+            return Ok(None);
+        };
+        // A decrypt-only EK (the TCG default) cannot certify: no binding, the AK must then be
+        // trusted another way (enrollment).
+        match ctx.read_public(ek.into()) {
+            Ok((
+                Public::Ecc {
+                    object_attributes, ..
+                },
+                _,
+                _,
+            )) if object_attributes.sign_encrypt() => {}
+            _ => return Ok(None),
+        }
+        let nv_index = NvIndexTpmHandle::new(EK_CERT_NV).map_err(|e| fail("EK NV index", e))?;
+        let cert = match ctx
+            .execute_with_nullauth_session(|c| nv::read_full(c, NvAuth::Owner, nv_index))
+        {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        };
+        let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
+        let (ak, public) = create_ak(&mut ctx)?;
+        let r = ctx.execute_with_sessions(
+            (
+                Some(AuthSession::Password),
+                Some(AuthSession::Password),
+                None,
+            ),
+            |c| {
+                c.certify(
+                    ak.into(),
+                    ek.into(),
+                    data,
+                    SignatureScheme::EcDsa {
+                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha384),
+                    },
+                )
+            },
+        );
+        let _ = ctx.flush_context(ak.into());
+        let (attest, signature) = r.map_err(|e| fail("TPM2_Certify (AK by EK)", e))?;
+        Ok(Some(EkBinding {
+            ek_certificate: cert,
+            ak_public_area: public
+                .marshall()
+                .map_err(|e| fail("marshalling the AK's TPMT_PUBLIC", e))?,
+            certify_attest: attest
+                .marshall()
+                .map_err(|e| fail("marshalling TPMS_ATTEST", e))?,
+            certify_signature: signature
+                .marshall()
+                .map_err(|e| fail("marshalling TPMT_SIGNATURE", e))?,
+        }))
+    }
+}
+
+/// swtpm's ECC (P-384) endorsement key, persistent; made sign-capable by
+/// `swtpm_setup --allow-signing` (attributes sign|decrypt|userWithAuth).
+pub const EK_HANDLE: u32 = 0x8101_0016;
+/// The NV index of that EK's certificate (written by `swtpm_setup --create-ek-cert`).
+pub const EK_CERT_NV: u32 = 0x01c0_0016;
 
 /// The AK template: restricted ECC P-256 ECDSA/SHA-256 signing key, fixedTPM, fixedParent,
 /// sensitiveDataOrigin, userWithAuth (empty auth).

@@ -187,6 +187,26 @@ impl AkTrust for EnrolledAks {
     }
 }
 
+/// Trusted if any of these trusts it (e.g. EK-certified TPMs and a few enrolled AKs).
+pub struct AnyOf(pub Vec<Box<dyn AkTrust>>);
+
+impl AkTrust for AnyOf {
+    fn name(&self) -> &'static str {
+        "any configured AK trust"
+    }
+
+    fn check(&self, ak_spki: &[u8], evidence: &Evidence) -> Result<(), String> {
+        let mut why = Vec::new();
+        for t in &self.0 {
+            match t.check(ak_spki, evidence) {
+                Ok(()) => return Ok(()),
+                Err(e) => why.push(format!("{}: {e}", t.name())),
+            }
+        }
+        Err(why.join("; "))
+    }
+}
+
 /// A golden manifest as published: its JSON bytes and the base64 DER signature (`.sig`).
 #[derive(Debug, Clone)]
 pub struct SignedManifest {

@@ -179,6 +179,7 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
         ak_public: vec![1; 91],
         firmware_log: vec![],
         runtime_log: vec![],
+        ek: None,
     };
     let x = Expectation {
         nonce: &[7; 32],
@@ -217,6 +218,7 @@ fn evidence_goes_to_its_platform_verifier() {
         ak_public: vec![],
         firmware_log: vec![],
         runtime_log: vec![],
+        ek: None,
     };
     let x = Expectation {
         nonce: &[0; 32],

@@ -126,6 +126,7 @@ impl Attest for SoftwareTpm {
             ak_public: self.ak_spki.clone(),
             firmware_log: self.firmware_log.clone(),
             runtime_log: self.runtime_log.clone(),
+            ek: None,
         })
     }
 }

@@ -59,6 +59,10 @@ enum Cmd {
         /// `nacre-keyservice ak`); repeat for each node. Enables QEMU vTPM nodes.
         #[arg(long = "ak")]
         aks: Vec<PathBuf>,
+        /// The operator's EK CA (PEM bundle: root and intermediates): QEMU vTPM nodes whose
+        /// EK certificate chains to it and whose EK certified their AK are trusted.
+        #[arg(long)]
+        ek_ca: Option<PathBuf>,
         /// AMD's root key (ARK, PEM/DER, from AMD's KDS) for SEV-SNP nodes (with --snp-ask).
         #[arg(long)]
         snp_ark: Option<PathBuf>,
@@ -208,6 +212,7 @@ fn main() -> Result<()> {
             manifests,
             manifest_key,
             aks,
+            ek_ca,
             snp_ark,
             snp_ask,
             snp_measurements,
@@ -233,12 +238,23 @@ fn main() -> Result<()> {
                 signed.push(m);
             }
             let mut verifier = ByPlatform::default();
+            let mut trusts: Vec<Box<dyn nacre_attestation::AkTrust>> = Vec::new();
+            if let Some(ca) = &ek_ca {
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                trusts.push(Box::new(
+                    nacre_attestation::ek::EkCertified::from_pem(&pem)
+                        .map_err(anyhow::Error::msg)?,
+                ));
+            }
             if !aks.is_empty() {
                 let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
+                trusts.push(Box::new(EnrolledAks::new(aks)));
+            }
+            if !trusts.is_empty() {
                 verifier.qemu_vtpm = Some(Box::new(QemuVtpmVerifier::with_manifests(
                     signed.clone(),
                     key.clone(),
-                    Box::new(EnrolledAks::new(aks)),
+                    Box::new(nacre_attestation::verify::AnyOf(trusts)),
                 )));
             }
             if let (Some(ark), Some(ask)) = (&snp_ark, &snp_ask) {
@@ -288,7 +304,7 @@ fn main() -> Result<()> {
                 bail!("--snp-ark and --snp-ask go together");
             }
             if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() {
-                bail!("no node can attest: give --ak (QEMU vTPM) and/or --snp-ark/--snp-ask");
+                bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM) and/or --snp-ark/--snp-ask");
             }
             let verifier: Arc<dyn Verifier> = Arc::new(verifier);
             let store = Store::open(&state.join(DB_FILE))?;

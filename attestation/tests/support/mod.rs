@@ -22,7 +22,8 @@ pub const QUOTED: [u32; 6] = [0, 4, 7, 9, 11, 15];
 pub struct Swtpm {
     pub child: Child,
     pub tcti: String,
-    pub _dir: tempfile::TempDir,
+    pub _dir: Option<tempfile::TempDir>,
+    pub _keep: Option<tempfile::TempDir>,
 }
 
 impl Drop for Swtpm {
@@ -45,13 +46,76 @@ pub fn free_ports() -> u16 {
 }
 
 pub fn swtpm() -> Swtpm {
+    swtpm_in(tempfile::tempdir().unwrap())
+}
+
+/// A swtpm manufactured like a real TPM: an EK certificate issued by swtpm's local CA whose
+/// state lives in `ca` (created on first use, shared by every TPM of a test), and an ECC EK
+/// that may sign (`--allow-signing`) so it can certify the AK.
+pub fn swtpm_with_ek(ca: &std::path::Path, allow_signing: bool) -> Swtpm {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ca).unwrap();
+    let localca = dir.path().join("localca.conf");
+    std::fs::write(
+        &localca,
+        format!(
+            "statedir = {0}\nsigningkey = {0}/signkey.pem\nissuercert = {0}/issuercert.pem\ncertserial = {0}/certserial\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let setup = dir.path().join("setup.conf");
+    std::fs::write(
+        &setup,
+        format!(
+            "create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = {}\ncreate_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n",
+            localca.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut cmd = Command::new("swtpm_setup");
+    cmd.args(["--tpm2", "--create-ek-cert", "--config"])
+        .arg(&setup)
+        .arg("--tpmstate")
+        .arg(&state);
+    if allow_signing {
+        cmd.args(["--allow-signing", "--decryption"]);
+    }
+    let out = cmd
+        .output()
+        .expect("swtpm_setup (Debian package swtpm-tools)");
+    assert!(
+        out.status.success(),
+        "swtpm_setup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut t = swtpm_state(&state);
+    t._keep = Some(dir);
+    t
+}
+
+/// The operator's EK CA bundle (root and intermediate, PEM) of a local CA directory.
+pub fn ek_ca_bundle(ca: &std::path::Path) -> Vec<u8> {
+    let mut b = std::fs::read(ca.join("swtpm-localca-rootca-cert.pem")).unwrap();
+    b.extend(std::fs::read(ca.join("issuercert.pem")).unwrap());
+    b
+}
+
+fn swtpm_in(dir: tempfile::TempDir) -> Swtpm {
+    let mut t = swtpm_state(dir.path());
+    t._dir = Some(dir);
+    t
+}
+
+fn swtpm_state(state: &std::path::Path) -> Swtpm {
     for _ in 0..5 {
         let port = free_ports();
         let mut child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
-            .arg(format!("dir={}", dir.path().display()))
+            .arg(format!("dir={}", state.display()))
             .args([
                 "--server",
                 &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
@@ -81,7 +145,8 @@ pub fn swtpm() -> Swtpm {
             return Swtpm {
                 child,
                 tcti: format!("swtpm:host=127.0.0.1,port={port}"),
-                _dir: dir,
+                _dir: None,
+                _keep: None,
             };
         }
         let _ = child.kill();
@@ -125,7 +190,11 @@ pub struct Node {
 }
 
 pub fn boot(log_name: &str, runtime: &[RuntimeEvent]) -> Node {
-    let tpm = swtpm();
+    boot_on(swtpm(), log_name, runtime)
+}
+
+/// The same boot on a given TPM.
+pub fn boot_on(tpm: Swtpm, log_name: &str, runtime: &[RuntimeEvent]) -> Node {
     let firmware_log = fixture(log_name);
     let log = EventLog::parse(&firmware_log).unwrap();
     let mut digests: Vec<(u32, Vec<u8>)> = log

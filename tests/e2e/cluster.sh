@@ -5,8 +5,9 @@
 # the key service at 10.0.2.2:7443, to take its overlay address and WireGuard peers from it
 # (`peers = "key-service"`), and to open its state disk with the key the service releases.
 # The service runs on the host, in a network namespace shared with the guests (a bridge, DHCP
-# from busybox udhcpd; tests/e2e/boot-cluster.sh), with the golden manifest precomputed by
-# nacre-measure from the UKI (phase sysinit, signed) and the nodes' attestation keys enrolled.
+# from busybox udhcpd; tests/e2e/boot-cluster.sh), with the golden manifests precomputed by
+# nacre-measure from the UKI (phases sysinit and ready, signed), trusting the TPMs through their
+# EK certificates (the operator's CA) or, for one node, an enrolled attestation key.
 #
 #   a, b  the good image: join, get their disk keys (/var is the opened LUKS2 disk), get each
 #         other as WireGuard peers (b at its join, a through the peer refresh) and ping each
@@ -98,9 +99,21 @@ fi
 grep -q "signature" "$work/forged.log" || { cat "$work/forged.log" >&2; die "no signature error"; }
 echo "cluster: a forged manifest is refused: $(grep -m1 -i signature "$work/forged.log")"
 
-# Each node's TPM exists before its first boot; the operator enrolls its attestation key.
-mkdir -p "$work/tpm" "$work/aks"
-enroll() { # NAME: start the node's swtpm on free loopback ports, read its AK, stop it
+# Each node's TPM exists before its first boot. a and t are manufactured like real TPMs: an EK
+# certificate from the operator's CA (swtpm's local CA, state in $work/ekca) and an EK that
+# certifies the AK; the service trusts that CA. b's TPM has no EK certificate: the operator
+# enrolls its attestation key instead (nacre-keyservice ak).
+mkdir -p "$work/tpm" "$work/aks" "$work/ekca"
+printf 'statedir = %s\nsigningkey = %s/signkey.pem\nissuercert = %s/issuercert.pem\ncertserial = %s/certserial\n' \
+  "$work/ekca" "$work/ekca" "$work/ekca" "$work/ekca" > "$work/localca.conf"
+printf 'create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n' \
+  "$work/localca.conf" > "$work/swtpm_setup.conf"
+manufacture() { # NAME
+  mkdir -p "$work/tpm/$1"
+  swtpm_setup --tpm2 --tpmstate "$work/tpm/$1" --pcr-banks sha256 --create-ek-cert \
+    --allow-signing --decryption --config "$work/swtpm_setup.conf" >/dev/null
+}
+enroll() { # NAME: a TPM without EK certificate; start its swtpm, read its AK, stop it
   local dir=$work/tpm/$1 port pid attempt
   mkdir -p "$dir"
   swtpm_setup --tpm2 --tpmstate "$dir" --pcr-banks sha256 --overwrite >/dev/null
@@ -124,11 +137,12 @@ enroll() { # NAME: start the node's swtpm on free loopback ports, read its AK, s
   done
   cat "$work/aks/$1.err" >&2; die "could not read $1's attestation key"
 }
-for n in a b t; do enroll "$n"; done
+manufacture a; manufacture t; enroll b
+cat "$work/ekca/swtpm-localca-rootca-cert.pem" "$work/ekca/issuercert.pem" > "$work/ek-ca.pem"
 for n in a b t; do truncate -s 64M "$work/$n-state.img"; done
 
 serve="$ks serve --state $work/ks --listen 10.0.2.2:7443 --manifest $work/golden-sysinit.json --manifest $work/golden-ready.json"
-serve+=" --manifest-key $work/release.pub --ak $work/aks/a.pem --ak $work/aks/b.pem --ak $work/aks/t.pem"
+serve+=" --manifest-key $work/release.pub --ek-ca $work/ek-ca.pem --ak $work/aks/b.pem"
 t1=$(date +%s)
 "$repo/tests/e2e/boot-cluster.sh" "$work/run1" --timeout 400 --tpm-state-root "$work/tpm" \
   --service "$serve" \

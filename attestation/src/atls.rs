@@ -67,6 +67,27 @@ impl Attest for TpmAttest {
     }
 }
 
+/// The TPM attester reading the logs fresh for every evidence (a running machine: nacre-init
+/// keeps appending to its runtime log).
+pub struct LiveTpmAttest {
+    pub attester: Attester,
+    pub pcrs: Vec<u32>,
+    pub firmware_log: std::path::PathBuf,
+    pub runtime_log: std::path::PathBuf,
+}
+
+impl Attest for LiveTpmAttest {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        let fw = std::fs::read(&self.firmware_log)
+            .map_err(|e| format!("{}: {e}", self.firmware_log.display()))?;
+        let rt = nacre_eventlog::cel::read(&self.runtime_log)
+            .map_err(|e| format!("{}: {e}", self.runtime_log.display()))?;
+        self.attester
+            .evidence(nonce, tls_spki, &self.pcrs, fw, rt)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A fresh key and a self-signed certificate carrying evidence for `nonce`.
 pub fn attested_cert(
     attest: &dyn Attest,

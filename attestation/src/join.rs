@@ -13,8 +13,11 @@
 //! its evidence ([`crate::atls`]). A refused attestation ends the handshake with a TLS alert (the
 //! reason is in the service's decision log); a refused request gets a `refused` response.
 
-use crate::atls::{client_config, Attest, AttestedCertResolver};
+use crate::atls::{
+    client_config, mutual_client_config, Attest, AttestedCertResolver, AttestedServerVerifier,
+};
 use crate::evidence::Evidence;
+use crate::verify::{JoinKind, Verifier};
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -137,10 +140,20 @@ impl Attest for SharedAttest {
     }
 }
 
+/// How a node trusts the key service.
+#[derive(Clone)]
+enum ServerTrust {
+    /// A CA in the node's measured configuration (the service on an operator's machine).
+    Ca(rustls::RootCertStore),
+    /// The service's own attestation (it runs on an attested control-plane node): mutual
+    /// attested TLS, the node's nonce in SNI, the service's evidence checked by this verifier.
+    Attested(Arc<dyn Verifier>),
+}
+
 /// A node's client of the key service.
 pub struct Client {
     endpoint: String,
-    roots: rustls::RootCertStore,
+    trust: ServerTrust,
     attest: Arc<dyn Attest>,
     timeout: Duration,
 }
@@ -164,10 +177,26 @@ impl Client {
         }
         Ok(Client {
             endpoint: endpoint.to_string(),
-            roots,
+            trust: ServerTrust::Ca(roots),
             attest,
             timeout,
         })
+    }
+
+    /// A client that trusts the service by its attestation (mutual attested TLS): the service's
+    /// evidence must satisfy `verifier` (its golden manifests, its AK trust).
+    pub fn attested(
+        endpoint: &str,
+        verifier: Arc<dyn Verifier>,
+        attest: Arc<dyn Attest>,
+        timeout: Duration,
+    ) -> Client {
+        Client {
+            endpoint: endpoint.to_string(),
+            trust: ServerTrust::Attested(verifier),
+            attest,
+            timeout,
+        }
     }
 
     pub fn endpoint(&self) -> &str {
@@ -198,10 +227,27 @@ impl Client {
         let resolver = Arc::new(AttestedCertResolver::new(Box::new(SharedAttest(
             self.attest.clone(),
         ))));
-        let config = client_config(self.roots.clone(), resolver)
-            .map_err(|e| protocol(format!("TLS configuration: {e}")))?;
-        let name =
-            ServerName::try_from(SERVER_NAME).map_err(|e| protocol(format!("server name: {e}")))?;
+        let (config, name) = match &self.trust {
+            ServerTrust::Ca(roots) => (
+                client_config(roots.clone(), resolver)
+                    .map_err(|e| protocol(format!("TLS configuration: {e}")))?,
+                ServerName::try_from(SERVER_NAME)
+                    .map_err(|e| protocol(format!("server name: {e}")))?,
+            ),
+            ServerTrust::Attested(v) => {
+                // The service runs on an initialized control-plane node: its PCR 15 is its
+                // cluster's, as its golden manifest says.
+                let sv = Arc::new(
+                    AttestedServerVerifier::new(v.clone(), JoinKind::Rejoin).map_err(protocol)?,
+                );
+                let name = sv.server_name();
+                (
+                    mutual_client_config(sv, resolver)
+                        .map_err(|e| protocol(format!("TLS configuration: {e}")))?,
+                    name,
+                )
+            }
+        };
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| protocol(format!("TLS: {e}")))?;
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);

@@ -9,6 +9,10 @@
 //! ca = "/etc/nacre/keyservice-ca.pem"        # the service's CA (on the verified root)
 //! timeout_s = 300                            # how long an unreachable service is retried
 //! refresh_s = 30                             # how often a member asks for the peer set (0: never)
+//! # In-cluster mode (the service on an attested control-plane node), instead of `ca`:
+//! # server_manifests = ["/etc/nacre/control-plane-ready.json"]   # + .sig next to each
+//! # server_manifest_key = "/etc/nacre/release.pub"
+//! # server_ek_ca = "/etc/nacre/ek-ca.pem"      # how the service's TPM is trusted
 //! ```
 //!
 //! Unreachable: retried with exponential backoff (1 s doubling to 10 s) until `timeout_s`.
@@ -47,6 +51,12 @@ pub struct Config {
     pub timeout_s: u64,
     #[serde(default = "default_refresh")]
     pub refresh_s: u64,
+    /// In-cluster mode: the service proves itself by its own attestation instead of `ca`.
+    /// Its golden manifests (signed with `server_manifest_key`) and the CA of its TPM's EK.
+    #[serde(default)]
+    pub server_manifests: Vec<String>,
+    pub server_manifest_key: Option<String>,
+    pub server_ek_ca: Option<String>,
 }
 
 fn default_ca() -> String {
@@ -101,17 +111,20 @@ impl KeyService {
     }
 
     fn with_runtime_log(cfg: Config, runtime_log: &str) -> Result<Self, String> {
-        let ca = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca))?;
-        let attest = NodeAttest {
+        let attest = Arc::new(NodeAttest {
             runtime_log: runtime_log.to_string(),
+        });
+        let timeout = Duration::from_secs(30);
+        let client = match &cfg.server_manifest_key {
+            Some(key) => {
+                Client::attested(&cfg.endpoint, server_verifier(&cfg, key)?, attest, timeout)
+            }
+            None => {
+                let ca = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca))?;
+                Client::new(&cfg.endpoint, &ca, attest, timeout)
+                    .map_err(|e| format!("{}: {e}", cfg.ca))?
+            }
         };
-        let client = Client::new(
-            &cfg.endpoint,
-            &ca,
-            Arc::new(attest),
-            Duration::from_secs(30),
-        )
-        .map_err(|e| format!("{}: {e}", cfg.ca))?;
         Ok(KeyService {
             client: Arc::new(client),
             cfg,
@@ -142,6 +155,37 @@ impl KeyService {
                 .unwrap_or_default(),
         })
     }
+}
+
+/// The verifier of the service's own evidence (in-cluster mode).
+fn server_verifier(
+    cfg: &Config,
+    key: &str,
+) -> Result<Arc<dyn nacre_attestation::Verifier>, String> {
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
+    if cfg.server_manifests.is_empty() {
+        return Err("server_manifest_key without server_manifests".into());
+    }
+    let manifests = cfg
+        .server_manifests
+        .iter()
+        .map(|m| {
+            Ok(nacre_attestation::SignedManifest {
+                json: read(m)?,
+                signature_b64: read(&format!("{m}.sig"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let key = nacre_measure::sign::PublicKey::from_pem_file(std::path::Path::new(key))
+        .map_err(|e| format!("{key}: {e}"))?;
+    let ek_ca = cfg
+        .server_ek_ca
+        .as_deref()
+        .ok_or("server_manifest_key needs server_ek_ca (how the service's TPM is trusted)")?;
+    let trust = nacre_attestation::ek::EkCertified::from_pem(&read(ek_ca)?)?;
+    Ok(Arc::new(
+        nacre_attestation::QemuVtpmVerifier::with_manifests(manifests, key, Box::new(trust)),
+    ))
 }
 
 /// Retry while unreachable, with backoff, until `budget` is spent; anything else returns.

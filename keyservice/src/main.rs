@@ -27,6 +27,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a cluster: master secret, cluster id, bootstrap token, the service's CA and
@@ -78,6 +80,18 @@ enum Cmd {
         /// The VMPL reports must come from (absent: any).
         #[arg(long)]
         snp_vmpl: Option<u32>,
+        /// In-cluster mode: prove this service to nodes with this machine's own attestation
+        /// (TPM at this TCTI, e.g. device:/dev/tpmrm0) instead of the CA certificate; nodes
+        /// check it against the control plane's golden values (mutual attested TLS).
+        #[arg(long)]
+        attest_with: Option<String>,
+        #[arg(
+            long,
+            default_value = "/sys/kernel/security/tpm0/binary_bios_measurements"
+        )]
+        attest_firmware_log: PathBuf,
+        #[arg(long, default_value = "/run/nacre/runtime.cel")]
+        attest_runtime_log: PathBuf,
     },
     /// Read a TPM's attestation key (what `serve --ak` enrolls), e.g. from a node's swtpm.
     Ak {
@@ -218,6 +232,9 @@ fn main() -> Result<()> {
             snp_measurements,
             snp_min_tcb,
             snp_vmpl,
+            attest_with,
+            attest_firmware_log,
+            attest_runtime_log,
         } => {
             let key = nacre_measure::sign::PublicKey::from_pem_file(&manifest_key)
                 .with_context(|| format!("reading {}", manifest_key.display()))?;
@@ -309,15 +326,35 @@ fn main() -> Result<()> {
             let verifier: Arc<dyn Verifier> = Arc::new(verifier);
             let store = Store::open(&state.join(DB_FILE))?;
             let service = Arc::new(Service::new(store, Box::new(print_decision))?);
-            let (chain, key) = load_identity(&state).map_err(anyhow::Error::msg)?;
             let listener =
                 TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
             println!(
-                "nacre-keyservice: cluster {} listening on {listen} (verifier {})",
+                "nacre-keyservice: cluster {} listening on {listen} (verifier {}, {})",
                 hex::encode(service.cluster_id()),
-                verifier.name()
+                verifier.name(),
+                if attest_with.is_some() {
+                    "attesting itself"
+                } else {
+                    "CA certificate"
+                }
             );
-            let server = Arc::new(Server::new(service, verifier, chain, key));
+            let server = match attest_with {
+                Some(tcti) => Server::attested(
+                    service,
+                    verifier,
+                    Arc::new(nacre_attestation::atls::LiveTpmAttest {
+                        attester: nacre_attestation::tpm::Attester::with_tcti(&tcti),
+                        pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15],
+                        firmware_log: attest_firmware_log,
+                        runtime_log: attest_runtime_log,
+                    }),
+                ),
+                None => {
+                    let (chain, key) = load_identity(&state).map_err(anyhow::Error::msg)?;
+                    Server::new(service, verifier, chain, key)
+                }
+            };
+            let server = Arc::new(server);
             server.run(listener, Arc::new(AtomicBool::new(false)));
         }
         Cmd::Ak { tcti, out } => {

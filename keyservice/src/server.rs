@@ -4,7 +4,9 @@
 //! failed; nothing is answered to a connection that did not attest.
 
 use crate::service::Service;
-use nacre_attestation::atls::{server_config, AttestedClientVerifier};
+use nacre_attestation::atls::{
+    mutual_server_config, server_config, Attest, AttestedClientVerifier, AttestedServerResolver,
+};
 use nacre_attestation::join::{read_line, Request, Response};
 use nacre_attestation::{JoinKind, Verifier};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
@@ -20,12 +22,35 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// A connection that sends nothing for this long is dropped.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How the service proves itself to nodes.
+enum Identity {
+    /// A certificate from the service's CA (`init`), which nodes carry.
+    Certificate {
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    },
+    /// Its own attestation (the service on an attested control-plane node): each connection
+    /// gets a certificate with evidence for the node's nonce.
+    Attested(Arc<dyn Attest>),
+}
+
 pub struct Server {
     service: Arc<Service>,
     verifier: Arc<dyn Verifier>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    identity: Identity,
     in_flight: AtomicUsize,
+}
+
+struct SharedAttest(Arc<dyn Attest>);
+
+impl Attest for SharedAttest {
+    fn evidence(
+        &self,
+        nonce: &[u8],
+        tls_spki: &[u8],
+    ) -> Result<nacre_attestation::Evidence, String> {
+        self.0.evidence(nonce, tls_spki)
+    }
 }
 
 /// The service's TLS identity from the state directory (`server.pem` with its chain, `server.key`).
@@ -54,8 +79,21 @@ impl Server {
         Server {
             service,
             verifier,
-            chain,
-            key,
+            identity: Identity::Certificate { chain, key },
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// A server that attests itself with `attest` (mutual attested TLS).
+    pub fn attested(
+        service: Arc<Service>,
+        verifier: Arc<dyn Verifier>,
+        attest: Arc<dyn Attest>,
+    ) -> Self {
+        Server {
+            service,
+            verifier,
+            identity: Identity::Attested(attest),
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -110,8 +148,18 @@ impl Server {
             Ok(v) => Arc::new(v),
             Err(e) => return self.refuse(peer, None, "connect", "internal", e),
         };
-        let config = match server_config(verifier.clone(), self.chain.clone(), self.key.clone_key())
-        {
+        let config = match &self.identity {
+            Identity::Certificate { chain, key } => {
+                server_config(verifier.clone(), chain.clone(), key.clone_key())
+            }
+            Identity::Attested(a) => mutual_server_config(
+                verifier.clone(),
+                Arc::new(AttestedServerResolver::new(Box::new(SharedAttest(
+                    a.clone(),
+                )))),
+            ),
+        };
+        let config = match config {
             Ok(c) => c,
             Err(e) => return self.refuse(peer, None, "connect", "internal", e.to_string()),
         };

@@ -395,3 +395,76 @@ fn a_node_whose_services_run_gets_no_keys() {
         Response::Joined(_)
     ));
 }
+
+/// The service on an attested control-plane node: it proves itself with its own TPM evidence
+/// (mutual attested TLS) instead of a CA certificate; a node whose expectation of the service's
+/// measurements is not met refuses to talk to it.
+#[test]
+fn the_service_in_the_cluster_attests_itself_to_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster_state(dir.path());
+    let control_plane = boot("plain", &BOOT);
+    let node = boot("plain", &BOOT);
+    let (node_manifest, node_key) = manifest(&replayed(&node), sysinit);
+    let node_ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
+    let nodes: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        node_manifest,
+        node_key,
+        Box::new(EnrolledAks::new([node_ak])),
+    ));
+    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+    let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
+    let own = TpmAttest {
+        attester: Attester::with_tcti(&control_plane.tpm.tcti),
+        pcrs: QUOTED.to_vec(),
+        firmware_log: control_plane.firmware_log.clone(),
+        runtime_log: control_plane.runtime_log.clone(),
+    };
+    let server = Arc::new(Server::attested(service, nodes, Arc::new(own)));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || server.run(listener, Arc::new(AtomicBool::new(false))));
+
+    // What nodes expect of the service: the control plane's golden values and its AK.
+    let cp_ak = Attester::with_tcti(&control_plane.tpm.tcti)
+        .ak_public()
+        .unwrap();
+    let expect = |tweak: &dyn Fn(&mut nacre_measure::manifest::Manifest)| -> Arc<dyn Verifier> {
+        let (m, k) = manifest(&replayed(&control_plane), tweak);
+        Arc::new(QemuVtpmVerifier::new(
+            m,
+            k,
+            Box::new(EnrolledAks::new([cp_ak.clone()])),
+        ))
+    };
+    let node_attest = || {
+        Arc::new(TpmAttest {
+            attester: Attester::with_tcti(&node.tpm.tcti),
+            pcrs: QUOTED.to_vec(),
+            firmware_log: node.firmware_log.clone(),
+            runtime_log: node.runtime_log.clone(),
+        })
+    };
+    let c = Client::attested(
+        &addr,
+        expect(&|_| {}),
+        node_attest(),
+        Duration::from_secs(20),
+    );
+    assert!(matches!(
+        c.call(&announce(6, "10.0.2.40")).unwrap(),
+        Response::Joined(_)
+    ));
+    // A service whose PCR 11 is not what the node expects: the node refuses it (not retried).
+    let wrong = expect(&|m| {
+        m.measurements.get_mut(&11).unwrap().expected = vec![0xee; 32];
+    });
+    let c = Client::attested(&addr, wrong, node_attest(), Duration::from_secs(20));
+    match c.call(&announce(6, "10.0.2.40")) {
+        Err(e @ CallError::Protocol { .. }) => {
+            assert!(!e.retryable());
+            assert!(e.to_string().contains("measurements"), "{e}");
+        }
+        other => panic!("expected the node to refuse the service, got {other:?}"),
+    }
+}

@@ -38,13 +38,14 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# virt-fw-vars (enrolls PK/KEK/db into an OVMF variable store) comes from PyPI's virt-firmware;
-# it lives in a private venv so the host's Python is untouched.
+# virt-fw-vars (enrolls PK/KEK/db into an OVMF variable store) comes from PyPI's virt-firmware,
+# sev-snp-measure (the oracle of nacre-measure's SEV-SNP launch digests) from PyPI too; both
+# live in a private venv so the host's Python is untouched.
 VENV="${NACRE_VENV:-/opt/nacre-venv}"
-if [[ ! -x "$VENV/bin/virt-fw-vars" ]]; then
-  echo "install-deps: installing virt-firmware into $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'virt-firmware==26.10'
+if [[ ! -x "$VENV/bin/virt-fw-vars" || ! -x "$VENV/bin/sev-snp-measure" ]]; then
+  echo "install-deps: installing virt-firmware and sev-snp-measure into $VENV" >&2
+  [[ -x "$VENV/bin/pip" ]] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'virt-firmware==26.10' 'sev-snp-measure==0.0.13'
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo (rustup) is required" >&2; exit 1; }

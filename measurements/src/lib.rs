@@ -10,6 +10,7 @@ pub mod pcrsig;
 pub mod pe;
 pub mod predict;
 pub mod sign;
+pub mod snp;
 pub mod source;
 pub mod stub_cpio;
 pub mod uki;

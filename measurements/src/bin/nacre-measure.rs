@@ -101,6 +101,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Predict the AMD SEV-SNP launch digest (the attestation report's MEASUREMENT) of a guest
+    /// QEMU launches with OVMF, as PyPI's sev-snp-measure computes it.
+    SnpDigest(SnpDigestArgs),
     /// Export a manifest to another tool's format.
     Export {
         #[command(subcommand)]
@@ -132,6 +135,39 @@ enum ExportCmd {
         #[arg(long)]
         pubkey_out: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct SnpDigestArgs {
+    /// Unified OVMF image (code and variables in one file) with SEV metadata.
+    #[arg(long)]
+    ovmf: PathBuf,
+    /// Number of vCPUs.
+    #[arg(long)]
+    vcpus: u32,
+    /// vCPU model as QEMU's -cpu names it: EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, ...
+    #[arg(long)]
+    vcpu_type: String,
+    /// Hypervisor: qemu, ec2 or gce.
+    #[arg(long, default_value = "qemu")]
+    vmm: String,
+    /// Measured direct boot: the kernel QEMU gets with -kernel.
+    #[arg(long, conflicts_with = "uki")]
+    kernel: Option<PathBuf>,
+    /// The initrd QEMU gets with -initrd (none: hashed as empty).
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The command line QEMU gets with -append (none: hashed as empty).
+    #[arg(long, requires = "kernel")]
+    cmdline: Option<String>,
+    /// Measured direct boot of a UKI's .linux, .initrd and .cmdline sections.
+    #[arg(long)]
+    uki: Option<PathBuf>,
+    /// VMSA SEV features (hex, with or without 0x).
+    #[arg(long, default_value = "0x1")]
+    guest_features: String,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -537,6 +573,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::SnpDigest(args) => snp_digest(&args),
         Cmd::Export { format } => match format {
             ExportCmd::Constellation {
                 manifest,
@@ -576,6 +613,77 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+fn snp_digest(args: &SnpDigestArgs) -> Result<()> {
+    use nacre_measure::snp::{self, KernelHashes, Ovmf, SnpLaunch, VmmType};
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let fw = read(&args.ovmf)?;
+    let ovmf = Ovmf::parse(&fw).with_context(|| format!("{}", args.ovmf.display()))?;
+    let vmm: VmmType = args.vmm.parse()?;
+    let vcpu_sig = snp::vcpu_signature(&args.vcpu_type)?;
+    let gf = args.guest_features.trim();
+    let gf = gf
+        .strip_prefix("0x")
+        .or_else(|| gf.strip_prefix("0X"))
+        .unwrap_or(gf);
+    let guest_features = u64::from_str_radix(gf, 16)
+        .with_context(|| format!("--guest-features {:?} is not hex", args.guest_features))?;
+    // (kernel, initrd, cmdline) of a measured direct boot.
+    let direct: Option<(Vec<u8>, Vec<u8>, String)> = match (&args.kernel, &args.uki) {
+        (Some(k), _) => Some((
+            read(k)?,
+            match &args.initrd {
+                Some(i) => read(i)?,
+                None => Vec::new(),
+            },
+            args.cmdline.clone().unwrap_or_default(),
+        )),
+        (None, Some(u)) => {
+            let data = read(u)?;
+            let uki = Uki::parse(&data).with_context(|| format!("{}: UKI", u.display()))?;
+            let kernel = uki.section_data(".linux").context("UKI has no .linux")?;
+            let initrd = uki.section_data(".initrd").unwrap_or_default();
+            let cmdline = uki.cmdline()?.unwrap_or_default();
+            Some((kernel.into_owned(), initrd.into_owned(), cmdline))
+        }
+        (None, None) => None,
+    };
+    let kernel_hashes = direct.as_ref().map(|(k, i, c)| KernelHashes::new(k, i, c));
+    let ld = SnpLaunch {
+        ovmf: &ovmf,
+        vcpus: args.vcpus,
+        vcpu_sig,
+        vmm,
+        guest_features,
+        kernel_hashes,
+    }
+    .digest()?;
+    if !args.json {
+        println!("{}", hex::encode(ld));
+        return Ok(());
+    }
+    let sha256 = |b: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, b));
+    print_json(&serde_json::json!({
+        "measurement": hex::encode(ld),
+        "ovmf": args.ovmf,
+        "ovmf_sha256": sha256(&fw),
+        "ovmf_hash": hex::encode(snp::ovmf_hash(&ovmf)),
+        "vcpus": args.vcpus,
+        "vcpu_type": args.vcpu_type,
+        "vcpu_sig": format!("{vcpu_sig:#x}"),
+        "vmm": vmm.name(),
+        "guest_features": format!("{guest_features:#x}"),
+        "kernel": args.kernel,
+        "initrd": args.initrd,
+        "uki": args.uki,
+        "cmdline": direct.as_ref().map(|(_, _, c)| c),
+        "kernel_hashes": kernel_hashes.map(|h| serde_json::json!({
+            "kernel_sha256": hex::encode(h.kernel),
+            "initrd_sha256": hex::encode(h.initrd),
+            "cmdline_sha256": hex::encode(h.cmdline),
+        })),
+    }))
 }
 
 fn inspect(image: &Path, json: bool) -> Result<()> {

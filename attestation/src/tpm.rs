@@ -135,18 +135,18 @@ impl Attester {
     /// from [`EK_CERT_NV`]; `None` if this TPM has no such EK or certificate.
     pub fn ek_binding(&self, qualifying: &[u8]) -> Result<Option<EkBinding>, TpmError> {
         use tss_esapi::abstraction::nv;
+        use tss_esapi::constants::CapabilityType;
         use tss_esapi::handles::{NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
         use tss_esapi::interface_types::resource_handles::NvAuth;
         use tss_esapi::interface_types::session_handles::AuthSession;
-        use tss_esapi::constants::CapabilityType;
         use tss_esapi::structures::CapabilityData;
         let mut ctx = self.context()?;
         let ek_tpm = PersistentTpmHandle::new(EK_HANDLE).map_err(|e| fail("EK handle", e))?;
         // Look before touching: asking the TPM for a handle it lacks makes tss2 log errors.
         let present = match ctx.get_capability(CapabilityType::Handles, EK_HANDLE, 1) {
-            Ok((CapabilityData::Handles(list), _)) => list
-                .iter()
-                .any(|h| *h == TpmHandle::Persistent(ek_tpm)),
+            Ok((CapabilityData::Handles(list), _)) => {
+                list.iter().any(|h| *h == TpmHandle::Persistent(ek_tpm))
+            }
             _ => false,
         };
         if !present {

@@ -23,9 +23,9 @@ pub enum AttestError {
     Type(u16),
     #[error("signature algorithm {0:#06x} is not ECDSA (0x0018)")]
     SigAlg(u16),
-    #[error("signature hash {0:#06x} is not SHA-256 (0x000b)")]
+    #[error("signature hash {0:#06x} is not the one expected")]
     SigHash(u16),
-    #[error("ECDSA r or s is {0} bytes, more than 32")]
+    #[error("ECDSA r or s is {0} bytes, longer than the curve's")]
     SigComponent(usize),
     #[error("{0}")]
     Other(String),
@@ -151,89 +151,12 @@ pub fn parse_quote(attest: &[u8]) -> Result<QuoteInfo, AttestError> {
     })
 }
 
-/// The fixed-size r||s (64 bytes) of an ECDSA/SHA-256 TPMT_SIGNATURE.
+/// The fixed-size r||s (64 bytes) of an ECDSA/SHA-256 TPMT_SIGNATURE (a P-256 AK's).
 pub fn parse_ecdsa_signature(sig: &[u8]) -> Result<[u8; 64], AttestError> {
-    let mut r = Reader { data: sig, pos: 0 };
-    let alg = r.u16()?;
-    if alg != ALG_ECDSA {
-        return Err(AttestError::SigAlg(alg));
-    }
-    let hash = r.u16()?;
-    if hash != ALG_SHA256 {
-        return Err(AttestError::SigHash(hash));
-    }
-    let sr = r.tpm2b()?;
-    let ss = r.tpm2b()?;
-    r.end()?;
+    let v = parse_ecdsa(sig, ALG_SHA256, 32)?;
     let mut out = [0u8; 64];
-    for (i, c) in [sr, ss].into_iter().enumerate() {
-        // Leading zeros may or may not be present; keep the value, pad to 32 bytes.
-        let c = &c[c.iter().take_while(|b| **b == 0).count()..];
-        if c.len() > 32 {
-            return Err(AttestError::SigComponent(c.len()));
-        }
-        out[i * 32 + 32 - c.len()..(i + 1) * 32].copy_from_slice(c);
-    }
+    out.copy_from_slice(&v);
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&TPM_GENERATED.to_be_bytes());
-        v.extend_from_slice(&ST_ATTEST_QUOTE.to_be_bytes());
-        v.extend_from_slice(&[0, 2, 0xaa, 0xbb]); // signer
-        v.extend_from_slice(&[0, 3, 1, 2, 3]); // extraData
-        v.extend_from_slice(&[0; 17]); // clockInfo
-        v.extend_from_slice(&[0; 8]); // firmwareVersion
-        v.extend_from_slice(&1u32.to_be_bytes());
-        v.extend_from_slice(&ALG_SHA256.to_be_bytes());
-        v.extend_from_slice(&[3, 0b0001_0001, 0b1000_0000, 0]); // PCR 0, 4, 15
-        v.extend_from_slice(&[0, 32]);
-        v.extend_from_slice(&[7; 32]);
-        v
-    }
-
-    #[test]
-    fn parses_a_quote() {
-        let q = parse_quote(&sample()).unwrap();
-        assert_eq!(q.extra_data, vec![1, 2, 3]);
-        assert_eq!(q.selections[0].pcrs, vec![0, 4, 15]);
-        assert_eq!(q.pcr_digest, vec![7; 32]);
-    }
-
-    #[test]
-    fn refuses_bad_magic_type_and_trailing() {
-        let mut s = sample();
-        s[0] = 0;
-        assert!(matches!(parse_quote(&s), Err(AttestError::Magic(_))));
-        let mut s = sample();
-        s[5] = 0x17;
-        assert!(matches!(parse_quote(&s), Err(AttestError::Type(0x8017))));
-        let mut s = sample();
-        s.push(0);
-        assert_eq!(parse_quote(&s), Err(AttestError::Trailing(1)));
-        let s = sample();
-        assert!(matches!(
-            parse_quote(&s[..s.len() - 1]),
-            Err(AttestError::Truncated(_))
-        ));
-    }
-
-    #[test]
-    fn ecdsa_signature_pads_components() {
-        let mut s = vec![0, 0x18, 0, 0x0b, 0, 31];
-        s.extend_from_slice(&[1; 31]);
-        s.extend_from_slice(&[0, 33, 0]);
-        s.extend_from_slice(&[2; 32]);
-        let rs = parse_ecdsa_signature(&s).unwrap();
-        assert_eq!(rs[0], 0);
-        assert_eq!(&rs[1..32], &[1; 31]);
-        assert_eq!(&rs[32..], &[2; 32]);
-    }
 }
 
 /// TPM_ST_ATTEST_CERTIFY.
@@ -334,9 +257,7 @@ pub fn parse_ecdsa(sig: &[u8], hash: u16, size: usize) -> Result<Vec<u8>, Attest
     }
     let h = r.u16()?;
     if h != hash {
-        return Err(AttestError::Other(format!(
-            "signature hash {h:#06x}, expected {hash:#06x}"
-        )));
+        return Err(AttestError::SigHash(h));
     }
     let sr = r.tpm2b()?;
     let ss = r.tpm2b()?;
@@ -350,4 +271,63 @@ pub fn parse_ecdsa(sig: &[u8], hash: u16, size: usize) -> Result<Vec<u8>, Attest
         out[i * size + size - c.len()..(i + 1) * size].copy_from_slice(c);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&TPM_GENERATED.to_be_bytes());
+        v.extend_from_slice(&ST_ATTEST_QUOTE.to_be_bytes());
+        v.extend_from_slice(&[0, 2, 0xaa, 0xbb]); // signer
+        v.extend_from_slice(&[0, 3, 1, 2, 3]); // extraData
+        v.extend_from_slice(&[0; 17]); // clockInfo
+        v.extend_from_slice(&[0; 8]); // firmwareVersion
+        v.extend_from_slice(&1u32.to_be_bytes());
+        v.extend_from_slice(&ALG_SHA256.to_be_bytes());
+        v.extend_from_slice(&[3, 0b0001_0001, 0b1000_0000, 0]); // PCR 0, 4, 15
+        v.extend_from_slice(&[0, 32]);
+        v.extend_from_slice(&[7; 32]);
+        v
+    }
+
+    #[test]
+    fn parses_a_quote() {
+        let q = parse_quote(&sample()).unwrap();
+        assert_eq!(q.extra_data, vec![1, 2, 3]);
+        assert_eq!(q.selections[0].pcrs, vec![0, 4, 15]);
+        assert_eq!(q.pcr_digest, vec![7; 32]);
+    }
+
+    #[test]
+    fn refuses_bad_magic_type_and_trailing() {
+        let mut s = sample();
+        s[0] = 0;
+        assert!(matches!(parse_quote(&s), Err(AttestError::Magic(_))));
+        let mut s = sample();
+        s[5] = 0x17;
+        assert!(matches!(parse_quote(&s), Err(AttestError::Type(0x8017))));
+        let mut s = sample();
+        s.push(0);
+        assert_eq!(parse_quote(&s), Err(AttestError::Trailing(1)));
+        let s = sample();
+        assert!(matches!(
+            parse_quote(&s[..s.len() - 1]),
+            Err(AttestError::Truncated(_))
+        ));
+    }
+
+    #[test]
+    fn ecdsa_signature_pads_components() {
+        let mut s = vec![0, 0x18, 0, 0x0b, 0, 31];
+        s.extend_from_slice(&[1; 31]);
+        s.extend_from_slice(&[0, 33, 0]);
+        s.extend_from_slice(&[2; 32]);
+        let rs = parse_ecdsa_signature(&s).unwrap();
+        assert_eq!(rs[0], 0);
+        assert_eq!(&rs[1..32], &[1; 31]);
+        assert_eq!(&rs[32..], &[2; 32]);
+    }
 }

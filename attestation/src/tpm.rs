@@ -144,9 +144,7 @@ impl Attester {
         let ek_tpm = PersistentTpmHandle::new(EK_HANDLE).map_err(|e| fail("EK handle", e))?;
         // Look before touching: asking the TPM for a handle it lacks makes tss2 log errors.
         let present = match ctx.get_capability(CapabilityType::Handles, EK_HANDLE, 1) {
-            Ok((CapabilityData::Handles(list), _)) => {
-                list.iter().any(|h| *h == TpmHandle::Persistent(ek_tpm))
-            }
+            Ok((CapabilityData::Handles(list), _)) => list.contains(&TpmHandle::Persistent(ek_tpm)),
             _ => false,
         };
         if !present {

@@ -359,24 +359,25 @@ pub fn update_peers(
 ) -> Result<(), NetError> {
     peers::validate(peers, me, &cfg.cluster_ranges)
         .map_err(|err| NetError::Peers { source_name, err })?;
-    let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
-    let link = rt
-        .find(&Selector::Name(WG_IFNAME.into()))
-        .ctx(|| "listing interfaces".into())?
-        .ok_or_else(|| NetError::NoInterface(WG_IFNAME.into(), 0))?;
-    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    let (link, mut wgnl) = open_wg0()?;
     wgnl.set_peers(link.index, peers, cfg.persistent_keepalive_s)
         .ctx(|| format!("setting {}'s peers", WG_IFNAME))
 }
 
-/// `wg show`-like lines for wg0 (for operators and tests).
-pub fn status() -> Result<Vec<String>, NetError> {
+/// wg0's link and a WireGuard netlink socket (wg0 must exist).
+fn open_wg0() -> Result<(rtnl::Link, wg::Wg), NetError> {
     let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
     let link = rt
         .find(&Selector::Name(WG_IFNAME.into()))
         .ctx(|| "listing interfaces".into())?
         .ok_or_else(|| NetError::NoInterface(WG_IFNAME.into(), 0))?;
-    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    let wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    Ok((link, wgnl))
+}
+
+/// `wg show`-like lines for wg0 (for operators and tests).
+pub fn status() -> Result<Vec<String>, NetError> {
+    let (link, mut wgnl) = open_wg0()?;
     let d = wgnl
         .device(link.index)
         .ctx(|| format!("reading {WG_IFNAME}"))?;

@@ -23,7 +23,6 @@
 //! Python tool raises, asserts or crashes.
 
 use ring::digest::{digest, SHA256, SHA384};
-use std::fmt;
 use std::str::FromStr;
 
 /// Size of the launch digest (SHA-384).
@@ -39,83 +38,54 @@ const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 /// The bootstrap processor starts at the reset vector.
 const BSP_EIP: u32 = 0xffff_fff0;
 
-/// A GUID in its on-disk (little-endian "mixed") encoding, as Python's `uuid.bytes_le`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Guid(pub [u8; 16]);
+/// GUIDs in their on-disk (little-endian "mixed") encoding, as Python's `uuid.bytes_le`.
+pub use nacre_eventlog::decode::Guid;
 
-impl Guid {
-    /// Parse the canonical text form at compile time (panics on malformed input).
-    pub const fn from_str_const(s: &str) -> Guid {
-        const fn nib(c: u8) -> u8 {
-            match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                b'A'..=b'F' => c - b'A' + 10,
-                _ => panic!("bad GUID hex digit"),
-            }
+/// Parse a GUID's canonical text form at compile time (panics on malformed input: constants
+/// only).
+pub const fn guid(s: &str) -> Guid {
+    const fn nib(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => panic!("bad GUID hex digit"),
         }
-        let s = s.as_bytes();
-        assert!(s.len() == 36, "GUID must be 36 characters");
-        // Big-endian bytes in text order, skipping dashes.
-        let mut be = [0u8; 16];
-        let mut i = 0;
-        let mut j = 0;
-        while i < 36 {
-            if s[i] == b'-' {
-                i += 1;
-                continue;
-            }
-            be[j] = (nib(s[i]) << 4) | nib(s[i + 1]);
-            j += 1;
-            i += 2;
+    }
+    let s = s.as_bytes();
+    assert!(s.len() == 36, "GUID must be 36 characters");
+    // Big-endian bytes in text order, skipping dashes.
+    let mut be = [0u8; 16];
+    let mut i = 0;
+    let mut j = 0;
+    while i < 36 {
+        if s[i] == b'-' {
+            i += 1;
+            continue;
         }
-        assert!(j == 16, "GUID must have 32 hex digits");
-        // bytes_le: the first three fields are little-endian.
-        Guid([
-            be[3], be[2], be[1], be[0], be[5], be[4], be[7], be[6], be[8], be[9], be[10], be[11],
-            be[12], be[13], be[14], be[15],
-        ])
+        be[j] = (nib(s[i]) << 4) | nib(s[i + 1]);
+        j += 1;
+        i += 2;
     }
-}
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-",
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9]
-        )?;
-        for x in &b[10..] {
-            write!(f, "{x:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
+    assert!(j == 16, "GUID must have 32 hex digits");
+    // bytes_le: the first three fields are little-endian.
+    Guid([
+        be[3], be[2], be[1], be[0], be[5], be[4], be[7], be[6], be[8], be[9], be[10], be[11],
+        be[12], be[13], be[14], be[15],
+    ])
 }
 
 /// GUIDs of OVMF's footer table and the entries this module reads.
 pub mod guids {
-    use super::Guid;
-    pub const OVMF_TABLE_FOOTER: Guid =
-        Guid::from_str_const("96b582de-1fb2-45f7-baea-a366c55a082d");
-    pub const SEV_HASH_TABLE_RV: Guid =
-        Guid::from_str_const("7255371f-3a3b-4b04-927b-1da6efa8d454");
-    pub const SEV_ES_RESET_BLOCK: Guid =
-        Guid::from_str_const("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
-    pub const OVMF_SEV_METADATA: Guid =
-        Guid::from_str_const("dc886566-984a-4798-a75e-5585a7bf67cc");
-    pub const SEV_HASH_TABLE_HEADER: Guid =
-        Guid::from_str_const("9438d606-4f22-4cc9-b479-a793d411fd21");
-    pub const SEV_KERNEL_ENTRY: Guid = Guid::from_str_const("4de79437-abd2-427f-b835-d5b172d2045b");
-    pub const SEV_INITRD_ENTRY: Guid = Guid::from_str_const("44baf731-3a2f-4bd7-9af1-41e29169781d");
-    pub const SEV_CMDLINE_ENTRY: Guid =
-        Guid::from_str_const("97d02dd8-bd20-4c94-aa78-e7714d36ab2a");
+    use super::{guid, Guid};
+    pub const OVMF_TABLE_FOOTER: Guid = guid("96b582de-1fb2-45f7-baea-a366c55a082d");
+    pub const SEV_HASH_TABLE_RV: Guid = guid("7255371f-3a3b-4b04-927b-1da6efa8d454");
+    pub const SEV_ES_RESET_BLOCK: Guid = guid("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
+    pub const OVMF_SEV_METADATA: Guid = guid("dc886566-984a-4798-a75e-5585a7bf67cc");
+    pub const SEV_HASH_TABLE_HEADER: Guid = guid("9438d606-4f22-4cc9-b479-a793d411fd21");
+    pub const SEV_KERNEL_ENTRY: Guid = guid("4de79437-abd2-427f-b835-d5b172d2045b");
+    pub const SEV_INITRD_ENTRY: Guid = guid("44baf731-3a2f-4bd7-9af1-41e29169781d");
+    pub const SEV_CMDLINE_ENTRY: Guid = guid("97d02dd8-bd20-4c94-aa78-e7714d36ab2a");
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -518,9 +518,19 @@ impl Verifier for SevSnpVerifier {
         };
         let report = crate::snp::Report::parse(report).map_err(snp)?;
         self.chain.verify_report(vcek, &report).map_err(snp)?;
+        // Golden launch measurements: the configured ones and those of the signed manifests.
+        let mut policy = self.policy.clone();
+        for m in self.tpm.manifests()? {
+            for v in &m.snp {
+                let mut d = [0u8; 48];
+                if hex::decode_to_slice(&v.measurement, &mut d).is_ok() {
+                    policy.measurements.push(d);
+                }
+            }
+        }
         crate::snp::check_report(
             &report,
-            &self.policy,
+            &policy,
             expect.nonce,
             &ev.ak_public,
             expect.tls_public_key,

@@ -166,7 +166,12 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
         allow_migration_agent: false,
         vmpl: Some(0),
     };
-    let v = SevSnpVerifier::new(milan(), policy, vec![], key);
+    let v = SevSnpVerifier::new(
+        milan(),
+        policy,
+        vec![manifest_with_snp(&signer, vec![])],
+        key,
+    );
     let ev = |raw: Vec<u8>| Evidence {
         platform: Platform::SevSnp {
             report: raw,
@@ -236,4 +241,105 @@ fn evidence_goes_to_its_platform_verifier() {
         ..ev
     };
     assert!(none.verify(&tdx, &x).unwrap_err().reason.contains("TDX"));
+}
+
+/// Golden launch measurements come from the signed manifests too (`nacre-measure golden
+/// --snp-ovmf`): with the report's measurement in a manifest the measurement rule passes (the
+/// refusal moves on to REPORT_DATA); without it, the measurement rule refuses.
+#[test]
+fn launch_measurements_from_signed_manifests() {
+    use nacre_attestation::evidence::{Evidence, Platform, Quote};
+    use nacre_attestation::verify::{Expectation, JoinKind, SevSnpVerifier, Verifier};
+    use nacre_measure::manifest::SnpLaunchValue;
+    let report = Report::parse(&fixture("milan-report.bin")).unwrap();
+    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+    let key = nacre_measure::sign::PublicKey::from_spki(
+        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
+    )
+    .unwrap();
+    let signed = |snp: Vec<SnpLaunchValue>| manifest_with_snp(&signer, snp);
+    let value = SnpLaunchValue {
+        vcpus: 4,
+        vcpu_type: "EPYC-Milan".into(),
+        vmm: "qemu".into(),
+        guest_features: 1,
+        ovmf_sha256: "00".repeat(32),
+        measurement: hex::encode(report.measurement),
+    };
+    let policy = SnpPolicy {
+        measurements: vec![],
+        min_tcb: Tcb::default(),
+        allow_debug: false,
+        allow_migration_agent: false,
+        vmpl: None,
+    };
+    let ev = Evidence {
+        platform: Platform::SevSnp {
+            report: fixture("milan-report.bin"),
+            vcek: fixture("milan-vcek.der"),
+        },
+        quote: Quote {
+            attest: vec![],
+            signature: vec![],
+        },
+        ak_public: vec![1; 91],
+        firmware_log: vec![],
+        runtime_log: vec![],
+        ek: None,
+    };
+    let x = Expectation {
+        nonce: &[7; 32],
+        tls_public_key: b"tls",
+        join: JoinKind::First,
+    };
+    let with = SevSnpVerifier::new(
+        milan(),
+        policy.clone(),
+        vec![signed(vec![value])],
+        key.clone(),
+    );
+    let r = with.verify(&ev, &x).unwrap_err();
+    assert!(r.reason.contains("REPORT_DATA"), "{r}");
+    let without = SevSnpVerifier::new(milan(), policy, vec![signed(vec![])], key);
+    let r = without.verify(&ev, &x).unwrap_err();
+    assert!(r.reason.contains("launch measurement"), "{r}");
+}
+
+/// A signed manifest (one PCR, and these SNP launch values).
+fn manifest_with_snp(
+    signer: &nacre_measure::sign::PemSigner,
+    snp: Vec<nacre_measure::manifest::SnpLaunchValue>,
+) -> nacre_attestation::verify::SignedManifest {
+    use nacre_measure::manifest::{Expected, ImageRef, Manifest, SCHEMA};
+    let m = Manifest {
+        schema: SCHEMA.into(),
+        image: ImageRef {
+            reference: "r".into(),
+            version: "v".into(),
+            variant: "qemu-snp".into(),
+            uki_sha256: "00".repeat(32),
+            roothash: None,
+        },
+        alg: nacre_eventlog::HashAlg::Sha256,
+        stub: nacre_measure::uki::StubProfile::V252,
+        secure_boot: false,
+        phase: Some("sysinit".into()),
+        measurements: [(
+            4u32,
+            Expected {
+                expected: vec![4; 32],
+                warn_only: false,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        events: vec![],
+        snp,
+    };
+    let json = m.to_json();
+    let sig = nacre_measure::sign::sign_blob(signer, &json).unwrap();
+    nacre_attestation::verify::SignedManifest {
+        json,
+        signature_b64: sig.into_bytes(),
+    }
 }

@@ -206,6 +206,7 @@ pub fn run(
         phase: Some("sysinit".into()),
         measurements,
         events: vec![],
+        snp: vec![],
     };
     let json = manifest.to_json();
     let sig = sign_blob(&signer, &json).map_err(|e| e.to_string())?;

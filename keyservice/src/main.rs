@@ -289,8 +289,13 @@ fn main() -> Result<()> {
                         Ok(m)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                if measurements.is_empty() {
-                    bail!("SEV-SNP nodes need at least one --snp-measurement");
+                let in_manifests = signed.iter().any(|m| {
+                    nacre_measure::manifest::Manifest::from_json(&m.json)
+                        .map(|m| !m.snp.is_empty())
+                        .unwrap_or(false)
+                });
+                if measurements.is_empty() && !in_manifests {
+                    bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
                 }
                 let t: Vec<u8> = snp_min_tcb
                     .split(',')

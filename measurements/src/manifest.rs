@@ -70,6 +70,24 @@ pub struct Manifest {
     pub measurements: BTreeMap<u32, Expected>,
     /// The predicted events, so a verifier can say which event differs, not only which PCR.
     pub events: Vec<Event>,
+    /// SEV-SNP launch measurements of this image's variant, one per launch configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snp: Vec<SnpLaunchValue>,
+}
+
+/// The SEV-SNP launch measurement (the report's MEASUREMENT) of one launch configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpLaunchValue {
+    pub vcpus: u32,
+    pub vcpu_type: String,
+    pub vmm: String,
+    /// VMSA sev_features.
+    pub guest_features: u64,
+    /// SHA-256 of the firmware it was computed for.
+    pub ovmf_sha256: String,
+    /// 48 bytes, hex.
+    pub measurement: String,
 }
 
 impl Manifest {
@@ -102,6 +120,7 @@ impl Manifest {
             phase,
             measurements,
             events: p.events.clone(),
+            snp: Vec::new(),
         }
     }
 
@@ -258,7 +277,26 @@ mod tests {
             phase: None,
             measurements,
             events: vec![],
+            snp: vec![],
         }
+    }
+
+    #[test]
+    fn snp_launch_values_round_trip_and_are_optional() {
+        let mut m = manifest();
+        let plain = m.to_json();
+        assert!(!String::from_utf8_lossy(&plain).contains("\"snp\""));
+        m.snp.push(SnpLaunchValue {
+            vcpus: 2,
+            vcpu_type: "EPYC-Milan".into(),
+            vmm: "qemu".into(),
+            guest_features: 1,
+            ovmf_sha256: "ab".repeat(32),
+            measurement: "cd".repeat(48),
+        });
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back.snp, m.snp);
+        assert!(Manifest::from_json(&plain).unwrap().snp.is_empty());
     }
 
     #[test]

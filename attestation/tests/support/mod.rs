@@ -276,6 +276,7 @@ pub fn manifest_signed_by(
         phase: Some("enter-initrd".into()),
         measurements,
         events: vec![],
+        snp: vec![],
     };
     tweak(&mut m);
     let json = m.to_json();

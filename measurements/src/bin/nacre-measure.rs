@@ -64,6 +64,21 @@ enum Cmd {
         /// Also sign it with this ECDSA P-256 key (writes <out>.sig).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// SEV-SNP variants: the OVMF firmware the guest launches with (UEFI boot of the UKI
+        /// from the disk: the launch digest covers the firmware; the UKI is in the vTPM PCRs).
+        #[arg(long)]
+        snp_ovmf: Option<PathBuf>,
+        /// vCPU counts to record a launch measurement for (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        snp_vcpus: Vec<u32>,
+        /// vCPU types (comma-separated, sev-snp-measure's names).
+        #[arg(long, value_delimiter = ',', default_value = "EPYC-Milan,EPYC-Genoa")]
+        snp_vcpu_types: Vec<String>,
+        #[arg(long, default_value = "qemu")]
+        snp_vmm: String,
+        /// VMSA sev_features (hex).
+        #[arg(long, default_value = "1")]
+        snp_guest_features: String,
     },
     /// Sign a file cosign-style (ECDSA P-256, base64 DER in <file>.sig).
     Sign {
@@ -433,8 +448,23 @@ fn run(cli: Cli) -> Result<()> {
             warn_only,
             out,
             key,
+            snp_ovmf,
+            snp_vcpus,
+            snp_vcpu_types,
+            snp_vmm,
+            snp_guest_features,
         } => {
             let (files, cfg, p) = boot.predict()?;
+            let snp_values = match &snp_ovmf {
+                Some(f) => snp_golden(
+                    f,
+                    &snp_vcpus,
+                    &snp_vcpu_types,
+                    &snp_vmm,
+                    &snp_guest_features,
+                )?,
+                None => Vec::new(),
+            };
             let uki = Uki::parse(&files.uki)?;
             let image = ImageRef {
                 reference,
@@ -444,7 +474,8 @@ fn run(cli: Cli) -> Result<()> {
                 roothash: uki.roothash()?,
             };
             let phase = cfg.phase.map(|p| p.word().to_string());
-            let m = Manifest::from_prediction(image, &p, phase, &warn_only);
+            let mut m = Manifest::from_prediction(image, &p, phase, &warn_only);
+            m.snp = snp_values;
             let json = m.to_json();
             // Sign first, so a failing signer leaves nothing behind.
             let sig = match &key {
@@ -613,6 +644,51 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+/// SEV-SNP launch measurements of a firmware (UEFI boot: no kernel hashes) for every vCPU
+/// count and type.
+fn snp_golden(
+    ovmf_path: &Path,
+    vcpus: &[u32],
+    types: &[String],
+    vmm: &str,
+    guest_features: &str,
+) -> Result<Vec<nacre_measure::manifest::SnpLaunchValue>> {
+    use nacre_measure::snp::{self, Ovmf, SnpLaunch, VmmType};
+    let fw =
+        std::fs::read(ovmf_path).with_context(|| format!("reading {}", ovmf_path.display()))?;
+    let ovmf = Ovmf::parse(&fw).with_context(|| format!("{}", ovmf_path.display()))?;
+    let vmm_type: VmmType = vmm.parse()?;
+    let gf = guest_features.trim();
+    let gf = gf.strip_prefix("0x").unwrap_or(gf);
+    let guest_features = u64::from_str_radix(gf, 16)
+        .with_context(|| format!("--snp-guest-features {guest_features:?} is not hex"))?;
+    let ovmf_sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &fw));
+    let mut out = Vec::new();
+    for t in types {
+        let vcpu_sig = snp::vcpu_signature(t)?;
+        for &n in vcpus {
+            let ld = SnpLaunch {
+                ovmf: &ovmf,
+                vcpus: n,
+                vcpu_sig,
+                vmm: vmm_type,
+                guest_features,
+                kernel_hashes: None,
+            }
+            .digest()?;
+            out.push(nacre_measure::manifest::SnpLaunchValue {
+                vcpus: n,
+                vcpu_type: t.clone(),
+                vmm: vmm.to_string(),
+                guest_features,
+                ovmf_sha256: ovmf_sha256.clone(),
+                measurement: hex::encode(ld),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn snp_digest(args: &SnpDigestArgs) -> Result<()> {

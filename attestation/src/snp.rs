@@ -320,6 +320,9 @@ pub struct SnpPolicy {
     /// The VMPL the report must come from (0: the guest kernel itself; a paravisor runs the
     /// guest at VMPL 2 or 3 and may report for it).
     pub vmpl: Option<u32>,
+    /// The release's ID key (SHA-384 of its SNP public key, `nacre-measure snp-id-block`): the
+    /// guest must have been launched with an ID block signed by it.
+    pub id_key_digest: Option<[u8; 48]>,
 }
 
 /// Every rule on a report whose signature chain was verified, then the binding.
@@ -359,6 +362,15 @@ pub fn check_report(
             return Err(SnpError::Tcb(format!(
                 "{name} TCB ({tcb}) is below the minimum ({})",
                 policy.min_tcb
+            )));
+        }
+    }
+    if let Some(d) = &policy.id_key_digest {
+        if report.id_key_digest != *d {
+            return Err(SnpError::Policy(format!(
+                "launched with ID key {}, not the release's {}",
+                hex::encode(report.id_key_digest),
+                hex::encode(d)
             )));
         }
     }

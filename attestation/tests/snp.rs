@@ -99,6 +99,7 @@ fn policy_tcb_measurement_and_binding_rules() {
         allow_debug: false,
         allow_migration_agent: false,
         vmpl: Some(0),
+        id_key_digest: None,
     };
     // The binding: this report's REPORT_DATA was not made for our nonce and keys.
     assert_eq!(
@@ -139,6 +140,21 @@ fn policy_tcb_measurement_and_binding_rules() {
         check_report(&debug, &good, b"nonce", b"ak", b"tls"),
         Err(SnpError::Policy(_))
     ));
+    // The release's ID key: the report's ID_KEY_DIGEST must be it.
+    let id = SnpPolicy {
+        id_key_digest: Some([1; 48]),
+        ..good.clone()
+    };
+    let r = check_report(&bound, &id, b"nonce", b"ak", b"tls").unwrap_err();
+    assert!(
+        matches!(r, SnpError::Policy(ref m) if m.contains("ID key")),
+        "{r}"
+    );
+    let same = SnpPolicy {
+        id_key_digest: Some(report.id_key_digest),
+        ..good.clone()
+    };
+    check_report(&bound, &same, b"nonce", b"ak", b"tls").unwrap();
     let mut vmpl = bound.clone();
     vmpl.vmpl = 2;
     assert!(matches!(
@@ -165,6 +181,7 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
         allow_debug: false,
         allow_migration_agent: false,
         vmpl: Some(0),
+        id_key_digest: None,
     };
     let v = SevSnpVerifier::new(
         milan(),
@@ -272,6 +289,7 @@ fn launch_measurements_from_signed_manifests() {
         allow_debug: false,
         allow_migration_agent: false,
         vmpl: None,
+        id_key_digest: None,
     };
     let ev = Evidence {
         platform: Platform::SevSnp {

@@ -80,6 +80,10 @@ enum Cmd {
         /// The VMPL reports must come from (absent: any).
         #[arg(long)]
         snp_vmpl: Option<u32>,
+        /// Require guests launched with an ID block signed by this ID key (96 hex digits:
+        /// its digest, as `nacre-measure snp-id-block` prints it).
+        #[arg(long)]
+        snp_id_key_digest: Option<String>,
         /// In-cluster mode: prove this service to nodes with this machine's own attestation
         /// (TPM at this TCTI, e.g. device:/dev/tpmrm0) instead of the CA certificate; nodes
         /// check it against the control plane's golden values (mutual attested TLS).
@@ -232,6 +236,7 @@ fn main() -> Result<()> {
             snp_measurements,
             snp_min_tcb,
             snp_vmpl,
+            snp_id_key_digest,
             attest_with,
             attest_firmware_log,
             attest_runtime_log,
@@ -318,6 +323,15 @@ fn main() -> Result<()> {
                         allow_debug: false,
                         allow_migration_agent: false,
                         vmpl: snp_vmpl,
+                        id_key_digest: snp_id_key_digest
+                            .as_deref()
+                            .map(|h| {
+                                let mut d = [0u8; 48];
+                                hex::decode_to_slice(h, &mut d)
+                                    .with_context(|| format!("--snp-id-key-digest {h}"))
+                                    .map(|()| d)
+                            })
+                            .transpose()?,
                     },
                     signed,
                     key,

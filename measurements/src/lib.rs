@@ -11,6 +11,7 @@ pub mod pe;
 pub mod predict;
 pub mod sign;
 pub mod snp;
+pub mod snp_id;
 pub mod source;
 pub mod stub_cpio;
 pub mod uki;

@@ -44,6 +44,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// SEV-SNP ID block and ID auth for a launch measurement (QEMU: sev-snp-guest,id-block=…,
+    /// id-auth=…), signed with an ID key and an author key (ECDSA P-384, PKCS#8 PEM, e.g.
+    /// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384`).
+    SnpIdBlock {
+        /// The launch measurement (96 hex digits, from snp-digest or the golden manifest).
+        #[arg(long)]
+        measurement: String,
+        #[arg(long)]
+        id_key: PathBuf,
+        #[arg(long)]
+        author_key: PathBuf,
+        /// Guest policy (hex; default 30000: SMT allowed, no debugging, no migration agent).
+        #[arg(long, default_value = "30000")]
+        policy: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the golden-measurement manifest of an image (optionally signed).
     Golden {
         #[command(flatten)]
@@ -491,6 +508,48 @@ fn run(cli: Cli) -> Result<()> {
                 out.display(),
                 if key.is_some() { " and its .sig" } else { "" }
             );
+            Ok(())
+        }
+        Cmd::SnpIdBlock {
+            measurement,
+            id_key,
+            author_key,
+            policy,
+            json,
+        } => {
+            use base64::Engine;
+            use nacre_measure::snp_id::{id_auth, id_block, SnpKey};
+            let mut ld = [0u8; 48];
+            hex::decode_to_slice(measurement.trim(), &mut ld)
+                .with_context(|| format!("--measurement {measurement:?}: 96 hex digits"))?;
+            let p = policy.trim().trim_start_matches("0x");
+            let policy = u64::from_str_radix(p, 16)
+                .with_context(|| format!("--policy {policy:?} is not hex"))?;
+            let load = |p: &Path| -> Result<SnpKey> {
+                let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                Ok(SnpKey::from_pem(&pem, &p.display().to_string())?)
+            };
+            let (id, author) = (load(&id_key)?, load(&author_key)?);
+            let block = id_block(&ld, policy);
+            let auth = id_auth(&block, &id, &author)?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            if json {
+                print_json(&serde_json::json!({
+                    "id_block": b64.encode(block),
+                    "id_auth": b64.encode(&auth),
+                    "id_key_digest": hex::encode(id.digest()),
+                    "author_key_digest": hex::encode(author.digest()),
+                    "policy": format!("{policy:#x}"),
+                }))?;
+            } else {
+                println!(
+                    "id-block={},id-auth={}",
+                    b64.encode(block),
+                    b64.encode(&auth)
+                );
+                println!("id_key_digest: {}", hex::encode(id.digest()));
+                println!("author_key_digest: {}", hex::encode(author.digest()));
+            }
             Ok(())
         }
         Cmd::Sign {

@@ -38,7 +38,7 @@ pub struct Server {
     service: Arc<Service>,
     verifier: Arc<dyn Verifier>,
     identity: Identity,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct SharedAttest(Arc<dyn Attest>);
@@ -80,7 +80,7 @@ impl Server {
             service,
             verifier,
             identity: Identity::Certificate { chain, key },
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -94,12 +94,22 @@ impl Server {
             service,
             verifier,
             identity: Identity::Attested(attest),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Accept until `stop` is set (checked between connections).
+    /// Accept until `stop` is set (checked between connections), then wait for the connections
+    /// in flight: when `run` returns, no thread of this server holds it (or its database).
     pub fn run(self: Arc<Self>, listener: TcpListener, stop: Arc<AtomicBool>) {
+        let in_flight = self.in_flight.clone();
+        self.accept(listener, stop);
+        let deadline = std::time::Instant::now() + IO_TIMEOUT * 2;
+        while in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn accept(self: Arc<Self>, listener: TcpListener, stop: Arc<AtomicBool>) {
         for conn in listener.incoming() {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -120,11 +130,14 @@ impl Server {
                 continue;
             }
             let me = self.clone();
+            let counter = self.in_flight.clone();
             let spawned = std::thread::Builder::new()
                 .name("conn".into())
                 .spawn(move || {
                     me.connection(sock, peer);
-                    me.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    // The server (and its database) is released before the count drops.
+                    drop(me);
+                    counter.fetch_sub(1, Ordering::AcqRel);
                 });
             if spawned.is_err() {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -24,6 +24,7 @@ use crate::attest::{parse_ecdsa_signature, parse_quote, ALG_SHA256};
 use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
 use nacre_eventlog::runtime::CLUSTER_ID_PCR;
 use nacre_eventlog::{EventLog, HashAlg, RuntimeEvent};
+use nacre_measure::diff::Observed;
 use nacre_measure::manifest::{Finding, ImageRef, Manifest};
 use nacre_measure::sign::{verify_blob, PublicKey};
 use ring::digest::{Context as DigestContext, SHA256};
@@ -412,6 +413,16 @@ impl QemuVtpmVerifier {
             }
         }
 
+        let observed: Vec<Observed> = log
+            .events
+            .iter()
+            .filter_map(|e| Observed::from_log(e, HashAlg::Sha256))
+            .chain(
+                ev.runtime_log
+                    .iter()
+                    .filter_map(|r| Observed::from_cel(r, HashAlg::Sha256)),
+            )
+            .collect();
         let mut refusals = Vec::new();
         for manifest in &manifests {
             let verdict = if expect.join == JoinKind::Either {
@@ -431,7 +442,7 @@ impl QemuVtpmVerifier {
                     ak_public: ev.ak_public.clone(),
                 });
             }
-            let list: Vec<String> = verdict
+            let mut list: Vec<String> = verdict
                 .errors
                 .iter()
                 .map(|f| {
@@ -443,6 +454,25 @@ impl QemuVtpmVerifier {
                     )
                 })
                 .collect();
+            // Which event differs, where the manifest carries its predicted events.
+            if !manifest.events.is_empty() {
+                let failing: Vec<u32> = verdict.errors.iter().map(|f| f.pcr).collect();
+                for d in nacre_measure::diff::compare(&manifest.events, &observed, &failing) {
+                    list.push(format!(
+                        "PCR {} first differs at its event #{}: predicted {}, observed {}",
+                        d.pcr,
+                        d.index,
+                        d.predicted
+                            .as_ref()
+                            .map(|p| format!("{:?}", p.description))
+                            .unwrap_or_else(|| "no more events".into()),
+                        d.observed
+                            .as_ref()
+                            .map(|o| format!("{:?}", o.description))
+                            .unwrap_or_else(|| "no more events".into()),
+                    ));
+                }
+            }
             refusals.push(if manifests.len() == 1 {
                 list.join("; ")
             } else {

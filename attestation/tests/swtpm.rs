@@ -511,3 +511,32 @@ fn verification_cost_is_printed() {
         1.0 / per.as_secs_f64()
     );
 }
+
+/// A refusal names the first event that differs when the manifest carries predicted events:
+/// here the manifest predicts one made-up PCR 11 event where the real log starts with
+/// systemd-stub's `.linux` section measurement.
+#[test]
+fn measurement_refusal_names_the_differing_event() {
+    use nacre_measure::predict::{Event as Predicted, Origin};
+    let s = setup("plain", &STAGE1);
+    let values = replayed(&s.node);
+    let ak = Attester::with_tcti(&s.node.tpm.tcti).ak_public().unwrap();
+    let e = s.evidence(b"n", &QUOTED);
+    let (m, key) = manifest(&values, |m| {
+        m.measurements.get_mut(&11).unwrap().expected = vec![0xbb; 32];
+        m.events = vec![Predicted {
+            pcr: 11,
+            event_type: nacre_eventlog::EventType::Ipl,
+            digest: vec![0xcc; 32],
+            description: "nacre-init phase leave-initrd".into(),
+            origin: Origin::NacreInit,
+        }];
+    });
+    let v = QemuVtpmVerifier::new(m, key, Box::new(EnrolledAks::new([ak])));
+    let (check, reason) = refused_by(&v, &e, &s.expect(b"n", JoinKind::First));
+    assert_eq!(check, Check::Measurements);
+    assert!(
+        reason.contains("PCR 11 first differs at its event #0: predicted \"nacre-init phase leave-initrd\", observed \"\\\".linux\\\" (UTF-16)\""),
+        "{reason}"
+    );
+}

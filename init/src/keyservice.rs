@@ -347,12 +347,22 @@ pub struct Refresher {
 
 impl Refresher {
     pub fn spawn(mut self) {
+        // The thread starts with every signal blocked: PID 1 takes SIGCHLD, SIGTERM, ... on its
+        // signalfd in the main thread, and a process-directed signal the kernel handed to this
+        // thread instead (where SIGCHLD is ignored) would be lost: a service's exit unnoticed.
+        use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+        let mut old = SigSet::empty();
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old)).is_err() {
+            crate::warn!("key service: cannot block signals: the peer refresher is not started");
+            return;
+        }
         let spawned = std::thread::Builder::new()
             .name("peer-refresh".into())
             .spawn(move || loop {
                 std::thread::sleep(self.every);
                 self.once();
             });
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
         if let Err(e) = spawned {
             crate::warn!("key service: cannot start the peer refresher: {e}");
         }

@@ -45,6 +45,13 @@ pub trait Attest: Send + Sync {
     fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String>;
 }
 
+/// A shared attester attests like the one it shares.
+impl<T: Attest + ?Sized> Attest for Arc<T> {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        (**self).evidence(nonce, tls_spki)
+    }
+}
+
 /// The TPM attester with the PCRs to quote and the logs to send.
 pub struct TpmAttest {
     pub attester: Attester,
@@ -264,6 +271,32 @@ fn check_and_record(
     result
 }
 
+/// A fresh attested certificate for `nonce` with its key, ready for rustls (both directions).
+fn certified_key(
+    attest: &dyn Attest,
+    provider: &CryptoProvider,
+    nonce: &[u8],
+) -> Option<Arc<CertifiedKey>> {
+    let (cert, key) = attested_cert(attest, nonce).ok()?;
+    let key = provider.key_provider.load_private_key(key).ok()?;
+    Some(Arc::new(CertifiedKey::new(vec![cert], key)))
+}
+
+/// The TLS 1.3 handshake signature with the peer's (attested) certificate key.
+fn verify_tls13(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
 fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
     Err(rustls::Error::General(
         "attested TLS is TLS 1.3 only".into(),
@@ -307,12 +340,7 @@ impl ClientCertVerifier for AttestedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -349,9 +377,7 @@ impl ResolvesClientCert for AttestedCertResolver {
     ) -> Option<Arc<CertifiedKey>> {
         // No nonce from the server: nothing fresh to attest to, send no certificate.
         let nonce = nonce_from_hints(root_hint_subjects)?;
-        let (cert, key) = attested_cert(self.attest.as_ref(), &nonce).ok()?;
-        let key = self.provider.key_provider.load_private_key(key).ok()?;
-        Some(Arc::new(CertifiedKey::new(vec![cert], key)))
+        certified_key(self.attest.as_ref(), &self.provider, &nonce)
     }
 
     fn has_certs(&self) -> bool {
@@ -427,12 +453,7 @@ impl ServerCertVerifier for AttestedServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -465,9 +486,7 @@ impl AttestedServerResolver {
 impl ResolvesServerCert for AttestedServerResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let nonce = nonce_from_sni(client_hello.server_name()?)?;
-        let (cert, key) = attested_cert(self.attest.as_ref(), &nonce).ok()?;
-        let key = self.provider.key_provider.load_private_key(key).ok()?;
-        Some(Arc::new(CertifiedKey::new(vec![cert], key)))
+        certified_key(self.attest.as_ref(), &self.provider, &nonce)
     }
 }
 

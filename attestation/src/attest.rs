@@ -100,7 +100,13 @@ pub struct QuoteInfo {
     pub pcr_digest: Vec<u8>,
 }
 
-pub fn parse_quote(attest: &[u8]) -> Result<QuoteInfo, AttestError> {
+/// A reader past a TPMS_ATTEST's magic and type, which must be `expected` (`wrong` names the
+/// error otherwise).
+fn attest_body(
+    attest: &[u8],
+    expected: u16,
+    wrong: impl FnOnce(u16) -> AttestError,
+) -> Result<Reader<'_>, AttestError> {
     let mut r = Reader {
         data: attest,
         pos: 0,
@@ -110,9 +116,14 @@ pub fn parse_quote(attest: &[u8]) -> Result<QuoteInfo, AttestError> {
         return Err(AttestError::Magic(magic));
     }
     let ty = r.u16()?;
-    if ty != ST_ATTEST_QUOTE {
-        return Err(AttestError::Type(ty));
+    if ty != expected {
+        return Err(wrong(ty));
     }
+    Ok(r)
+}
+
+pub fn parse_quote(attest: &[u8]) -> Result<QuoteInfo, AttestError> {
+    let mut r = attest_body(attest, ST_ATTEST_QUOTE, AttestError::Type)?;
     let qualified_signer = r.tpm2b()?.to_vec();
     let extra_data = r.tpm2b()?.to_vec();
     let clock = r.u64()?;
@@ -175,20 +186,11 @@ pub struct CertifyInfo {
 }
 
 pub fn parse_certify(attest: &[u8]) -> Result<CertifyInfo, AttestError> {
-    let mut r = Reader {
-        data: attest,
-        pos: 0,
-    };
-    let magic = r.u32()?;
-    if magic != TPM_GENERATED {
-        return Err(AttestError::Magic(magic));
-    }
-    let ty = r.u16()?;
-    if ty != ST_ATTEST_CERTIFY {
-        return Err(AttestError::Other(format!(
+    let mut r = attest_body(attest, ST_ATTEST_CERTIFY, |ty| {
+        AttestError::Other(format!(
             "type is {ty:#06x}, not TPM_ST_ATTEST_CERTIFY (0x8017)"
-        )));
-    }
+        ))
+    })?;
     r.tpm2b()?; // qualifiedSigner
     let extra_data = r.tpm2b()?.to_vec();
     r.take(8 + 4 + 4 + 1 + 8)?; // clockInfo, firmwareVersion

@@ -16,7 +16,6 @@
 use crate::atls::{
     client_config, mutual_client_config, Attest, AttestedCertResolver, AttestedServerVerifier,
 };
-use crate::evidence::Evidence;
 use crate::verify::{JoinKind, Verifier};
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
@@ -132,14 +131,6 @@ impl CallError {
     }
 }
 
-struct SharedAttest(Arc<dyn Attest>);
-
-impl Attest for SharedAttest {
-    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
-        self.0.evidence(nonce, tls_spki)
-    }
-}
-
 /// How a node trusts the key service.
 #[derive(Clone)]
 enum ServerTrust {
@@ -224,9 +215,7 @@ impl Client {
         sock.set_read_timeout(Some(self.timeout))
             .and_then(|()| sock.set_write_timeout(Some(self.timeout)))
             .map_err(|e| unreachable(e.to_string()))?;
-        let resolver = Arc::new(AttestedCertResolver::new(Box::new(SharedAttest(
-            self.attest.clone(),
-        ))));
+        let resolver = Arc::new(AttestedCertResolver::new(Box::new(self.attest.clone())));
         let (config, name) = match &self.trust {
             ServerTrust::Ca(roots) => (
                 client_config(roots.clone(), resolver)

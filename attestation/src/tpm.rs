@@ -66,8 +66,9 @@ impl Attester {
         spki_of(&public)
     }
 
-    /// Quotes the sha256 PCRs `pcrs` with qualifying data SHA-256(nonce || tls_public_key) and
-    /// assembles the evidence with the given logs.
+    /// Quotes the sha256 PCRs `pcrs` with qualifying data SHA-256(nonce || tls_public_key),
+    /// has the EK certify the AK over the same data where the TPM can ([`EkBinding`]), and
+    /// assembles the evidence with the given logs. One TPM context, one AK for both.
     pub fn evidence(
         &self,
         nonce: &[u8],
@@ -77,36 +78,60 @@ impl Attester {
         runtime_log: Vec<CelRecord>,
     ) -> Result<Evidence, TpmError> {
         let qualifying = qualifying_data(nonce, tls_public_key);
-        let (quote, ak_public) = self.quote_raw(&qualifying, pcrs)?;
-        let ek = self.ek_binding(&qualifying)?;
+        let mut ctx = self.context()?;
+        let (ak, public) = create_ak(&mut ctx)?;
+        let r = quote(&mut ctx, ak, &qualifying, pcrs)
+            .and_then(|q| Ok((q, ek_binding(&mut ctx, ak, &public, &qualifying)?)));
+        let _ = ctx.flush_context(ak.into());
+        let (quote, ek) = r?;
         Ok(Evidence {
             platform: Platform::QemuVtpm,
             quote,
-            ak_public,
+            ak_public: spki_of(&public)?,
             firmware_log,
             runtime_log,
             ek,
         })
     }
+}
 
-    /// TPM2_Quote with arbitrary qualifying data; returns the quote and the AK's SPKI.
-    pub fn quote_raw(&self, qualifying: &[u8], pcrs: &[u32]) -> Result<(Quote, Vec<u8>), TpmError> {
-        let slots = pcrs
-            .iter()
-            .map(|&p| {
-                1u32.checked_shl(p)
-                    .and_then(|bit| PcrSlot::try_from(bit).ok())
-                    .ok_or_else(|| fail("PCR selection", format!("PCR {p} out of range")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let selection = PcrSelectionListBuilder::new()
-            .with_selection(HashingAlgorithm::Sha256, &slots)
-            .build()
-            .map_err(|e| fail("PCR selection", e))?;
-        let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
-        let mut ctx = self.context()?;
-        let (ak, public) = create_ak(&mut ctx)?;
-        let r = ctx.execute_with_nullauth_session(|c| {
+/// TPMS_ATTEST and TPMT_SIGNATURE as the TPM marshals them.
+fn marshalled(
+    attest: tss_esapi::structures::Attest,
+    signature: tss_esapi::structures::Signature,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    Ok((
+        attest
+            .marshall()
+            .map_err(|e| fail("marshalling TPMS_ATTEST", e))?,
+        signature
+            .marshall()
+            .map_err(|e| fail("marshalling TPMT_SIGNATURE", e))?,
+    ))
+}
+
+/// TPM2_Quote of the sha256 PCRs `pcrs` by `ak` with this qualifying data.
+fn quote(
+    ctx: &mut Context,
+    ak: KeyHandle,
+    qualifying: &[u8],
+    pcrs: &[u32],
+) -> Result<Quote, TpmError> {
+    let slots = pcrs
+        .iter()
+        .map(|&p| {
+            1u32.checked_shl(p)
+                .and_then(|bit| PcrSlot::try_from(bit).ok())
+                .ok_or_else(|| fail("PCR selection", format!("PCR {p} out of range")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let selection = PcrSelectionListBuilder::new()
+        .with_selection(HashingAlgorithm::Sha256, &slots)
+        .build()
+        .map_err(|e| fail("PCR selection", e))?;
+    let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
+    let (attest, signature) = ctx
+        .execute_with_nullauth_session(|c| {
             c.quote(
                 ak,
                 data,
@@ -115,66 +140,58 @@ impl Attester {
                 },
                 selection,
             )
-        });
-        let _ = ctx.flush_context(ak.into());
-        let (attest, signature) = r.map_err(|e| fail("TPM2_Quote", e))?;
-        let quote = Quote {
-            attest: attest
-                .marshall()
-                .map_err(|e| fail("marshalling TPMS_ATTEST", e))?,
-            signature: signature
-                .marshall()
-                .map_err(|e| fail("marshalling TPMT_SIGNATURE", e))?,
-        };
-        Ok((quote, spki_of(&public)?))
-    }
+        })
+        .map_err(|e| fail("TPM2_Quote", e))?;
+    let (attest, signature) = marshalled(attest, signature)?;
+    Ok(Quote { attest, signature })
 }
 
-impl Attester {
-    /// TPM2_Certify of the AK by the signing ECC EK at [`EK_HANDLE`], with the EK certificate
-    /// from [`EK_CERT_NV`]; `None` if this TPM has no such EK or certificate.
-    pub fn ek_binding(&self, qualifying: &[u8]) -> Result<Option<EkBinding>, TpmError> {
-        use tss_esapi::abstraction::nv;
-        use tss_esapi::constants::CapabilityType;
-        use tss_esapi::handles::{NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
-        use tss_esapi::interface_types::resource_handles::NvAuth;
-        use tss_esapi::interface_types::session_handles::AuthSession;
-        use tss_esapi::structures::CapabilityData;
-        let mut ctx = self.context()?;
-        let ek_tpm = PersistentTpmHandle::new(EK_HANDLE).map_err(|e| fail("EK handle", e))?;
-        // Look before touching: asking the TPM for a handle it lacks makes tss2 log errors.
-        let present = match ctx.get_capability(CapabilityType::Handles, EK_HANDLE, 1) {
-            Ok((CapabilityData::Handles(list), _)) => list.contains(&TpmHandle::Persistent(ek_tpm)),
-            _ => false,
-        };
-        if !present {
-            return Ok(None);
-        }
-        let Ok(ek) = ctx.tr_from_tpm_public(TpmHandle::Persistent(ek_tpm)) else {
-            return Ok(None);
-        };
-        // A decrypt-only EK (the TCG default) cannot certify: no binding, the AK must then be
-        // trusted another way (enrollment).
-        match ctx.read_public(ek.into()) {
-            Ok((
-                Public::Ecc {
-                    object_attributes, ..
-                },
-                _,
-                _,
-            )) if object_attributes.sign_encrypt() => {}
-            _ => return Ok(None),
-        }
-        let nv_index = NvIndexTpmHandle::new(EK_CERT_NV).map_err(|e| fail("EK NV index", e))?;
-        let cert = match ctx
-            .execute_with_nullauth_session(|c| nv::read_full(c, NvAuth::Owner, nv_index))
-        {
-            Ok(c) => c,
-            Err(_) => return Ok(None),
-        };
-        let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
-        let (ak, public) = create_ak(&mut ctx)?;
-        let r = ctx.execute_with_sessions(
+/// TPM2_Certify of `ak` by the signing ECC EK at [`EK_HANDLE`], with the EK certificate from
+/// [`EK_CERT_NV`]; `None` if this TPM has no such EK or certificate.
+fn ek_binding(
+    ctx: &mut Context,
+    ak: KeyHandle,
+    ak_public: &Public,
+    qualifying: &[u8],
+) -> Result<Option<EkBinding>, TpmError> {
+    use tss_esapi::abstraction::nv;
+    use tss_esapi::constants::CapabilityType;
+    use tss_esapi::handles::{NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
+    use tss_esapi::interface_types::resource_handles::NvAuth;
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    use tss_esapi::structures::CapabilityData;
+    let ek_tpm = PersistentTpmHandle::new(EK_HANDLE).map_err(|e| fail("EK handle", e))?;
+    // Look before touching: asking the TPM for a handle it lacks makes tss2 log errors.
+    let present = match ctx.get_capability(CapabilityType::Handles, EK_HANDLE, 1) {
+        Ok((CapabilityData::Handles(list), _)) => list.contains(&TpmHandle::Persistent(ek_tpm)),
+        _ => false,
+    };
+    if !present {
+        return Ok(None);
+    }
+    let Ok(ek) = ctx.tr_from_tpm_public(TpmHandle::Persistent(ek_tpm)) else {
+        return Ok(None);
+    };
+    // A decrypt-only EK (the TCG default) cannot certify: no binding, the AK must then be
+    // trusted another way (enrollment).
+    match ctx.read_public(ek.into()) {
+        Ok((
+            Public::Ecc {
+                object_attributes, ..
+            },
+            _,
+            _,
+        )) if object_attributes.sign_encrypt() => {}
+        _ => return Ok(None),
+    }
+    let nv_index = NvIndexTpmHandle::new(EK_CERT_NV).map_err(|e| fail("EK NV index", e))?;
+    let Ok(cert) = ctx.execute_with_nullauth_session(|c| nv::read_full(c, NvAuth::Owner, nv_index))
+    else {
+        return Ok(None);
+    };
+    let data = Data::try_from(qualifying.to_vec()).map_err(|e| fail("qualifying data", e))?;
+    let (attest, signature) = ctx
+        .execute_with_sessions(
             (
                 Some(AuthSession::Password),
                 Some(AuthSession::Password),
@@ -190,22 +207,17 @@ impl Attester {
                     },
                 )
             },
-        );
-        let _ = ctx.flush_context(ak.into());
-        let (attest, signature) = r.map_err(|e| fail("TPM2_Certify (AK by EK)", e))?;
-        Ok(Some(EkBinding {
-            ek_certificate: cert,
-            ak_public_area: public
-                .marshall()
-                .map_err(|e| fail("marshalling the AK's TPMT_PUBLIC", e))?,
-            certify_attest: attest
-                .marshall()
-                .map_err(|e| fail("marshalling TPMS_ATTEST", e))?,
-            certify_signature: signature
-                .marshall()
-                .map_err(|e| fail("marshalling TPMT_SIGNATURE", e))?,
-        }))
-    }
+        )
+        .map_err(|e| fail("TPM2_Certify (AK by EK)", e))?;
+    let (certify_attest, certify_signature) = marshalled(attest, signature)?;
+    Ok(Some(EkBinding {
+        ek_certificate: cert,
+        ak_public_area: ak_public
+            .marshall()
+            .map_err(|e| fail("marshalling the AK's TPMT_PUBLIC", e))?,
+        certify_attest,
+        certify_signature,
+    }))
 }
 
 /// swtpm's ECC (P-384) endorsement key, persistent; made sign-capable by

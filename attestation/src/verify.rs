@@ -297,8 +297,16 @@ impl Verifier for QemuVtpmVerifier {
 impl QemuVtpmVerifier {
     /// Everything but the platform part: AK trust, quote, nonce, logs, manifests.
     fn check_tpm(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
-        let manifests = self.manifests()?;
+        self.check_tpm_with(ev, expect, self.manifests()?)
+    }
 
+    /// [`Self::check_tpm`] with the manifests already checked and parsed.
+    fn check_tpm_with(
+        &self,
+        ev: &Evidence,
+        expect: &Expectation<'_>,
+        manifests: Vec<Manifest>,
+    ) -> Result<Accepted, Refusal> {
         if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
             return refuse(
                 Check::AkTrust,
@@ -550,7 +558,8 @@ impl Verifier for SevSnpVerifier {
         self.chain.verify_report(vcek, &report).map_err(snp)?;
         // Golden launch measurements: the configured ones and those of the signed manifests.
         let mut policy = self.policy.clone();
-        for m in self.tpm.manifests()? {
+        let manifests = self.tpm.manifests()?;
+        for m in &manifests {
             for v in &m.snp {
                 let mut d = [0u8; 48];
                 if hex::decode_to_slice(&v.measurement, &mut d).is_ok() {
@@ -566,7 +575,7 @@ impl Verifier for SevSnpVerifier {
             expect.tls_public_key,
         )
         .map_err(snp)?;
-        self.tpm.check_tpm(ev, expect)
+        self.tpm.check_tpm_with(ev, expect, manifests)
     }
 }
 

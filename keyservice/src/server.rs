@@ -41,18 +41,6 @@ pub struct Server {
     in_flight: Arc<AtomicUsize>,
 }
 
-struct SharedAttest(Arc<dyn Attest>);
-
-impl Attest for SharedAttest {
-    fn evidence(
-        &self,
-        nonce: &[u8],
-        tls_spki: &[u8],
-    ) -> Result<nacre_attestation::Evidence, String> {
-        self.0.evidence(nonce, tls_spki)
-    }
-}
-
 /// The service's TLS identity from the state directory (`server.pem` with its chain, `server.key`).
 pub fn load_identity(
     dir: &Path,
@@ -167,9 +155,7 @@ impl Server {
             }
             Identity::Attested(a) => mutual_server_config(
                 verifier.clone(),
-                Arc::new(AttestedServerResolver::new(Box::new(SharedAttest(
-                    a.clone(),
-                )))),
+                Arc::new(AttestedServerResolver::new(Box::new(a.clone()))),
             ),
         };
         let config = match config {

@@ -192,11 +192,24 @@ impl Server {
                 )
             }
             None => {
-                let why = match read {
-                    Err(e) => format!("TLS handshake: {e}"),
-                    Ok(()) => "no attested client certificate".into(),
+                use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+                return match read {
+                    Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe) => {
+                        let _ = self
+                            .service
+                            .record_aborted(peer, format!("TLS handshake: {e}"));
+                    }
+                    Err(e) => {
+                        self.refuse(peer, None, "attest", "tls", format!("TLS handshake: {e}"))
+                    }
+                    Ok(()) => self.refuse(
+                        peer,
+                        None,
+                        "attest",
+                        "tls",
+                        "no attested client certificate".into(),
+                    ),
                 };
-                return self.refuse(peer, None, "attest", "tls", why);
             }
         };
         if let Err(e) = read {

@@ -141,6 +141,24 @@ impl Service {
             Ok(detail) => ("granted", None, detail),
             Err((check, reason)) => ("refused", Some(check), reason),
         };
+        self.log_decision(peer, ak, op, outcome, check, detail)
+    }
+
+    /// A connection that ended before the peer presented anything (a node powering off in the
+    /// middle of a request, a port scan): recorded, but neither a grant nor a refusal.
+    pub fn record_aborted(&self, peer: SocketAddr, detail: String) -> Result<(), StoreError> {
+        self.log_decision(peer, None, "connect", "aborted", Some("tls".into()), detail)
+    }
+
+    fn log_decision(
+        &self,
+        peer: SocketAddr,
+        ak: Option<String>,
+        op: &str,
+        outcome: &str,
+        check: Option<String>,
+        detail: String,
+    ) -> Result<(), StoreError> {
         let d = Decision {
             seq: 0,
             unix: now_unix(),

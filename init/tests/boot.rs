@@ -2,6 +2,8 @@
 //! with an erofs root and its dm-verity hash partition, and a software TPM. Each case is one boot
 //! (~6 s); they run two at a time.
 
+mod console;
+
 use nacre_eventlog::runtime::{pcr11_after, Phase};
 use nacre_eventlog::HashAlg;
 use std::path::{Path, PathBuf};
@@ -49,7 +51,7 @@ fn boot(name: &str, args: &[&str]) -> Boot {
         .args(args)
         .status()
         .expect("tests/init/boot.sh");
-    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let console = console::read(&log);
     assert!(
         status.success(),
         "{name}: boot.sh failed ({status}); console:\n{console}"

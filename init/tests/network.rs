@@ -12,6 +12,8 @@
 //! (`restrict=on`: nothing leaves QEMU); a fourth, whose peer never answers, stops in the
 //! network step before any service starts.
 
+mod console;
+
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,7 +122,7 @@ fn boot(node: &Path, name: &str, qemu: &[String]) -> Boot {
         cmd.args(["--qemu-arg", a]);
     }
     let status = cmd.status().expect("tests/init/boot.sh");
-    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let console = console::read(&log);
     assert!(
         status.success(),
         "{name}: boot.sh failed ({status}); console:\n{console}"

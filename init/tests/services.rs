@@ -8,6 +8,8 @@
 //! The boot-timeline benchmark against a busybox shell init is `#[ignore]`d (it wants a release
 //! build): `tests/init/bench-services.sh`.
 
+mod console;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -129,7 +131,7 @@ fn boot(node: &Path, name: &str, args: &[&str]) -> Boot {
         .args(args)
         .status()
         .expect("tests/init/boot.sh");
-    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let console = console::read(&log);
     eprintln!("{name}: boot took {:.1} s", start.elapsed().as_secs_f64());
     assert!(
         status.success(),

@@ -3,6 +3,8 @@
 //! across boots (the disk key is sealed to it). Two nodes (two TPMs), each a chain of boots, the
 //! two chains on two threads.
 
+mod console;
+
 use nacre_statedisk::luks2::{self, classify, DiskState, Header};
 use nacre_statedisk::token::TPM_TOKEN_TYPE;
 use std::path::{Path, PathBuf};
@@ -178,7 +180,7 @@ fn boot_node(node: &Path, name: &str, disk: &Path, tpm: &Path) -> Boot {
         .args(boot_args(disk, tpm))
         .status()
         .expect("tests/init/boot.sh");
-    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let console = console::read(&log);
     assert!(
         status.success(),
         "{name}: boot.sh failed ({status}); console:\n{console}"
@@ -205,8 +207,7 @@ fn boot_and_cut(name: &str, disk: &Path, tpm: &Path, needle: &str) -> Boot {
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut cut = false;
     while Instant::now() < deadline {
-        let console =
-            String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+        let console = console::read(&log);
         if console.contains(needle) {
             let pid: i32 = std::fs::read_to_string(&pidfile)
                 .unwrap()
@@ -227,7 +228,7 @@ fn boot_and_cut(name: &str, disk: &Path, tpm: &Path, needle: &str) -> Boot {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.wait();
-    let console = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let console = console::read(&log);
     assert!(cut, "{name}: never saw {needle:?}; console:\n{console}");
     let secs = t.elapsed().as_secs_f64();
     eprintln!("statedisk: boot {name} (cut): {secs:.1} s");

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// The platform-specific part of the evidence.
 ///
-/// QEMU vTPM and SEV-SNP are verified ([`crate::verify::QemuVtpmVerifier`],
-/// [`crate::verify::SevSnpVerifier`]); `Tdx` is a typed placeholder so the wire format has a
-/// place for it: every verifier refuses it until it is implemented.
+/// Each is verified by its own verifier ([`crate::verify::QemuVtpmVerifier`],
+/// [`crate::verify::SevSnpVerifier`], [`crate::verify::TdxVerifier`]; [`crate::verify::ByPlatform`]
+/// routes them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Platform {
@@ -23,7 +23,10 @@ pub enum Platform {
         #[serde(with = "hex::serde")]
         vcek: Vec<u8>,
     },
-    /// An Intel TDX quote. NOT IMPLEMENTED: refused by every verifier.
+    /// An Intel TDX DCAP quote (v4 or v5, ECDSA P-256, [`crate::tdx::Quote`]) whose REPORTDATA
+    /// is [`crate::snp::report_data`](nonce, AK, TLS key), verified by
+    /// [`crate::verify::TdxVerifier`] against the operator's offline collateral and Intel's SGX
+    /// Root CA. The quote carries its PCK certificate chain (certification data type 5).
     Tdx {
         #[serde(with = "hex::serde")]
         quote: Vec<u8>,

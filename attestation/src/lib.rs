@@ -7,6 +7,8 @@
 //! * [`attest`]: parsing TPMS_ATTEST / TPMT_SIGNATURE as the TPM marshals them.
 //! * [`verify`]: the [`verify::Verifier`] trait, the QEMU vTPM verifier, and how the attestation
 //!   key is trusted ([`verify::AkTrust`]).
+//! * [`snp`], [`tdx`]: the SEV-SNP report and the Intel TDX quote that bind the TPM's AK and the
+//!   TLS key on confidential VMs.
 //! * [`atls`]: attested TLS (rustls + ring): evidence in an X.509 extension of a short-lived
 //!   self-signed certificate, bound to the certificate key and the peer's nonce; mutual.
 
@@ -16,11 +18,12 @@ pub mod ek;
 pub mod evidence;
 pub mod join;
 pub mod snp;
+pub mod tdx;
 pub mod tpm;
 pub mod verify;
 
 pub use evidence::{qualifying_data, Evidence, Platform, Quote};
 pub use verify::{
     Accepted, AkTrust, ByPlatform, Check, EnrolledAks, Expectation, JoinKind, QemuVtpmVerifier,
-    Refusal, SevSnpVerifier, SignedManifest, Verifier,
+    Refusal, SevSnpVerifier, SignedManifest, TdxVerifier, Verifier,
 };

@@ -3,7 +3,7 @@
 //!
 //! The QEMU vTPM verifier ([`QemuVtpmVerifier`]) runs, in this order:
 //! 1. [`Check::Platform`]: the evidence is for the QEMU vTPM platform (SEV-SNP and TDX evidence
-//!    is refused: those verifiers are not implemented yet).
+//!    is refused: [`SevSnpVerifier`] and [`TdxVerifier`] verify them).
 //! 2. [`Check::ManifestSignature`], [`Check::Manifest`]: the golden manifest's signature verifies
 //!    against the configured public key (cosign-style, `nacre_measure::sign`), and it parses.
 //! 3. [`Check::AkTrust`]: the attestation key is trusted by the configured [`AkTrust`].
@@ -19,6 +19,12 @@
 //! 8. [`Check::FirstJoinPcr15`]: for a first join, PCR 15 is zero.
 //! 9. [`Check::Measurements`]: every enforced PCR of the manifest matches; warn-only mismatches
 //!    are returned in [`Accepted::warnings`] for the caller to log.
+//!
+//! The confidential-VM verifiers check their platform part first and then run steps 2-9 with
+//! the AK trusted because the platform part binds it: [`SevSnpVerifier`] ([`Check::SnpReport`])
+//! and [`TdxVerifier`] ([`Check::TdxQuote`]: quote format, the quote's signatures, the PCK chain
+//! and the offline collateral, TD attributes, TCB status, MRTD, RTMR0..2 and the REPORTDATA
+//! binding; RTMRs without golden values are returned in [`Accepted::platform_warnings`]).
 
 use crate::attest::{parse_ecdsa_signature, parse_quote, ALG_SHA256};
 use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
@@ -49,6 +55,7 @@ pub enum Check {
     FirstJoinPcr15,
     Measurements,
     SnpReport,
+    TdxQuote,
 }
 
 impl fmt::Display for Check {
@@ -67,6 +74,7 @@ impl fmt::Display for Check {
             Check::FirstJoinPcr15 => "first join (PCR 15)",
             Check::Measurements => "measurements",
             Check::SnpReport => "SEV-SNP report",
+            Check::TdxQuote => "TDX quote",
         };
         f.write_str(s)
     }
@@ -104,6 +112,10 @@ pub struct Accepted {
     /// The attestation key (P-256 SPKI DER) that signed the quote: the node's identity.
     #[serde(with = "hex::serde")]
     pub ak_public: Vec<u8>,
+    /// Warn-only findings of the platform part (TDX: RTMRs without golden values): the caller
+    /// logs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_warnings: Vec<String>,
 }
 
 impl Accepted {
@@ -286,7 +298,7 @@ impl Verifier for QemuVtpmVerifier {
             Platform::Tdx { .. } => {
                 return refuse(
                     Check::Platform,
-                    "TDX evidence is not verified yet (not implemented)",
+                    "TDX evidence goes to the TDX verifier, not the QEMU vTPM verifier",
                 )
             }
         }
@@ -448,6 +460,7 @@ impl QemuVtpmVerifier {
                     matched: verdict.matched,
                     warnings: verdict.warnings,
                     ak_public: ev.ak_public.clone(),
+                    platform_warnings: Vec::new(),
                 });
             }
             let mut list: Vec<String> = verdict
@@ -579,21 +592,148 @@ impl Verifier for SevSnpVerifier {
     }
 }
 
-/// Routes evidence to the verifier of its platform: one service for QEMU vTPM and SEV-SNP
+/// The AK is trusted because a verified TDX quote binds it ([`TdxVerifier`] checks the quote
+/// first, then the TPM evidence with this trust).
+struct BoundByTdxQuote;
+
+impl AkTrust for BoundByTdxQuote {
+    fn name(&self) -> &'static str {
+        "bound by the TDX quote"
+    }
+    fn check(&self, _ak: &[u8], _evidence: &Evidence) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The verifier for TDX guests with a vTPM: the quote's signatures (attestation key, QE report,
+/// PCK), the PCK chain to Intel's SGX Root CA and the offline collateral (CRLs, TCB info, QE
+/// identity, TCB level; [`crate::tdx::verify_quote`]), TD attributes, TCB status, MRTD,
+/// RTMR0..2 and the REPORTDATA binding (nonce, AK, TLS key; [`crate::tdx::check_td`]), then the
+/// TPM quote, logs and golden manifests as for QEMU. Golden MRTDs and RTMR1/RTMR2 values are the
+/// policy's and those of the signed manifests' `tdx` entries.
+pub struct TdxVerifier {
+    collateral: crate::tdx::QuoteCollateralV3,
+    root_ca: Vec<u8>,
+    policy: crate::tdx::TdxPolicy,
+    /// UNIX seconds to verify at; `None`: the system clock.
+    now: Option<u64>,
+    tpm: QemuVtpmVerifier,
+}
+
+impl TdxVerifier {
+    /// `collateral`: the operator's offline collateral for the nodes' platform
+    /// ([`crate::tdx::collateral_from_json`]); the root of trust is Intel's SGX Root CA pinned
+    /// in this crate ([`crate::tdx::INTEL_SGX_ROOT_CA`]).
+    pub fn new(
+        collateral: crate::tdx::QuoteCollateralV3,
+        policy: crate::tdx::TdxPolicy,
+        manifests: Vec<SignedManifest>,
+        manifest_key: PublicKey,
+    ) -> Self {
+        TdxVerifier {
+            collateral,
+            root_ca: crate::tdx::INTEL_SGX_ROOT_CA.to_vec(),
+            policy,
+            now: None,
+            tpm: QemuVtpmVerifier::with_manifests(
+                manifests,
+                manifest_key,
+                Box::new(BoundByTdxQuote),
+            ),
+        }
+    }
+
+    /// Verify at this time (UNIX seconds) instead of the system clock: certificates, CRLs and
+    /// collateral must be valid then.
+    pub fn at_time(mut self, now: u64) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn now(&self) -> Result<u64, Refusal> {
+        match self.now {
+            Some(t) => Ok(t),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .or_else(|_| refuse(Check::TdxQuote, "the system clock is before 1970")),
+        }
+    }
+}
+
+impl Verifier for TdxVerifier {
+    fn name(&self) -> &'static str {
+        "tdx"
+    }
+
+    fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
+        let Platform::Tdx { quote } = &ev.platform else {
+            return refuse(
+                Check::Platform,
+                "not TDX evidence (this verifier accepts TDX guests only)",
+            );
+        };
+        let tdx = |e: crate::tdx::TdxError| Refusal {
+            check: Check::TdxQuote,
+            reason: e.to_string(),
+        };
+        let quote = crate::tdx::Quote::parse(quote).map_err(tdx)?;
+        let tcb = crate::tdx::verify_quote(&quote, &self.collateral, &self.root_ca, self.now()?)
+            .map_err(tdx)?;
+        // Golden MRTD and RTMR1/2: the configured ones and those of the signed manifests.
+        let mut policy = self.policy.clone();
+        let manifests = self.tpm.manifests()?;
+        let decode = |h: &str| {
+            let mut d = [0u8; 48];
+            hex::decode_to_slice(h, &mut d).ok().map(|_| d)
+        };
+        for v in manifests.iter().filter_map(|m| m.tdx.as_ref()) {
+            policy.mrtd.extend(decode(&v.mrtd));
+            for (i, r) in [(1, &v.rtmr1), (2, &v.rtmr2)] {
+                if let Some(d) = r.as_deref().and_then(decode) {
+                    policy.rtmr[i].get_or_insert_with(Vec::new).push(d);
+                }
+            }
+        }
+        let warnings = crate::tdx::check_td(
+            &quote.body,
+            &tcb,
+            &policy,
+            expect.nonce,
+            &ev.ak_public,
+            expect.tls_public_key,
+        )
+        .map_err(tdx)?;
+        let mut accepted = self.tpm.check_tpm_with(ev, expect, manifests)?;
+        accepted.platform_warnings = warnings;
+        Ok(accepted)
+    }
+}
+
+/// Routes evidence to the verifier of its platform: one service for QEMU vTPM, SEV-SNP and TDX
 /// nodes. A platform without a configured verifier is refused.
 #[derive(Default)]
 pub struct ByPlatform {
     pub qemu_vtpm: Option<Box<dyn Verifier>>,
     pub sev_snp: Option<Box<dyn Verifier>>,
+    pub tdx: Option<Box<dyn Verifier>>,
 }
 
 impl Verifier for ByPlatform {
     fn name(&self) -> &'static str {
-        match (&self.qemu_vtpm, &self.sev_snp) {
-            (Some(_), Some(_)) => "qemu-vtpm+sev-snp",
-            (Some(_), None) => "qemu-vtpm",
-            (None, Some(_)) => "sev-snp",
-            (None, None) => "none",
+        match (
+            self.qemu_vtpm.is_some(),
+            self.sev_snp.is_some(),
+            self.tdx.is_some(),
+        ) {
+            (true, true, true) => "qemu-vtpm+sev-snp+tdx",
+            (true, true, false) => "qemu-vtpm+sev-snp",
+            (true, false, true) => "qemu-vtpm+tdx",
+            (true, false, false) => "qemu-vtpm",
+            (false, true, true) => "sev-snp+tdx",
+            (false, true, false) => "sev-snp",
+            (false, false, true) => "tdx",
+            (false, false, false) => "none",
         }
     }
 
@@ -601,7 +741,7 @@ impl Verifier for ByPlatform {
         let (v, kind) = match ev.platform {
             Platform::QemuVtpm => (&self.qemu_vtpm, "QEMU vTPM"),
             Platform::SevSnp { .. } => (&self.sev_snp, "SEV-SNP"),
-            Platform::Tdx { .. } => (&None, "TDX"),
+            Platform::Tdx { .. } => (&self.tdx, "TDX"),
         };
         match v {
             Some(v) => v.verify(ev, expect),

@@ -353,6 +353,7 @@ fn manifest_with_snp(
         .collect(),
         events: vec![],
         snp,
+        tdx: None,
     };
     let json = m.to_json();
     let sig = nacre_measure::sign::sign_blob(signer, &json).unwrap();

@@ -207,6 +207,7 @@ pub fn run(
         measurements,
         events: vec![],
         snp: vec![],
+        tdx: None,
     };
     let json = manifest.to_json();
     let sig = sign_blob(&signer, &json).map_err(|e| e.to_string())?;

@@ -14,4 +14,5 @@ pub mod snp;
 pub mod snp_id;
 pub mod source;
 pub mod stub_cpio;
+pub mod tdx;
 pub mod uki;

@@ -73,6 +73,29 @@ pub struct Manifest {
     /// SEV-SNP launch measurements of this image's variant, one per launch configuration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snp: Vec<SnpLaunchValue>,
+    /// Intel TDX launch values of this image's variant (MRTD and the predicted RTMRs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<TdxLaunchValue>,
+}
+
+/// The Intel TDX measurements of a TDVF launch of this image (see `nacre_measure::tdx`).
+/// RTMR[0] is never recorded: it depends on the VMM's configuration (TD HOB, ACPI tables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxLaunchValue {
+    /// MRTD, 48 bytes, hex.
+    pub mrtd: String,
+    /// How the VMM interleaves TDH.MEM.PAGE.ADD and TDH.MR.EXTEND: "per-page" or
+    /// "per-section".
+    pub page_add_order: String,
+    /// RTMR[1] (absent when not predicted: a bare UKI gives no GPT event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmr1: Option<String>,
+    /// RTMR[2].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmr2: Option<String>,
+    /// SHA-256 of the firmware the MRTD was computed for.
+    pub ovmf_sha256: String,
 }
 
 /// The SEV-SNP launch measurement (the report's MEASUREMENT) of one launch configuration.
@@ -121,6 +144,7 @@ impl Manifest {
             measurements,
             events: p.events.clone(),
             snp: Vec::new(),
+            tdx: None,
         }
     }
 
@@ -278,7 +302,39 @@ mod tests {
             measurements,
             events: vec![],
             snp: vec![],
+            tdx: None,
         }
+    }
+
+    #[test]
+    fn tdx_values_round_trip_and_are_optional() {
+        let mut m = manifest();
+        let plain = m.to_json();
+        assert!(!String::from_utf8_lossy(&plain).contains("\"tdx\""));
+        assert!(Manifest::from_json(&plain).unwrap().tdx.is_none());
+        m.tdx = Some(TdxLaunchValue {
+            mrtd: "ab".repeat(48),
+            page_add_order: "per-page".into(),
+            rtmr1: None,
+            rtmr2: Some("cd".repeat(48)),
+            ovmf_sha256: "ef".repeat(32),
+        });
+        let json = m.to_json();
+        let text = String::from_utf8_lossy(&json);
+        assert!(text.contains("\"tdx\""), "{text}");
+        assert!(
+            !text.contains("rtmr1"),
+            "an unpredicted RTMR[1] is absent: {text}"
+        );
+        let back = Manifest::from_json(&json).unwrap();
+        assert_eq!(back.tdx, m.tdx);
+        assert_eq!(back, m);
+        // Unknown fields in the TDX entry are refused, like the SNP entries.
+        let bad = text.replace(
+            "\"page_add_order\"",
+            "\"rtmr0\": \"00\", \"page_add_order\"",
+        );
+        assert!(Manifest::from_json(bad.as_bytes()).is_err());
     }
 
     #[test]

@@ -426,7 +426,9 @@ impl<'a> Ovmf<'a> {
     }
 }
 
-fn parse_footer_table(data: &[u8]) -> Result<Vec<(Guid, &[u8])>, SnpError> {
+/// Parse OVMF's footer GUID table (also used for the TDX metadata, see [`crate::tdx`]). The
+/// caller checks that `data` holds at least 50 bytes.
+pub(crate) fn parse_footer_table(data: &[u8]) -> Result<Vec<(Guid, &[u8])>, SnpError> {
     // The table ends 32 bytes before the end of the image with an entry holding the footer GUID
     // and the size of the whole table (footer entry included); entries are laid out backwards,
     // each one's u16 size and GUID after its data.

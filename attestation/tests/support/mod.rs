@@ -277,6 +277,7 @@ pub fn manifest_signed_by(
         measurements,
         events: vec![],
         snp: vec![],
+        tdx: None,
     };
     tweak(&mut m);
     let json = m.to_json();

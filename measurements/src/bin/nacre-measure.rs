@@ -28,6 +28,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per run: the size of the largest variant (golden's options) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Show a UKI's (or a disk image's UKI's) sections, stub, command line and digests.
@@ -96,6 +98,14 @@ enum Cmd {
         /// VMSA sev_features (hex).
         #[arg(long, default_value = "1")]
         snp_guest_features: String,
+        /// TDX variants: the TDVF/OVMF firmware (with TDX metadata) the TD launches with;
+        /// records MRTD and the predicted RTMR[1]/RTMR[2].
+        #[arg(long)]
+        tdx_ovmf: Option<PathBuf>,
+        /// How the VMM interleaves page adds and extends: per-page (upstream KVM, QEMU 9+) or
+        /// per-section (QEMU 8.x TDX stacks).
+        #[arg(long, default_value = "per-page")]
+        tdx_page_add_order: String,
     },
     /// Sign a file cosign-style (ECDSA P-256, base64 DER in <file>.sig).
     Sign {
@@ -136,6 +146,9 @@ enum Cmd {
     /// Predict the AMD SEV-SNP launch digest (the attestation report's MEASUREMENT) of a guest
     /// QEMU launches with OVMF, as PyPI's sev-snp-measure computes it.
     SnpDigest(SnpDigestArgs),
+    /// Predict the Intel TDX MRTD of a TDVF firmware and, given an image, RTMR[1] and RTMR[2]
+    /// (RTMR[0] depends on the VMM and is not predicted).
+    TdxDigest(TdxDigestArgs),
     /// Export a manifest to another tool's format.
     Export {
         #[command(subcommand)]
@@ -198,6 +211,30 @@ struct SnpDigestArgs {
     /// VMSA SEV features (hex, with or without 0x).
     #[arg(long, default_value = "0x1")]
     guest_features: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TdxDigestArgs {
+    /// TDVF/OVMF firmware image with TDX metadata (e.g. Debian's /usr/share/ovmf/OVMF.fd).
+    #[arg(long)]
+    ovmf: PathBuf,
+    /// A UKI or a raw GPT disk image: also predict RTMR[1] (disk images only: it includes the
+    /// GPT event) and RTMR[2].
+    image: Option<PathBuf>,
+    /// systemd-stub behaviour: 252 or 257 (default: from the UKI's .sdmagic).
+    #[arg(long, requires = "image")]
+    stub: Option<u32>,
+    /// OVMF variable store with the Secure Boot keys of the boot.
+    #[arg(long, requires = "image", conflicts_with = "sb_keys")]
+    vars: Option<PathBuf>,
+    /// Directory with the Secure Boot variables as files (see `predict --sb-keys`).
+    #[arg(long, requires = "image")]
+    sb_keys: Option<PathBuf>,
+    /// per-page (upstream KVM, QEMU 9+) or per-section (QEMU 8.x TDX stacks).
+    #[arg(long, default_value = "per-page")]
+    page_add_order: String,
     #[arg(long)]
     json: bool,
 }
@@ -470,8 +507,14 @@ fn run(cli: Cli) -> Result<()> {
             snp_vcpu_types,
             snp_vmm,
             snp_guest_features,
+            tdx_ovmf,
+            tdx_page_add_order,
         } => {
             let (files, cfg, p) = boot.predict()?;
+            let tdx_value = match &tdx_ovmf {
+                Some(f) => Some(tdx_values(f, &tdx_page_add_order, Some(&boot))?.manifest_value()),
+                None => None,
+            };
             let snp_values = match &snp_ovmf {
                 Some(f) => snp_golden(
                     f,
@@ -493,6 +536,7 @@ fn run(cli: Cli) -> Result<()> {
             let phase = cfg.phase.map(|p| p.word().to_string());
             let mut m = Manifest::from_prediction(image, &p, phase, &warn_only);
             m.snp = snp_values;
+            m.tdx = tdx_value;
             let json = m.to_json();
             // Sign first, so a failing signer leaves nothing behind.
             let sig = match &key {
@@ -664,6 +708,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::SnpDigest(args) => snp_digest(&args),
+        Cmd::TdxDigest(args) => tdx_digest(&args),
         Cmd::Export { format } => match format {
             ExportCmd::Constellation {
                 manifest,
@@ -748,6 +793,105 @@ fn snp_golden(
         }
     }
     Ok(out)
+}
+
+/// MRTD of a firmware and, given boot inputs, the predicted RTMR[1]/RTMR[2].
+struct TdxValues {
+    ovmf_sha256: String,
+    order: nacre_measure::tdx::PageAddOrder,
+    mrtd: nacre_measure::tdx::Mr,
+    sections: Vec<nacre_measure::tdx::TdvfSection>,
+    rtmrs: Option<nacre_measure::tdx::RtmrPrediction>,
+}
+
+impl TdxValues {
+    fn manifest_value(&self) -> nacre_measure::manifest::TdxLaunchValue {
+        nacre_measure::manifest::TdxLaunchValue {
+            mrtd: hex::encode(self.mrtd),
+            page_add_order: self.order.name().to_string(),
+            rtmr1: self.rtmrs.as_ref().and_then(|r| r.rtmr1).map(hex::encode),
+            rtmr2: self.rtmrs.as_ref().map(|r| hex::encode(r.rtmr2)),
+            ovmf_sha256: self.ovmf_sha256.clone(),
+        }
+    }
+}
+
+fn tdx_values(ovmf_path: &Path, order: &str, boot: Option<&BootArgs>) -> Result<TdxValues> {
+    use nacre_measure::tdx::{self, PageAddOrder, Tdvf};
+    let order: PageAddOrder = order.parse()?;
+    let fw =
+        std::fs::read(ovmf_path).with_context(|| format!("reading {}", ovmf_path.display()))?;
+    let tdvf = Tdvf::parse(&fw).with_context(|| format!("{}", ovmf_path.display()))?;
+    let rtmrs = match boot {
+        None => None,
+        Some(b) => {
+            // RTMRs are SHA-384; nacre-init's runtime events go to the TPM, not to an RTMR.
+            let (files, mut cfg) = b.load()?;
+            cfg.alg = HashAlg::Sha384;
+            cfg.phase = None;
+            cfg.cluster_id = None;
+            let p = predict::predict(&files.uki, &cfg)
+                .with_context(|| format!("predicting {}", b.image.display()))?;
+            let gpt = if files.from_disk {
+                Some(
+                    tdx::gpt_event_from_file(&b.image)
+                        .with_context(|| format!("{}", b.image.display()))?,
+                )
+            } else {
+                None
+            };
+            Some(tdx::predict_rtmrs(&p, gpt.as_deref())?)
+        }
+    };
+    Ok(TdxValues {
+        ovmf_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &fw)),
+        order,
+        mrtd: tdvf.mrtd(order),
+        sections: tdvf.sections().to_vec(),
+        rtmrs,
+    })
+}
+
+fn tdx_digest(args: &TdxDigestArgs) -> Result<()> {
+    let boot = args.image.as_ref().map(|image| BootArgs {
+        image: image.clone(),
+        stub: args.stub,
+        vars: args.vars.clone(),
+        sb_keys: args.sb_keys.clone(),
+        bank: "sha384".into(),
+        phase: "none".into(),
+        cluster_id: None,
+    });
+    let v = tdx_values(&args.ovmf, &args.page_add_order, boot.as_ref())?;
+    let rtmr1 = v.rtmrs.as_ref().and_then(|r| r.rtmr1).map(hex::encode);
+    let rtmr2 = v.rtmrs.as_ref().map(|r| hex::encode(r.rtmr2));
+    if args.json {
+        return print_json(&serde_json::json!({
+            "mrtd": hex::encode(v.mrtd),
+            "page_add_order": v.order.name(),
+            "ovmf": args.ovmf,
+            "ovmf_sha256": v.ovmf_sha256,
+            "sections": v.sections,
+            "rtmr0": null,
+            "rtmr0_note": nacre_measure::tdx::RTMR0_NOT_PREDICTED,
+            "rtmr1": rtmr1,
+            "rtmr1_unpredicted": v.rtmrs.as_ref().and_then(|r| r.rtmr1_unpredicted.clone()),
+            "rtmr2": rtmr2,
+            "rtmr1_events": v.rtmrs.as_ref().map(|r| &r.rtmr1_events),
+            "rtmr2_events": v.rtmrs.as_ref().map(|r| &r.rtmr2_events),
+        }));
+    }
+    println!("MRTD:    {}  ({})", hex::encode(v.mrtd), v.order.name());
+    println!("firmware sha256: {}", v.ovmf_sha256);
+    println!("RTMR[0]: not predicted (depends on the VMM: TD HOB, ACPI tables, CFV)");
+    if let Some(r) = &v.rtmrs {
+        match (&rtmr1, &r.rtmr1_unpredicted) {
+            (Some(h), _) => println!("RTMR[1]: {h}"),
+            (None, why) => println!("RTMR[1]: not predicted: {}", why.as_deref().unwrap_or("")),
+        }
+        println!("RTMR[2]: {}", hex::encode(r.rtmr2));
+    }
+    Ok(())
 }
 
 fn snp_digest(args: &SnpDigestArgs) -> Result<()> {

@@ -37,24 +37,23 @@ while (($#)); do
 done
 [[ -n "$out" ]] || { echo "usage: ovmf/build.sh OUT [--only amdsev|inteltdx] [--twice] [--jobs N]" >&2; exit 2; }
 
-# The pinned source: Debian 12's edk2 2022.11-6+deb12u2 (the version of the ovmf package the QEMU
-# vTPM variant boots). The .dsc's own hash is pinned; the tarballs are checked against the .dsc.
-VERSION=2022.11-6+deb12u2
+# The pinned source: Debian 13 (trixie)'s edk2 2025.02-8+deb13u1, the release nacre's images are
+# built from. Its SEV metadata declares the SNP_KERNEL_HASHES page that QEMU needs for a measured
+# direct boot under SEV-SNP (Debian 12's 2022.11 does not: measured direct boot is impossible
+# with it). The two tarballs are pinned by the sha256 Debian's signed trixie Sources index lists;
+# Debian's quilt series is applied as dpkg-source would.
+VERSION=2025.02-8+deb13u1
 POOL=http://deb.debian.org/debian/pool/main/e/edk2
-DSC=edk2_${VERSION}.dsc
-DSC_SHA256=3129d783c9017f738af4453c9f94a2fdfba2ee91cf409c0c3623b31377e76cc6
-ORIG=edk2_2022.11.orig.tar.xz
-ORIG_SHA256=64257dd8a2778c969b8a869cd3b6eda2db2a346bfcf24dc729859745968f1fd6
+ORIG=edk2_2025.02.orig.tar.xz
+ORIG_SHA256=b63b6053d6d89c74d9291f9e96fde1584be99e6fb9c169ba9511505129d6b049
 DEBIAN=edk2_${VERSION}.debian.tar.xz
-DEBIAN_SHA256=a1d848115ae9b140e64d3ab34f7c08210b665bee473e3242a6801c163678780e
+DEBIAN_SHA256=e2a7f6fc58640818416a028d6d5e9dfc255697a7cdc60c14566c236df6bd9b08
 
 declare -A DSCS=(
   [amdsev]="OvmfPkg/AmdSev/AmdSevX64.dsc Build/AmdSev/RELEASE_GCC5/FV/OVMF.fd AMDSEV.fd"
   [inteltdx]="OvmfPkg/IntelTdx/IntelTdxX64.dsc Build/IntelTdx/RELEASE_GCC5/FV/OVMF.fd INTELTDX.fd"
 )
-# Build flags per firmware. TDVF with Secure Boot: nacre's UKIs are signed, and Debian's patch
-# "Disable the Shell when SecureBoot is enabled" makes the shell need SecureBootVariableLib, which
-# IntelTdxX64.dsc maps only with SECURE_BOOT_ENABLE.
+# Build flags per firmware. TDVF with Secure Boot support: nacre's UKIs are signed for it.
 declare -A FLAGS=(
   [amdsev]=""
   [inteltdx]="-D SECURE_BOOT_ENABLE=TRUE"
@@ -69,7 +68,7 @@ log() { echo "ovmf: $*" >&2; }
 die() { echo "ovmf: FAIL: $*" >&2; exit 1; }
 
 # Build dependencies (Debian 12 names): as in edk2's debian/control, minus the ARM cross compilers.
-deps=(build-essential uuid-dev nasm acpica-tools python3 python3-distutils dpkg-dev xz-utils curl)
+deps=(build-essential uuid-dev nasm acpica-tools python3 python3-distutils xz-utils curl patch)
 missing=()
 for p in "${deps[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -87,12 +86,11 @@ fetch() { # name sha256
   local f=$cache/$1
   if [[ ! -f "$f" ]] || ! echo "$2  $f" | sha256sum -c --quiet - 2>/dev/null; then
     log "fetching $1"
-    curl -sSf --retry 3 -o "$f.part" "$POOL/$1" || die "cannot download $POOL/$1"
+    curl -sSf --retry 3 -o "$f.part" "$POOL/${1//+/%2B}" || die "cannot download $POOL/$1"
     mv "$f.part" "$f"
   fi
   echo "$2  $f" | sha256sum -c --quiet - || die "$1: sha256 is not the pinned $2"
 }
-fetch "$DSC" "$DSC_SHA256"
 fetch "$ORIG" "$ORIG_SHA256"
 fetch "$DEBIAN" "$DEBIAN_SHA256"
 
@@ -104,7 +102,14 @@ build_once() { # dest
   rm -rf "$tree"
   mkdir -p "$tree"
   log "unpacking edk2 $VERSION (Debian patches applied) into $tree/edk2"
-  (cd "$tree" && dpkg-source --no-check -x "$cache/$DSC" edk2 >/dev/null)
+  mkdir "$tree/edk2"
+  tar xJf "$cache/$ORIG" -C "$tree/edk2" --strip-components=1
+  tar xJf "$cache/$DEBIAN" -C "$tree/edk2"
+  local q
+  while read -r q; do
+    [[ -z "$q" || "$q" == \#* ]] && continue
+    patch -s -d "$tree/edk2" -p1 < "$tree/edk2/debian/patches/$q" || die "Debian patch $q does not apply"
+  done < "$tree/edk2/debian/patches/series"
   for p in "$here"/patches/*.patch; do
     log "applying $(basename "$p")"
     patch -s -d "$tree/edk2" -p1 < "$p"

@@ -4,7 +4,9 @@
 # QEMU boot tests (OVMF + swtpm: plain, Secure Boot, credentials/sysext, unsigned refused), then
 # the attested cluster end to end (key service, two good nodes over wg0, a tampered UKI refused),
 # the image's reproducibility (two clean mkosi builds, ~4 min and ~2 x 2 GB from deb.debian.org)
-# and a CVM variant (~1 min on the warm cache).
+# and a CVM variant (~1 min on the warm cache). Before the cargo tests it builds the pinned CVM
+# firmware twice (ovmf/build.sh --twice: byte-identical, equal to ovmf/SHA256SUMS) and the
+# independent TDX MRTD oracle, so the launch-digest tests run on the firmware nacre ships.
 #
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -17,9 +19,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== shell scripts: bash -n"
-for f in scripts/*.sh scripts/lib/*.sh tests/e2e/*.sh tests/image/*.sh; do bash -n "$f"; done
+for f in scripts/*.sh scripts/lib/*.sh tests/e2e/*.sh tests/image/*.sh ovmf/*.sh; do bash -n "$f"; done
 echo "== CI workflows: syntax (ci/check-workflows.py)"
 python3 ci/check-workflows.py
+echo "== pinned CVM firmware: two clean builds, byte-identical (ovmf/build.sh --twice)"
+ovmf/build.sh target/ovmf --twice
+export NACRE_OVMF_DIR=$PWD/target/ovmf
+echo "== TDX MRTD oracle: mosaik's TDVF code (measurements/tests/oracle/mosaik-mrtd.sh)"
+NACRE_MOSAIK_MRTD=$(measurements/tests/oracle/mosaik-mrtd.sh "$PWD/target/oracle/mosaik-mrtd" | tail -n1)
+export NACRE_MOSAIK_MRTD
 echo "== cargo test (host tests, oracles, QEMU boots)"
 cargo test --workspace
 echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/cluster.sh)"
@@ -27,4 +35,4 @@ tests/e2e/cluster.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"
 tests/image/reproducible.sh
 echo "== image: variants (tests/image/variants.sh)"
-tests/image/variants.sh --cache target/tmp/reproducible/cache-a
+tests/image/variants.sh --cache target/tmp/reproducible/cache-a --variant qemu-tdx --ovmf "$NACRE_OVMF_DIR"

@@ -281,6 +281,7 @@ fn launch_measurements_from_signed_manifests() {
         vmm: "qemu".into(),
         guest_features: 1,
         ovmf_sha256: "00".repeat(32),
+        direct_boot: None,
         measurement: hex::encode(report.measurement),
     };
     let policy = SnpPolicy {

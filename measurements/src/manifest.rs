@@ -109,6 +109,10 @@ pub struct SnpLaunchValue {
     pub guest_features: u64,
     /// SHA-256 of the firmware it was computed for.
     pub ovmf_sha256: String,
+    /// Measured direct boot (`uki`: the UKI as QEMU's -kernel; `sections`: its .linux, .initrd
+    /// and .cmdline): the value covers the UKI too. Absent: UEFI boot from the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_boot: Option<String>,
     /// 48 bytes, hex.
     pub measurement: String,
 }
@@ -348,6 +352,7 @@ mod tests {
             vmm: "qemu".into(),
             guest_features: 1,
             ovmf_sha256: "ab".repeat(32),
+            direct_boot: Some("uki".into()),
             measurement: "cd".repeat(48),
         });
         let back = Manifest::from_json(&m.to_json()).unwrap();

@@ -7,6 +7,7 @@
 # Usage: finish-image.sh OUTDIR --variant NAME [--vars FD | --sb-keys DIR] [--version V]
 #                        [--key KEY.pem | --signer-command CMD --public-key PUB.pem]
 #                        [--formats "qcow2 vhd gcp raw" | --no-formats] [--measure BIN]
+#                        [--ovmf DIR] [--cloud-firmware FILE]
 #   OUTDIR/measurements.json  nacre-measure golden --variant NAME --phase ready (+ .sig when signed)
 #   OUTDIR/disk.qcow2 | disk.vhd | disk.tar.gz   scripts/lib/cloud-formats.sh; by default
 #              qemu-* -> qcow2, azure-* -> vhd, gcp-* -> gcp (disk.raw in disk.tar.gz), aws-* -> none
@@ -14,11 +15,19 @@
 #   --vars/--sb-keys  the Secure Boot variables of the boot (PCR 7); without them, Secure Boot off.
 #              Cloud variants boot the cloud's firmware with its own Secure Boot db, which a build
 #              cannot know: their manifests mark PCR 7 warn-only.
+#   --ovmf DIR  ovmf/build.sh's output: qemu-snp records the SEV-SNP launch measurements of a
+#              measured direct boot of the UKI with DIR/AMDSEV.fd, qemu-tdx the MRTD of
+#              DIR/INTELTDX.fd and the RTMR[1]/RTMR[2] of the boot (docs/cvm.md)
+#   --cloud-firmware FILE  the cloud's own firmware binary, when the operator has it: aws-sev-snp
+#              (EC2's OVMF, VMM type ec2) and gcp-sev-snp (GCE's, VMM type gce) record its SNP
+#              launch measurements, gcp-tdx its MRTD; azure-* have none to record (the launch
+#              measurement is Azure's paravisor's, docs/cvm.md)
 set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "finish-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="" variant="" sb=() version=${NACRE_VERSION:-dev} key="" signer="" pub="" formats=default measure=""
+ovmf="" cloud_fw=""
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -31,6 +40,8 @@ while (($#)); do
     --formats) formats="${2?}"; shift 2 ;;
     --no-formats) formats=""; shift ;;
     --measure) measure="${2:?}"; shift 2 ;;
+    --ovmf) ovmf="${2:?}"; shift 2 ;;
+    --cloud-firmware) cloud_fw="${2:?}"; shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) echo "finish-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
@@ -44,8 +55,27 @@ if [[ -z "$measure" ]]; then
 fi
 warn=()
 case "$variant" in qemu-*) ;; *) warn=(--warn-only 7) ;; esac
+# CVM launch values (docs/cvm.md): which firmware, which VMM, which boot.
+cvm=()
+need() { [[ -f "$1" ]] || die "$variant: $1 is missing (${2})"; }
+case "$variant" in
+  qemu-snp)
+    if [[ -n "$ovmf" ]]; then
+      need "$ovmf/AMDSEV.fd" "build it: ovmf/build.sh $ovmf"
+      cvm=(--snp-ovmf "$ovmf/AMDSEV.fd" --snp-direct-boot uki)
+    fi ;;
+  qemu-tdx)
+    if [[ -n "$ovmf" ]]; then
+      need "$ovmf/INTELTDX.fd" "build it: ovmf/build.sh $ovmf"
+      cvm=(--tdx-ovmf "$ovmf/INTELTDX.fd")
+    fi ;;
+  aws-sev-snp) [[ -z "$cloud_fw" ]] || { need "$cloud_fw" "EC2's firmware"; cvm=(--snp-ovmf "$cloud_fw" --snp-vmm ec2); } ;;
+  gcp-sev-snp) [[ -z "$cloud_fw" ]] || { need "$cloud_fw" "GCE's firmware"; cvm=(--snp-ovmf "$cloud_fw" --snp-vmm gce); } ;;
+  gcp-tdx) [[ -z "$cloud_fw" ]] || { need "$cloud_fw" "GCE's TDVF"; cvm=(--tdx-ovmf "$cloud_fw"); } ;;
+  *) [[ -z "$cloud_fw" ]] || die "$variant: no launch values to compute from a firmware (docs/cvm.md)" ;;
+esac
 "$measure" golden "$out/disk.img" "${sb[@]}" --phase ready --version "$version" \
-  --variant "$variant" "${warn[@]}" --out "$out/measurements.json"
+  --variant "$variant" "${warn[@]}" "${cvm[@]}" --out "$out/measurements.json"
 if [[ -n "$key" ]]; then
   "$measure" sign "$out/measurements.json" --key "$key"
 elif [[ -n "$signer" ]]; then

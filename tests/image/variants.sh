@@ -7,16 +7,21 @@
 # machinery (same disk as tests/image/reproducible.sh's build when both exist). Cloud formats
 # (qcow2, VHD, GCP tar.gz) converted twice are byte-identical.
 #
-# Usage: tests/image/variants.sh [OUTDIR] [--variant gcp-tdx] [--cache DIR]
+# With --ovmf DIR (ovmf/build.sh's output) and a qemu-snp/qemu-tdx variant, the manifest must also
+# carry the launch values of that firmware (SNP measured direct boot / MRTD), equal to what
+# nacre-measure snp-digest / tdx-digest print for it.
+#
+# Usage: tests/image/variants.sh [OUTDIR] [--variant gcp-tdx] [--cache DIR] [--ovmf DIR]
 #   OUTDIR default target/tmp/variants; --cache default target/image-cache (warm: ~30 s a variant)
 set -euo pipefail
 die() { echo "variants: FAIL: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
-out="" variant=gcp-tdx cache=$root/target/image-cache
+out="" variant=gcp-tdx cache=$root/target/image-cache ovmf=()
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
     --cache) cache="${2:?}"; shift 2 ;;
+    --ovmf) ovmf=(--ovmf "${2:?}"); shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "variants: unknown option $1" >&2; exit 2 ;;
     *) out="$1"; shift ;;
@@ -29,7 +34,7 @@ cargo build -q --manifest-path "$root/Cargo.toml" -p nacre-image
 ni=$root/target/debug/nacre-image
 for v in qemu-vtpm "$variant"; do
   echo "== build $v" >&2
-  "$root/scripts/build-image.sh" "$out/$v" --variant "$v" --cache "$cache" 2>"$out/$v.log" \
+  "$root/scripts/build-image.sh" "$out/$v" --variant "$v" --cache "$cache" "${ovmf[@]}" 2>"$out/$v.log" \
     || { tail -n 30 "$out/$v.log" >&2; die "build $v"; }
 done
 j() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$@"; }
@@ -49,6 +54,21 @@ for pcr in 4 11; do
      $(j "$b/measurements.json" "d['measurements']['$pcr']['expected']") ]] || die "PCR $pcr equal"
 done
 [[ $(j "$b/measurements.json" "d['measurements']['7']['warn_only']") == True ]] || die "PCR 7 enforced for $variant"
+if ((${#ovmf[@]})); then
+  nm=$root/target/release/nacre-measure
+  case "$variant" in
+    qemu-tdx)
+      want=$("$nm" tdx-digest --ovmf "${ovmf[1]}/INTELTDX.fd" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mrtd"])')
+      [[ $(j "$b/measurements.json" 'd["tdx"]["mrtd"]') == "$want" ]] || die "manifest MRTD is not tdx-digest's $want"
+      [[ $(j "$b/measurements.json" 'len(d["tdx"].get("rtmr2") or "")') == 96 ]] || die "no RTMR[2] in the manifest"
+      echo "   $variant: MRTD $want" >&2 ;;
+    qemu-snp)
+      want=$("$nm" snp-digest --ovmf "${ovmf[1]}/AMDSEV.fd" --vcpus 2 --vcpu-type EPYC-Milan --kernel "$b/uki.efi" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["measurement"])')
+      got=$(j "$b/measurements.json" '[v["measurement"] for v in d["snp"] if v["vcpus"] == 2 and v["vcpu_type"] == "EPYC-Milan"][0]')
+      [[ "$got" == "$want" ]] || die "manifest SNP measurement $got is not snp-digest's $want"
+      echo "   $variant: SNP launch measurement (2 x EPYC-Milan, direct boot) $want" >&2 ;;
+  esac
+fi
 case "$variant" in azure-*) f=disk.vhd ;; gcp-*) f=disk.tar.gz ;; qemu-*) f=disk.qcow2 ;; *) f=disk.img ;; esac
 [[ -s "$b/$f" && -s "$a/disk.qcow2" ]] || die "no $b/$f or $a/disk.qcow2"
 # Cloud formats are deterministic: a second conversion gives the same bytes.

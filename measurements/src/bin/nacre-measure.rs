@@ -98,6 +98,12 @@ enum Cmd {
         /// VMSA sev_features (hex).
         #[arg(long, default_value = "1")]
         snp_guest_features: String,
+        /// Measured direct boot with a firmware that has a kernel-hashes table (ovmf/'s
+        /// AMDSEV.fd): `uki` when QEMU gets the whole UKI as -kernel (no -initrd, no -append),
+        /// `sections` when it gets the UKI's .linux/.initrd/.cmdline. The launch digest then
+        /// covers the UKI too. Absent: UEFI boot of the UKI from the disk (firmware only).
+        #[arg(long)]
+        snp_direct_boot: Option<String>,
         /// TDX variants: the TDVF/OVMF firmware (with TDX metadata) the TD launches with;
         /// records MRTD and the predicted RTMR[1]/RTMR[2].
         #[arg(long)]
@@ -507,6 +513,7 @@ fn run(cli: Cli) -> Result<()> {
             snp_vcpu_types,
             snp_vmm,
             snp_guest_features,
+            snp_direct_boot,
             tdx_ovmf,
             tdx_page_add_order,
         } => {
@@ -522,8 +529,17 @@ fn run(cli: Cli) -> Result<()> {
                     &snp_vcpu_types,
                     &snp_vmm,
                     &snp_guest_features,
+                    snp_direct_boot
+                        .as_deref()
+                        .map(|mode| snp_direct_hashes(mode, &files.uki))
+                        .transpose()?,
                 )?,
-                None => Vec::new(),
+                None => {
+                    if snp_direct_boot.is_some() {
+                        bail!("--snp-direct-boot needs --snp-ovmf");
+                    }
+                    Vec::new()
+                }
             };
             let uki = Uki::parse(&files.uki)?;
             let image = ImageRef {
@@ -750,14 +766,36 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// SEV-SNP launch measurements of a firmware (UEFI boot: no kernel hashes) for every vCPU
-/// count and type.
+/// The kernel-hashes table of a measured direct boot of `uki`: the whole UKI as QEMU's -kernel
+/// (`uki`), or its sections as -kernel/-initrd/-append (`sections`).
+fn snp_direct_hashes(
+    mode: &str,
+    uki_bytes: &[u8],
+) -> Result<(String, nacre_measure::snp::KernelHashes)> {
+    use nacre_measure::snp::KernelHashes;
+    let hashes = match mode {
+        "uki" => KernelHashes::new(uki_bytes, &[], ""),
+        "sections" => {
+            let uki = Uki::parse(uki_bytes).context("UKI")?;
+            let kernel = uki.section_data(".linux").context("UKI has no .linux")?;
+            let initrd = uki.section_data(".initrd").unwrap_or_default();
+            let cmdline = uki.cmdline()?.unwrap_or_default();
+            KernelHashes::new(&kernel, &initrd, &cmdline)
+        }
+        other => bail!("--snp-direct-boot {other:?}: uki or sections"),
+    };
+    Ok((mode.to_string(), hashes))
+}
+
+/// SEV-SNP launch measurements of a firmware for every vCPU count and type: UEFI boot (no kernel
+/// hashes) or a measured direct boot (`direct`: its mode and kernel-hashes table).
 fn snp_golden(
     ovmf_path: &Path,
     vcpus: &[u32],
     types: &[String],
     vmm: &str,
     guest_features: &str,
+    direct: Option<(String, nacre_measure::snp::KernelHashes)>,
 ) -> Result<Vec<nacre_measure::manifest::SnpLaunchValue>> {
     use nacre_measure::snp::{self, Ovmf, SnpLaunch, VmmType};
     let fw =
@@ -779,7 +817,7 @@ fn snp_golden(
                 vcpu_sig,
                 vmm: vmm_type,
                 guest_features,
-                kernel_hashes: None,
+                kernel_hashes: direct.as_ref().map(|(_, h)| *h),
             }
             .digest()?;
             out.push(nacre_measure::manifest::SnpLaunchValue {
@@ -788,6 +826,7 @@ fn snp_golden(
                 vmm: vmm.to_string(),
                 guest_features,
                 ovmf_sha256: ovmf_sha256.clone(),
+                direct_boot: direct.as_ref().map(|(m, _)| m.clone()),
                 measurement: hex::encode(ld),
             });
         }

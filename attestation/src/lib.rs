@@ -8,7 +8,7 @@
 //! * [`verify`]: the [`verify::Verifier`] trait, the QEMU vTPM verifier, and how the attestation
 //!   key is trusted ([`verify::AkTrust`]).
 //! * [`snp`], [`tdx`]: the SEV-SNP report and the Intel TDX quote that bind the TPM's AK and the
-//!   TLS key on confidential VMs.
+//!   TLS key on confidential VMs; [`tsm`]: the kernel's configfs-tsm interface both come from.
 //! * [`atls`]: attested TLS (rustls + ring): evidence in an X.509 extension of a short-lived
 //!   self-signed certificate, bound to the certificate key and the peer's nonce; mutual.
 
@@ -20,6 +20,7 @@ pub mod join;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;
+pub mod tsm;
 pub mod verify;
 
 pub use evidence::{qualifying_data, Evidence, Platform, Quote};

@@ -418,41 +418,21 @@ pub fn vcek_from_cert_table(table: &[u8]) -> Result<Vec<u8>, SnpError> {
 }
 
 /// Inside an SEV-SNP guest: an attestation report for `data` through the kernel's configfs-tsm
-/// interface (`/sys/kernel/config/tsm/report`, Linux 6.7+), and the VCEK from the host's
-/// certificate table. NOT TESTED ON HARDWARE here (no SEV-SNP machine): the format handling is
-/// tested, the ioctl-free configfs protocol is the kernel's documented one.
+/// interface ([`crate::tsm::configfs_report`], provider `sev_guest`), and the VCEK from the
+/// host's certificate table (`auxblob`). NOT TESTED ON HARDWARE here (no SEV-SNP machine): the
+/// configfs protocol is tested against an imitation of the kernel's files, the certificate
+/// table's format with hand-made tables.
 pub fn fetch_report(data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let base = std::path::Path::new("/sys/kernel/config/tsm/report");
-    if !base.is_dir() {
-        return Err(format!(
-            "{} is missing (configfs-tsm, Linux 6.7+)",
-            base.display()
-        ));
-    }
-    let dir = base.join(format!("nacre-{}", std::process::id()));
-    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let result = (|| {
-        let gen = |d: &std::path::Path| {
-            std::fs::read_to_string(d.join("generation")).map_err(|e| format!("generation: {e}"))
-        };
-        let before = gen(&dir)?;
-        std::fs::write(dir.join("inblob"), data).map_err(|e| format!("inblob: {e}"))?;
-        let report = std::fs::read(dir.join("outblob")).map_err(|e| format!("outblob: {e}"))?;
-        let certs = std::fs::read(dir.join("auxblob")).map_err(|e| format!("auxblob: {e}"))?;
-        // Another writer between our write and read would change the generation by more than 1.
-        let after = gen(&dir)?;
-        let (b, a): (u64, u64) = (
-            before.trim().parse().unwrap_or(0),
-            after.trim().parse().unwrap_or(u64::MAX),
-        );
-        if a != b + 1 {
-            return Err("the report request raced with another writer".to_string());
-        }
-        let vcek = vcek_from_cert_table(&certs).map_err(|e| e.to_string())?;
-        Ok((report, vcek))
-    })();
-    let _ = std::fs::remove_dir(&dir);
-    result
+    let r = crate::tsm::configfs_report(
+        std::path::Path::new(crate::tsm::REPORT_DIR),
+        crate::tsm::PROVIDER_SEV_GUEST,
+        data,
+    )?;
+    let certs = r.auxblob.ok_or(
+        "no auxblob: the host provides no certificate table, and the VCEK must come from it (configure the host's certificates)",
+    )?;
+    let vcek = vcek_from_cert_table(&certs).map_err(|e| e.to_string())?;
+    Ok((r.outblob, vcek))
 }
 
 #[cfg(test)]

@@ -450,6 +450,14 @@ pub enum TcbStatus {
     Revoked,
 }
 
+impl std::str::FromStr for TcbStatus {
+    type Err = ();
+    /// Intel's spelling (`UpToDate`, `OutOfDate`, ...).
+    fn from_str(s: &str) -> Result<TcbStatus, ()> {
+        TcbStatus::parse(s).ok_or(())
+    }
+}
+
 impl TcbStatus {
     fn parse(s: &str) -> Option<TcbStatus> {
         Some(match s {
@@ -615,6 +623,26 @@ pub fn check_td(
         return Err(TdxError::ReportData);
     }
     Ok(warnings)
+}
+
+/// Inside a TDX guest: a quote whose REPORTDATA is `report_data` (for nacre:
+/// [`crate::snp::report_data`](nonce, AK, TLS key)), through the kernel's configfs-tsm interface
+/// ([`crate::tsm::configfs_report`], provider `tdx_guest`; the quote is the entry's `outblob`,
+/// made by the host's quoting enclave through the TDX module and the VMM). The quote is parsed
+/// before it is returned, so a node never sends something that is not a TDX quote. NOT TESTED ON
+/// HARDWARE here (no TDX machine): the configfs protocol is tested against an imitation of the
+/// kernel's files, the quote's format with dcap-qvl's sample quotes.
+pub fn fetch_quote(report_data: &[u8; 64]) -> Result<Vec<u8>, String> {
+    let r = crate::tsm::configfs_report(
+        std::path::Path::new(crate::tsm::REPORT_DIR),
+        crate::tsm::PROVIDER_TDX_GUEST,
+        report_data,
+    )?;
+    let quote = Quote::parse(&r.outblob).map_err(|e| format!("the kernel's quote: {e}"))?;
+    if quote.body.report_data != *report_data {
+        return Err("the kernel's quote does not carry the REPORTDATA asked for".into());
+    }
+    Ok(r.outblob)
 }
 
 #[cfg(test)]

@@ -24,12 +24,18 @@
 //! the AK trusted because the platform part binds it: [`SevSnpVerifier`] ([`Check::SnpReport`])
 //! and [`TdxVerifier`] ([`Check::TdxQuote`]: quote format, the quote's signatures, the PCK chain
 //! and the offline collateral, TD attributes, TCB status, MRTD, RTMR0..2 and the REPORTDATA
-//! binding; RTMRs without golden values are returned in [`Accepted::platform_warnings`]).
+//! binding; RTMRs without golden values are returned in [`Accepted::platform_warnings`]), and
+//! then RTMR[3], the TDX counterpart of PCR 15 ([`Check::TdxRtmr3`]): zero for a first join, and
+//! always the replay of the runtime log's cluster-id records
+//! ([`nacre_eventlog::runtime::rtmr3_after`]), so RTMR[3] and PCR 15 say the same. Where the
+//! caller judges PCR 15 itself ([`JoinKind::Either`]: the key service), it gets RTMR[3] in
+//! [`Accepted::tdx_rtmr3`] and judges it with PCR 15 (zero, or its cluster's
+//! [`nacre_eventlog::runtime::member_rtmr3`]).
 
 use crate::attest::{parse_ecdsa_signature, parse_quote, ALG_SHA256};
 use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
-use nacre_eventlog::runtime::CLUSTER_ID_PCR;
-use nacre_eventlog::{EventLog, HashAlg, RuntimeEvent};
+use nacre_eventlog::runtime::{rtmr3_after, CLUSTER_ID_PCR, CLUSTER_ID_RTMR};
+use nacre_eventlog::{CelRecord, EventLog, HashAlg, RuntimeEvent};
 use nacre_measure::diff::Observed;
 use nacre_measure::manifest::{Finding, ImageRef, Manifest};
 use nacre_measure::sign::{verify_blob, PublicKey};
@@ -56,6 +62,7 @@ pub enum Check {
     Measurements,
     SnpReport,
     TdxQuote,
+    TdxRtmr3,
 }
 
 impl fmt::Display for Check {
@@ -75,6 +82,7 @@ impl fmt::Display for Check {
             Check::Measurements => "measurements",
             Check::SnpReport => "SEV-SNP report",
             Check::TdxQuote => "TDX quote",
+            Check::TdxRtmr3 => "cluster id (RTMR[3])",
         };
         f.write_str(s)
     }
@@ -116,6 +124,17 @@ pub struct Accepted {
     /// logs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platform_warnings: Vec<String>,
+    /// TDX: the quote's RTMR[3] (the cluster id nacre-init extended, like PCR 15), for a
+    /// caller that judges membership itself ([`JoinKind::Either`]); `None` on other platforms.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex_option")]
+    pub tdx_rtmr3: Option<[u8; 48]>,
+}
+
+fn hex_option<S: serde::Serializer>(v: &Option<[u8; 48]>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_some(&hex::encode(b)),
+        None => s.serialize_none(),
+    }
 }
 
 impl Accepted {
@@ -461,6 +480,7 @@ impl QemuVtpmVerifier {
                     warnings: verdict.warnings,
                     ak_public: ev.ak_public.clone(),
                     platform_warnings: Vec::new(),
+                    tdx_rtmr3: None,
                 });
             }
             let mut list: Vec<String> = verdict
@@ -704,10 +724,61 @@ impl Verifier for TdxVerifier {
             expect.tls_public_key,
         )
         .map_err(tdx)?;
+        let rtmr3 = quote.body.rtmr[CLUSTER_ID_RTMR];
+        check_first_join_rtmr3(&rtmr3, expect.join)?;
         let mut accepted = self.tpm.check_tpm_with(ev, expect, manifests)?;
+        // The runtime log is now proven by the TPM quote (it replays to PCR 15 and the rest).
+        check_rtmr3_replay(&rtmr3, &ev.runtime_log)?;
         accepted.platform_warnings = warnings;
+        accepted.tdx_rtmr3 = Some(rtmr3);
         Ok(accepted)
     }
+}
+
+/// The TDX counterpart of the first-join PCR 15 rule: a node joining for the first time has
+/// extended no cluster id into RTMR[3] in this boot.
+pub fn check_first_join_rtmr3(rtmr3: &[u8; 48], join: JoinKind) -> Result<(), Refusal> {
+    if join == JoinKind::First && rtmr3.iter().any(|b| *b != 0) {
+        return refuse(
+            Check::TdxRtmr3,
+            format!(
+                "RTMR[3] is not zero (already joined in this boot): {}",
+                hex::encode(rtmr3)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// RTMR[3] holds exactly the cluster-id events of the runtime log (nacre-init extends both or
+/// stops): an RTMR[3] the log does not explain is another cluster's id, an extension the log
+/// hides, or a vTPM the host reset after the node joined.
+pub fn check_rtmr3_replay(rtmr3: &[u8; 48], runtime_log: &[CelRecord]) -> Result<(), Refusal> {
+    let events: Vec<RuntimeEvent> = runtime_log
+        .iter()
+        .filter_map(|r| RuntimeEvent::from_cel(r).ok())
+        .collect();
+    let expected = rtmr3_after(&events);
+    if *rtmr3 == expected {
+        return Ok(());
+    }
+    if expected == [0; 48] {
+        return refuse(
+            Check::TdxRtmr3,
+            format!(
+                "RTMR[3] is not zero (already joined in this boot) but the runtime log has no cluster id: {}",
+                hex::encode(rtmr3)
+            ),
+        );
+    }
+    refuse(
+        Check::TdxRtmr3,
+        format!(
+            "RTMR[3] is {}, not {} (the runtime log's cluster id)",
+            hex::encode(rtmr3),
+            hex::encode(expected)
+        ),
+    )
 }
 
 /// Routes evidence to the verifier of its platform: one service for QEMU vTPM, SEV-SNP and TDX

@@ -728,3 +728,76 @@ fn manifest_with(
         signature_b64: sig.into_bytes(),
     }
 }
+
+/// RTMR[3], the TDX counterpart of PCR 15 (the cluster id nacre-init extends), on the real v4
+/// body with RTMR[3] changed: zero for a first join; always what the runtime log's cluster-id
+/// records replay to (the log the TPM quote proves), so RTMR[3] and PCR 15 agree.
+#[test]
+fn rtmr3_cluster_id_rules() {
+    use nacre_attestation::verify::{check_first_join_rtmr3, check_rtmr3_replay, Check, JoinKind};
+    use nacre_eventlog::runtime::{member_rtmr3, Phase, RuntimeEvent};
+    use nacre_eventlog::HashAlg;
+    let q = Quote::parse(&v4()).unwrap();
+    // The sample TD never extended RTMR[3].
+    assert_eq!(q.body.rtmr[3], [0; 48]);
+    let id = [0x42; 32];
+    let log = |events: &[RuntimeEvent]| {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.to_cel(i as u64, &[HashAlg::Sha256]).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let not_joined = log(&[RuntimeEvent::Phase(Phase::Sysinit)]);
+    let joined = log(&[
+        RuntimeEvent::Phase(Phase::Sysinit),
+        RuntimeEvent::ClusterId(id),
+        RuntimeEvent::Phase(Phase::Ready),
+    ]);
+
+    // Not joined: RTMR[3] zero, the log without a cluster id.
+    let fresh = q.body.clone();
+    for join in [JoinKind::First, JoinKind::Either, JoinKind::Rejoin] {
+        check_first_join_rtmr3(&fresh.rtmr[3], join).unwrap();
+    }
+    check_rtmr3_replay(&fresh.rtmr[3], &not_joined).unwrap();
+
+    // A member: RTMR[3] = extend(0, SHA-384 of the cluster-id content).
+    let mut member = q.body.clone();
+    member.rtmr[3] = member_rtmr3(&id);
+    let r = check_first_join_rtmr3(&member.rtmr[3], JoinKind::First).unwrap_err();
+    assert_eq!(r.check, Check::TdxRtmr3);
+    assert!(
+        r.reason
+            .contains("RTMR[3] is not zero (already joined in this boot)"),
+        "{r}"
+    );
+    check_first_join_rtmr3(&member.rtmr[3], JoinKind::Either).unwrap();
+    check_rtmr3_replay(&member.rtmr[3], &joined).unwrap();
+
+    // RTMR[3] shows a join the TPM's log does not (a vTPM reset by the host after the join,
+    // or a hidden extension): refused whatever the join kind.
+    let r = check_rtmr3_replay(&member.rtmr[3], &not_joined).unwrap_err();
+    assert_eq!(r.check, Check::TdxRtmr3);
+    assert!(
+        r.reason
+            .contains("RTMR[3] is not zero (already joined in this boot)"),
+        "{r}"
+    );
+    // Another cluster's id in RTMR[3], this one's in the log.
+    let mut other = q.body.clone();
+    other.rtmr[3] = member_rtmr3(&[0x43; 32]);
+    let r = check_rtmr3_replay(&other.rtmr[3], &joined).unwrap_err();
+    assert!(r.reason.contains("not "), "{r}");
+    assert!(r.reason.contains(&hex::encode(member_rtmr3(&id))), "{r}");
+    // The log says joined, RTMR[3] is zero: the extension never happened (an unmeasured node).
+    let r = check_rtmr3_replay(&fresh.rtmr[3], &joined).unwrap_err();
+    assert_eq!(r.check, Check::TdxRtmr3);
+    // Extended twice is not a member's value.
+    let mut twice = q.body.clone();
+    twice.rtmr[3] = nacre_eventlog::runtime::rtmr3_after(&[
+        RuntimeEvent::ClusterId(id),
+        RuntimeEvent::ClusterId(id),
+    ]);
+    assert!(check_rtmr3_replay(&twice.rtmr[3], &joined).is_err());
+}

@@ -18,6 +18,13 @@
 //!
 //! In both cases the digest is the hash of the CEL record's `content.string`, so anyone can
 //! re-check a record without knowing nacre.
+//!
+//! * **RTMR[3], cluster identity on Intel TDX** — in a TDX guest nacre-init extends the same
+//!   cluster-id event into RTMR[3] as well (SHA-384 of the same content string, through the
+//!   kernel's `/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384`, Linux 6.16+).
+//!   RTMR[3] starts at 48 zero bytes and an extend is `SHA-384(old || digest)`, like a PCR; the
+//!   TDX module keeps it, so the host cannot reset it the way it could restart a vTPM it
+//!   emulates. [`member_rtmr3`] is its value for a member, [`rtmr3_after`] its replay.
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +38,10 @@ pub const PHASE_PCR: u32 = 11;
 pub const CLUSTER_ID_PCR: u32 = 15;
 /// Prefix of the cluster identity content string.
 pub const CLUSTER_ID_PREFIX: &str = "nacre.cluster-id=";
+/// TDX runtime measurement register extended with the cluster identity (in a TDX guest).
+pub const CLUSTER_ID_RTMR: usize = 3;
+/// Size of an RTMR (SHA-384).
+pub const RTMR_LEN: usize = 48;
 
 /// A boot phase, in the order they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,6 +179,21 @@ impl RuntimeEvent {
         alg.hash(self.content().as_bytes())
     }
 
+    /// The TDX RTMR this event also extends in a TDX guest (the cluster id: RTMR[3]); boot
+    /// phases extend none (RTMR[1]/[2] already hold the UKI, measured by the firmware).
+    pub const fn rtmr(&self) -> Option<usize> {
+        match self {
+            RuntimeEvent::Phase(_) => None,
+            RuntimeEvent::ClusterId(_) => Some(CLUSTER_ID_RTMR),
+        }
+    }
+
+    /// The digest extended into the RTMR: SHA-384 of the content string (what the TPM's
+    /// sha384 bank gets too).
+    pub fn rtmr_digest(&self) -> [u8; RTMR_LEN] {
+        sha384(&[self.content().as_bytes()])
+    }
+
     /// The CEL record for this event, with a digest for each of `banks`.
     pub fn to_cel(&self, recnum: u64, banks: &[HashAlg]) -> Result<CelRecord, AlgError> {
         let digests = banks
@@ -262,9 +288,70 @@ pub fn pcr11_after(initial: &[u8], upto: Phase, alg: HashAlg) -> Result<Vec<u8>,
     Ok(v)
 }
 
+fn sha384(parts: &[&[u8]]) -> [u8; RTMR_LEN] {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA384);
+    for p in parts {
+        h.update(p);
+    }
+    let mut out = [0u8; RTMR_LEN];
+    out.copy_from_slice(h.finish().as_ref());
+    out
+}
+
+/// One RTMR extend, as `TDG.MR.RTMR.EXTEND` does it: `SHA-384(old || digest)`.
+pub fn rtmr_extend(old: &[u8; RTMR_LEN], digest: &[u8; RTMR_LEN]) -> [u8; RTMR_LEN] {
+    sha384(&[old, digest])
+}
+
+/// RTMR[3] after nacre-init extended these events (those of them that go to RTMR[3]), from
+/// its initial 48 zero bytes: the replay of a runtime log's cluster-id records.
+pub fn rtmr3_after<'a>(events: impl IntoIterator<Item = &'a RuntimeEvent>) -> [u8; RTMR_LEN] {
+    events
+        .into_iter()
+        .filter(|e| e.rtmr() == Some(CLUSTER_ID_RTMR))
+        .fold([0u8; RTMR_LEN], |v, e| rtmr_extend(&v, &e.rtmr_digest()))
+}
+
+/// RTMR[3] of a TDX node that joined the cluster `cluster_id` in this boot (and extended
+/// nothing else there): the TDX counterpart of PCR 15 = extend(0, cluster id).
+pub fn member_rtmr3(cluster_id: &[u8; 32]) -> [u8; RTMR_LEN] {
+    rtmr3_after(&[RuntimeEvent::ClusterId(*cluster_id)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtmr3_is_sha384_extend_of_the_cluster_id_content() {
+        let id = [0x5a; 32];
+        let ev = RuntimeEvent::ClusterId(id);
+        assert_eq!(ev.rtmr(), Some(3));
+        assert_eq!(RuntimeEvent::Phase(Phase::Ready).rtmr(), None);
+        // The RTMR digest is the sha384 bank's digest of the same record.
+        assert_eq!(
+            ev.rtmr_digest().to_vec(),
+            ev.digest(HashAlg::Sha384).unwrap()
+        );
+        // From 48 zero bytes, as a sha384 PCR would be.
+        let pcr = HashAlg::Sha384
+            .extend(&[0u8; 48], &ev.digest(HashAlg::Sha384).unwrap())
+            .unwrap();
+        assert_eq!(member_rtmr3(&id).to_vec(), pcr);
+        let mut by_hand = Vec::from([0u8; 48]);
+        by_hand.extend_from_slice(&ev.rtmr_digest());
+        assert_eq!(
+            member_rtmr3(&id).as_slice(),
+            ring::digest::digest(&ring::digest::SHA384, &by_hand).as_ref()
+        );
+        // Phases do not touch RTMR[3]; nothing extended leaves it zero.
+        let phases = [RuntimeEvent::Phase(Phase::Sysinit), ev];
+        assert_eq!(rtmr3_after(&phases), member_rtmr3(&id));
+        assert_eq!(rtmr3_after(&[] as &[RuntimeEvent]), [0u8; 48]);
+        assert_ne!(member_rtmr3(&[0x5b; 32]), member_rtmr3(&id));
+        // Twice is not once.
+        assert_ne!(rtmr3_after(&[ev, ev]), member_rtmr3(&id));
+    }
 
     #[test]
     fn cel_round_trip_and_checks() {

@@ -19,11 +19,13 @@
 //! Refused (attestation failed, or a rule of the service): the step fails at once and the node
 //! stops (fail closed); the service's decision log says why.
 
+use crate::stage::platform::Tee;
 use base64::Engine;
 use nacre_attestation::atls::Attest;
 use nacre_attestation::evidence::Evidence;
 use nacre_attestation::join::{CallError, Client, Joined, PeerInfo, Request, Response, WgAnnounce};
 use nacre_attestation::tpm::Attester;
+use nacre_attestation::Platform;
 use nacre_network::cidr::Cidr;
 use nacre_network::config::WireguardConfig;
 use nacre_network::peers::{Announce, LocalNode, Peer, PeerError, PeerSource};
@@ -69,9 +71,11 @@ fn default_refresh() -> u64 {
     30
 }
 
-/// Evidence from this node's TPM, with the logs as they are right now.
+/// Evidence from this node's TPM, with the logs as they are right now, and on a confidential
+/// VM the platform's report binding the AK and the TLS key to the nonce.
 struct NodeAttest {
     runtime_log: String,
+    tee: Option<Tee>,
 }
 
 impl Attest for NodeAttest {
@@ -83,19 +87,60 @@ impl Attest for NodeAttest {
         let mut ev = Attester::device()
             .evidence(nonce, tls_spki, &QUOTED, firmware_log, runtime_log)
             .map_err(|e| e.to_string())?;
-        // In an SEV-SNP guest the report binds the AK and the TLS key to the nonce.
-        if std::path::Path::new(SEV_GUEST).exists() {
-            let data = nacre_attestation::snp::report_data(nonce, &ev.ak_public, tls_spki);
-            let (report, vcek) = nacre_attestation::snp::fetch_report(&data)
-                .map_err(|e| format!("SEV-SNP report: {e}"))?;
-            ev.platform = nacre_attestation::Platform::SevSnp { report, vcek };
-        }
+        // On SEV-SNP the report, on TDX the quote binds the AK and the TLS key to the nonce:
+        // REPORT_DATA / REPORTDATA = SHA-512(nonce || AK || TLS key) on both.
+        ev.platform = platform_part(self.tee, nonce, &ev.ak_public, tls_spki, &Fetch::Kernel)?;
         Ok(ev)
     }
 }
 
-/// The SEV-SNP guest device (its presence is how stage 1 recognised the platform).
-const SEV_GUEST: &str = "/dev/sev-guest";
+/// Where a platform report comes from: the kernel (configfs-tsm), or a test's stand-in.
+enum Fetch {
+    Kernel,
+    #[cfg(test)]
+    Fake(fn(&[u8; 64]) -> Result<Vec<u8>, String>),
+}
+
+impl Fetch {
+    fn snp(&self, data: &[u8; 64]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        match self {
+            Fetch::Kernel => nacre_attestation::snp::fetch_report(data),
+            #[cfg(test)]
+            Fetch::Fake(f) => f(data).map(|r| (r, b"vcek".to_vec())),
+        }
+    }
+
+    fn tdx(&self, data: &[u8; 64]) -> Result<Vec<u8>, String> {
+        match self {
+            Fetch::Kernel => nacre_attestation::tdx::fetch_quote(data),
+            #[cfg(test)]
+            Fetch::Fake(f) => f(data),
+        }
+    }
+}
+
+/// The platform part of the evidence for this node's platform.
+fn platform_part(
+    tee: Option<Tee>,
+    nonce: &[u8],
+    ak_spki: &[u8],
+    tls_spki: &[u8],
+    fetch: &Fetch,
+) -> Result<Platform, String> {
+    let data = || nacre_attestation::snp::report_data(nonce, ak_spki, tls_spki);
+    Ok(match tee {
+        None => Platform::QemuVtpm,
+        Some(Tee::SevSnp) => {
+            let (report, vcek) = fetch
+                .snp(&data())
+                .map_err(|e| format!("SEV-SNP report: {e}"))?;
+            Platform::SevSnp { report, vcek }
+        }
+        Some(Tee::Tdx) => Platform::Tdx {
+            quote: fetch.tdx(&data()).map_err(|e| format!("TDX quote: {e}"))?,
+        },
+    })
+}
 
 pub struct KeyService {
     client: Arc<Client>,
@@ -111,8 +156,12 @@ impl KeyService {
     }
 
     fn with_runtime_log(cfg: Config, runtime_log: &str) -> Result<Self, String> {
+        let tee = crate::stage::platform::Probe::read()
+            .tee()
+            .map_err(|e| e.to_string())?;
         let attest = Arc::new(NodeAttest {
             runtime_log: runtime_log.to_string(),
+            tee,
         });
         let timeout = Duration::from_secs(30);
         let client = match &cfg.server_manifest_key {
@@ -486,4 +535,47 @@ pub fn probe(args: &[String]) -> i32 {
 fn usage() -> i32 {
     eprintln!("usage: nacre-init key-service-probe join|disk-key UUID|peers [--runtime-log PATH]");
     2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_attestation::snp::report_data;
+
+    /// A stand-in for the kernel that returns the 64 bytes it was asked to bind.
+    fn echo(d: &[u8; 64]) -> Result<Vec<u8>, String> {
+        Ok(d.to_vec())
+    }
+
+    fn refuse(_: &[u8; 64]) -> Result<Vec<u8>, String> {
+        Err("/sys/kernel/config/tsm/report is missing".into())
+    }
+
+    #[test]
+    fn tdx_evidence_carries_a_quote_bound_like_snp() {
+        let (nonce, ak, tls) = (b"nonce".as_slice(), b"ak".as_slice(), b"tls".as_slice());
+        let p = platform_part(Some(Tee::Tdx), nonce, ak, tls, &Fetch::Fake(echo)).unwrap();
+        // REPORTDATA = the same binding as SEV-SNP's REPORT_DATA: SHA-512(nonce || AK || TLS).
+        assert_eq!(
+            p,
+            Platform::Tdx {
+                quote: report_data(nonce, ak, tls).to_vec()
+            }
+        );
+        let p = platform_part(Some(Tee::SevSnp), nonce, ak, tls, &Fetch::Fake(echo)).unwrap();
+        assert_eq!(
+            p,
+            Platform::SevSnp {
+                report: report_data(nonce, ak, tls).to_vec(),
+                vcek: b"vcek".to_vec()
+            }
+        );
+        assert_eq!(
+            platform_part(None, nonce, ak, tls, &Fetch::Fake(refuse)),
+            Ok(Platform::QemuVtpm)
+        );
+        // No quote, no evidence: the request fails (and the node with it), never a plain one.
+        let e = platform_part(Some(Tee::Tdx), nonce, ak, tls, &Fetch::Fake(refuse)).unwrap_err();
+        assert!(e.starts_with("TDX quote: "), "{e}");
+    }
 }

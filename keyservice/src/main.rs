@@ -3,7 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use nacre_attestation::{
-    snp, ByPlatform, EnrolledAks, QemuVtpmVerifier, SevSnpVerifier, SignedManifest, Verifier,
+    snp, tdx, ByPlatform, EnrolledAks, QemuVtpmVerifier, SevSnpVerifier, SignedManifest,
+    TdxVerifier, Verifier,
 };
 use nacre_keyservice::overlay::OverlayRange;
 use nacre_keyservice::server::{load_identity, Server};
@@ -50,40 +51,8 @@ enum Cmd {
         state: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
-        /// A golden manifest (nacre-measure golden), signature in MANIFEST.sig; repeat. Give the
-        /// image at phase sysinit (joins and disk keys) and at phase ready (peer refresh).
-        #[arg(long = "manifest", required = true)]
-        manifests: Vec<PathBuf>,
-        /// The public key the manifest must be signed with (PEM).
-        #[arg(long)]
-        manifest_key: PathBuf,
-        /// An enrolled attestation key (PEM or DER SubjectPublicKeyInfo, from
-        /// `nacre-keyservice ak`); repeat for each node. Enables QEMU vTPM nodes.
-        #[arg(long = "ak")]
-        aks: Vec<PathBuf>,
-        /// The operator's EK CA (PEM bundle: root and intermediates): QEMU vTPM nodes whose
-        /// EK certificate chains to it and whose EK certified their AK are trusted.
-        #[arg(long)]
-        ek_ca: Option<PathBuf>,
-        /// AMD's root key (ARK, PEM/DER, from AMD's KDS) for SEV-SNP nodes (with --snp-ask).
-        #[arg(long)]
-        snp_ark: Option<PathBuf>,
-        /// AMD's signing key (ASK) of the same product line.
-        #[arg(long)]
-        snp_ask: Option<PathBuf>,
-        /// A golden SEV-SNP launch measurement (96 hex digits); repeat.
-        #[arg(long = "snp-measurement")]
-        snp_measurements: Vec<String>,
-        /// Minimum TCB: bootloader,tee,snp,microcode.
-        #[arg(long, default_value = "0,0,0,0")]
-        snp_min_tcb: String,
-        /// The VMPL reports must come from (absent: any).
-        #[arg(long)]
-        snp_vmpl: Option<u32>,
-        /// Require guests launched with an ID block signed by this ID key (96 hex digits:
-        /// its digest, as `nacre-measure snp-id-block` prints it).
-        #[arg(long)]
-        snp_id_key_digest: Option<String>,
+        #[command(flatten)]
+        verify: VerifierArgs,
         /// In-cluster mode: prove this service to nodes with this machine's own attestation
         /// (TPM at this TCTI, e.g. device:/dev/tpmrm0) instead of the CA certificate; nodes
         /// check it against the control plane's golden values (mutual attested TLS).
@@ -134,6 +103,59 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `serve` verifies nodes with: the golden manifests and the platforms' trust anchors.
+#[derive(clap::Args)]
+struct VerifierArgs {
+    /// A golden manifest (nacre-measure golden), signature in MANIFEST.sig; repeat. Give the
+    /// image at phase sysinit (joins and disk keys) and at phase ready (peer refresh).
+    #[arg(long = "manifest", required = true)]
+    manifests: Vec<PathBuf>,
+    /// The public key the manifest must be signed with (PEM).
+    #[arg(long)]
+    manifest_key: PathBuf,
+    /// An enrolled attestation key (PEM or DER SubjectPublicKeyInfo, from
+    /// `nacre-keyservice ak`); repeat for each node. Enables QEMU vTPM nodes.
+    #[arg(long = "ak")]
+    aks: Vec<PathBuf>,
+    /// The operator's EK CA (PEM bundle: root and intermediates): QEMU vTPM nodes whose
+    /// EK certificate chains to it and whose EK certified their AK are trusted.
+    #[arg(long)]
+    ek_ca: Option<PathBuf>,
+    /// AMD's root key (ARK, PEM/DER, from AMD's KDS) for SEV-SNP nodes (with --snp-ask).
+    #[arg(long)]
+    snp_ark: Option<PathBuf>,
+    /// AMD's signing key (ASK) of the same product line.
+    #[arg(long)]
+    snp_ask: Option<PathBuf>,
+    /// A golden SEV-SNP launch measurement (96 hex digits); repeat.
+    #[arg(long = "snp-measurement")]
+    snp_measurements: Vec<String>,
+    /// Minimum TCB: bootloader,tee,snp,microcode.
+    #[arg(long, default_value = "0,0,0,0")]
+    snp_min_tcb: String,
+    /// The VMPL reports must come from (absent: any).
+    #[arg(long)]
+    snp_vmpl: Option<u32>,
+    /// Require guests launched with an ID block signed by this ID key (96 hex digits:
+    /// its digest, as `nacre-measure snp-id-block` prints it).
+    #[arg(long)]
+    snp_id_key_digest: Option<String>,
+    /// TDX nodes: Intel's collateral for the nodes' platform (dcap-qvl QuoteCollateralV3 JSON:
+    /// PCK CRL, root CA CRL, TCB info, QE identity with their issuer chains, from Intel PCS or a
+    /// PCCS for the platform's FMSPC). The PCK chain is checked to Intel's SGX Root CA, pinned
+    /// in nacre-attestation. Enables TDX nodes.
+    #[arg(long)]
+    tdx_collateral: Option<PathBuf>,
+    /// A golden MRTD (96 hex digits), besides the signed manifests' `tdx` entries; repeat.
+    #[arg(long = "tdx-mrtd")]
+    tdx_mrtds: Vec<String>,
+    /// A TCB status accepted besides UpToDate (SWHardeningNeeded, ConfigurationNeeded,
+    /// ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded,
+    /// TDRelaunchAdvised, TDRelaunchAdvisedConfigurationNeeded); repeat. Revoked never is.
+    #[arg(long = "tdx-allow-tcb")]
+    tdx_allow_tcb: Vec<String>,
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -195,6 +217,191 @@ fn print_decision(d: &Decision) {
     );
 }
 
+/// The verifier `serve` checks nodes with: one per platform the flags enable (ByPlatform).
+/// Every file is read and checked now, so a bad one stops the service at start.
+fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
+    let VerifierArgs {
+        manifests,
+        manifest_key,
+        aks,
+        ek_ca,
+        snp_ark,
+        snp_ask,
+        snp_measurements,
+        snp_min_tcb,
+        snp_vmpl,
+        snp_id_key_digest,
+        tdx_collateral,
+        tdx_mrtds,
+        tdx_allow_tcb,
+    } = a;
+    let key = nacre_measure::sign::PublicKey::from_pem_file(manifest_key)
+        .with_context(|| format!("reading {}", manifest_key.display()))?;
+    let mut signed = Vec::new();
+    for manifest in manifests {
+        let mut sig = manifest.clone().into_os_string();
+        sig.push(".sig");
+        let sig = PathBuf::from(sig);
+        let m = SignedManifest {
+            json: std::fs::read(manifest)
+                .with_context(|| format!("reading {}", manifest.display()))?,
+            signature_b64: std::fs::read(&sig)
+                .with_context(|| format!("reading {}", sig.display()))?,
+        };
+        // Checked now too, so a bad manifest stops the service at start.
+        nacre_measure::sign::verify_blob(&key, &m.json, &m.signature_b64)
+            .with_context(|| format!("{}: signature", manifest.display()))?;
+        signed.push(m);
+    }
+    let mut verifier = ByPlatform::default();
+    let mut trusts: Vec<Box<dyn nacre_attestation::AkTrust>> = Vec::new();
+    if let Some(ca) = &ek_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        trusts.push(Box::new(
+            nacre_attestation::ek::EkCertified::from_pem(&pem).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    if !aks.is_empty() {
+        let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
+        trusts.push(Box::new(EnrolledAks::new(aks)));
+    }
+    if !trusts.is_empty() {
+        verifier.qemu_vtpm = Some(Box::new(QemuVtpmVerifier::with_manifests(
+            signed.clone(),
+            key.clone(),
+            Box::new(nacre_attestation::verify::AnyOf(trusts)),
+        )));
+    }
+    if let (Some(ark), Some(ask)) = (&snp_ark, &snp_ask) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let chain =
+            snp::AmdChain::new(&read(ark)?, &read(ask)?).context("AMD certificate chain")?;
+        let measurements = snp_measurements
+            .iter()
+            .map(|h| {
+                let mut m = [0u8; 48];
+                hex::decode_to_slice(h, &mut m)
+                    .with_context(|| format!("--snp-measurement {h}: 96 hex digits"))?;
+                Ok(m)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let in_manifests = signed.iter().any(|m| {
+            nacre_measure::manifest::Manifest::from_json(&m.json)
+                .map(|m| !m.snp.is_empty())
+                .unwrap_or(false)
+        });
+        if measurements.is_empty() && !in_manifests {
+            bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
+        }
+        let t: Vec<u8> = snp_min_tcb
+            .split(',')
+            .map(|x| x.trim().parse::<u8>())
+            .collect::<Result<_, _>>()
+            .context("--snp-min-tcb: bootloader,tee,snp,microcode")?;
+        let [bootloader, tee, snp_v, microcode] = t[..] else {
+            bail!("--snp-min-tcb: four numbers, bootloader,tee,snp,microcode");
+        };
+        verifier.sev_snp = Some(Box::new(SevSnpVerifier::new(
+            chain,
+            snp::SnpPolicy {
+                measurements,
+                min_tcb: snp::Tcb {
+                    bootloader,
+                    tee,
+                    snp: snp_v,
+                    microcode,
+                },
+                allow_debug: false,
+                allow_migration_agent: false,
+                vmpl: *snp_vmpl,
+                id_key_digest: snp_id_key_digest
+                    .as_deref()
+                    .map(|h| {
+                        let mut d = [0u8; 48];
+                        hex::decode_to_slice(h, &mut d)
+                            .with_context(|| format!("--snp-id-key-digest {h}"))
+                            .map(|()| d)
+                    })
+                    .transpose()?,
+            },
+            signed.clone(),
+            key.clone(),
+        )));
+    } else if snp_ark.is_some() || snp_ask.is_some() {
+        bail!("--snp-ark and --snp-ask go together");
+    }
+    if let Some(path) = tdx_collateral {
+        verifier.tdx = Some(Box::new(tdx_verifier(
+            path,
+            tdx_mrtds,
+            tdx_allow_tcb,
+            signed.clone(),
+            key.clone(),
+        )?));
+    } else if !tdx_mrtds.is_empty() || !tdx_allow_tcb.is_empty() {
+        bail!("--tdx-mrtd and --tdx-allow-tcb need --tdx-collateral");
+    }
+    if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() && verifier.tdx.is_none() {
+        bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM), --snp-ark/--snp-ask (SEV-SNP) and/or --tdx-collateral (TDX)");
+    }
+    Ok(verifier)
+}
+
+/// The TDX verifier: Intel's collateral from `collateral` (checked now: it must parse), golden
+/// MRTDs from the flags and the signed manifests, the accepted TCB statuses.
+fn tdx_verifier(
+    collateral: &Path,
+    mrtds: &[String],
+    allow_tcb: &[String],
+    signed: Vec<SignedManifest>,
+    key: nacre_measure::sign::PublicKey,
+) -> Result<TdxVerifier> {
+    let json = std::fs::read(collateral)
+        .with_context(|| format!("--tdx-collateral: reading {}", collateral.display()))?;
+    let collateral = tdx::collateral_from_json(&json).map_err(|e| {
+        anyhow::anyhow!(
+            "--tdx-collateral {}: not dcap-qvl QuoteCollateralV3 JSON: {e}",
+            collateral.display()
+        )
+    })?;
+    let mrtd = mrtds
+        .iter()
+        .map(|h| {
+            let mut m = [0u8; 48];
+            hex::decode_to_slice(h, &mut m)
+                .with_context(|| format!("--tdx-mrtd {h}: 96 hex digits"))?;
+            Ok(m)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let in_manifests = signed.iter().any(|m| {
+        nacre_measure::manifest::Manifest::from_json(&m.json)
+            .map(|m| m.tdx.is_some())
+            .unwrap_or(false)
+    });
+    if mrtd.is_empty() && !in_manifests {
+        bail!("TDX nodes need golden MRTDs: in the manifests (nacre-measure golden --tdx-ovmf) or --tdx-mrtd");
+    }
+    let allowed_tcb = allow_tcb
+        .iter()
+        .map(|s| match s.parse::<tdx::TcbStatus>() {
+            Ok(tdx::TcbStatus::Revoked) => bail!("--tdx-allow-tcb Revoked: a revoked platform is never accepted"),
+            Ok(t) => Ok(t),
+            Err(()) => bail!("--tdx-allow-tcb {s}: not a TCB status (SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, TDRelaunchAdvised, TDRelaunchAdvisedConfigurationNeeded)"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TdxVerifier::new(
+        collateral,
+        tdx::TdxPolicy {
+            mrtd,
+            allowed_tcb,
+            ..tdx::TdxPolicy::default()
+        },
+        signed,
+        key,
+    ))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Init {
@@ -227,122 +434,12 @@ fn main() -> Result<()> {
         Cmd::Serve {
             state,
             listen,
-            manifests,
-            manifest_key,
-            aks,
-            ek_ca,
-            snp_ark,
-            snp_ask,
-            snp_measurements,
-            snp_min_tcb,
-            snp_vmpl,
-            snp_id_key_digest,
+            verify,
             attest_with,
             attest_firmware_log,
             attest_runtime_log,
         } => {
-            let key = nacre_measure::sign::PublicKey::from_pem_file(&manifest_key)
-                .with_context(|| format!("reading {}", manifest_key.display()))?;
-            let mut signed = Vec::new();
-            for manifest in &manifests {
-                let mut sig = manifest.clone().into_os_string();
-                sig.push(".sig");
-                let sig = PathBuf::from(sig);
-                let m = SignedManifest {
-                    json: std::fs::read(manifest)
-                        .with_context(|| format!("reading {}", manifest.display()))?,
-                    signature_b64: std::fs::read(&sig)
-                        .with_context(|| format!("reading {}", sig.display()))?,
-                };
-                // Checked now too, so a bad manifest stops the service at start.
-                nacre_measure::sign::verify_blob(&key, &m.json, &m.signature_b64)
-                    .with_context(|| format!("{}: signature", manifest.display()))?;
-                signed.push(m);
-            }
-            let mut verifier = ByPlatform::default();
-            let mut trusts: Vec<Box<dyn nacre_attestation::AkTrust>> = Vec::new();
-            if let Some(ca) = &ek_ca {
-                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-                trusts.push(Box::new(
-                    nacre_attestation::ek::EkCertified::from_pem(&pem)
-                        .map_err(anyhow::Error::msg)?,
-                ));
-            }
-            if !aks.is_empty() {
-                let aks = aks.iter().map(|p| read_ak(p)).collect::<Result<Vec<_>>>()?;
-                trusts.push(Box::new(EnrolledAks::new(aks)));
-            }
-            if !trusts.is_empty() {
-                verifier.qemu_vtpm = Some(Box::new(QemuVtpmVerifier::with_manifests(
-                    signed.clone(),
-                    key.clone(),
-                    Box::new(nacre_attestation::verify::AnyOf(trusts)),
-                )));
-            }
-            if let (Some(ark), Some(ask)) = (&snp_ark, &snp_ask) {
-                let read = |p: &PathBuf| {
-                    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-                };
-                let chain = snp::AmdChain::new(&read(ark)?, &read(ask)?)
-                    .context("AMD certificate chain")?;
-                let measurements = snp_measurements
-                    .iter()
-                    .map(|h| {
-                        let mut m = [0u8; 48];
-                        hex::decode_to_slice(h, &mut m)
-                            .with_context(|| format!("--snp-measurement {h}: 96 hex digits"))?;
-                        Ok(m)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let in_manifests = signed.iter().any(|m| {
-                    nacre_measure::manifest::Manifest::from_json(&m.json)
-                        .map(|m| !m.snp.is_empty())
-                        .unwrap_or(false)
-                });
-                if measurements.is_empty() && !in_manifests {
-                    bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
-                }
-                let t: Vec<u8> = snp_min_tcb
-                    .split(',')
-                    .map(|x| x.trim().parse::<u8>())
-                    .collect::<Result<_, _>>()
-                    .context("--snp-min-tcb: bootloader,tee,snp,microcode")?;
-                let [bootloader, tee, snp_v, microcode] = t[..] else {
-                    bail!("--snp-min-tcb: four numbers, bootloader,tee,snp,microcode");
-                };
-                verifier.sev_snp = Some(Box::new(SevSnpVerifier::new(
-                    chain,
-                    snp::SnpPolicy {
-                        measurements,
-                        min_tcb: snp::Tcb {
-                            bootloader,
-                            tee,
-                            snp: snp_v,
-                            microcode,
-                        },
-                        allow_debug: false,
-                        allow_migration_agent: false,
-                        vmpl: snp_vmpl,
-                        id_key_digest: snp_id_key_digest
-                            .as_deref()
-                            .map(|h| {
-                                let mut d = [0u8; 48];
-                                hex::decode_to_slice(h, &mut d)
-                                    .with_context(|| format!("--snp-id-key-digest {h}"))
-                                    .map(|()| d)
-                            })
-                            .transpose()?,
-                    },
-                    signed,
-                    key,
-                )));
-            } else if snp_ark.is_some() || snp_ask.is_some() {
-                bail!("--snp-ark and --snp-ask go together");
-            }
-            if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() {
-                bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM) and/or --snp-ark/--snp-ask");
-            }
-            let verifier: Arc<dyn Verifier> = Arc::new(verifier);
+            let verifier: Arc<dyn Verifier> = Arc::new(build_verifier(&verify)?);
             let store = Store::open(&state.join(DB_FILE))?;
             let service = Arc::new(Service::new(store, Box::new(print_decision))?);
             let listener =
@@ -448,4 +545,172 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_measure::sign::BlobSigner;
+
+    /// A state-free `serve` setup: a signed manifest (with or without a `tdx` entry) and its key.
+    struct Setup {
+        dir: tempfile::TempDir,
+    }
+
+    impl Setup {
+        fn new(tdx_entry: bool) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+            let mut text = serde_json::json!({
+                "schema": nacre_measure::manifest::SCHEMA,
+                "image": {"ref": "r", "version": "v", "variant": "qemu-tdx", "uki_sha256": "00".repeat(32)},
+                "alg": "sha256",
+                "stub": "systemd-stub-252",
+                "secure_boot": false,
+                "phase": "sysinit",
+                "measurements": {"4": {"expected": "04".repeat(32), "warn_only": false}},
+                "events": [],
+            });
+            if tdx_entry {
+                text["tdx"] = serde_json::json!({
+                    "mrtd": "11".repeat(48),
+                    "page_add_order": "per-page",
+                    "ovmf_sha256": "00".repeat(32),
+                });
+            }
+            let m =
+                nacre_measure::manifest::Manifest::from_json(&serde_json::to_vec(&text).unwrap())
+                    .unwrap();
+            let json = m.to_json();
+            let sig = nacre_measure::sign::sign_blob(&signer, &json).unwrap();
+            std::fs::write(dir.path().join("m.json"), &json).unwrap();
+            std::fs::write(dir.path().join("m.json.sig"), sig).unwrap();
+            std::fs::write(
+                dir.path().join("release.pub"),
+                nacre_measure::sign::to_pem("PUBLIC KEY", &signer.public_key_spki()),
+            )
+            .unwrap();
+            Setup { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        fn build(&self, extra: &[&str]) -> Result<ByPlatform> {
+            let (m, k) = (self.path("m.json"), self.path("release.pub"));
+            let mut argv = vec![
+                "nacre-keyservice",
+                "serve",
+                "--state",
+                "unused",
+                "--manifest",
+                &m,
+                "--manifest-key",
+                &k,
+            ];
+            argv.extend_from_slice(extra);
+            let Cmd::Serve { verify, .. } = Cli::try_parse_from(argv)?.cmd else {
+                unreachable!()
+            };
+            build_verifier(&verify)
+        }
+    }
+
+    fn collateral() -> String {
+        format!(
+            "{}/../attestation/tests/fixtures/tdx/tdx_quote_collateral.json",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    fn err(r: Result<ByPlatform>) -> String {
+        match r {
+            Ok(v) => panic!("built {}", v.name()),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn tdx_flags_build_a_tdx_verifier() {
+        let s = Setup::new(false);
+        let c = collateral();
+        let mrtd = "ab".repeat(48);
+        let v = s
+            .build(&["--tdx-collateral", &c, "--tdx-mrtd", &mrtd])
+            .unwrap();
+        assert_eq!(v.name(), "tdx");
+        assert!(v.tdx.is_some() && v.qemu_vtpm.is_none() && v.sev_snp.is_none());
+        let v = s
+            .build(&[
+                "--tdx-collateral",
+                &c,
+                "--tdx-mrtd",
+                &mrtd,
+                "--tdx-mrtd",
+                &"cd".repeat(48),
+                "--tdx-allow-tcb",
+                "OutOfDate",
+                "--tdx-allow-tcb",
+                "SWHardeningNeeded",
+            ])
+            .unwrap();
+        assert!(v.tdx.is_some());
+        // Golden MRTDs from a signed manifest's `tdx` entry are enough.
+        let with_entry = Setup::new(true);
+        assert_eq!(
+            with_entry.build(&["--tdx-collateral", &c]).unwrap().name(),
+            "tdx"
+        );
+    }
+
+    #[test]
+    fn bad_tdx_configuration_stops_the_service_at_start() {
+        let s = Setup::new(false);
+        let mrtd = "ab".repeat(48);
+        // A collateral file that is not QuoteCollateralV3 JSON.
+        let bad = s.path("bad.json");
+        std::fs::write(&bad, br#"{"tcb_info": 3}"#).unwrap();
+        let e = err(s.build(&["--tdx-collateral", &bad, "--tdx-mrtd", &mrtd]));
+        assert!(
+            e.contains("--tdx-collateral") && e.contains("not dcap-qvl QuoteCollateralV3 JSON"),
+            "{e}"
+        );
+        assert!(e.contains("bad.json"), "{e}");
+        // A missing one.
+        let missing = s.path("missing.json");
+        let e = err(s.build(&["--tdx-collateral", &missing, "--tdx-mrtd", &mrtd]));
+        assert!(e.contains("reading") && e.contains("missing.json"), "{e}");
+        let c = collateral();
+        // No golden MRTD anywhere.
+        let e = err(s.build(&["--tdx-collateral", &c]));
+        assert!(e.contains("golden MRTDs"), "{e}");
+        // A malformed MRTD.
+        let e = err(s.build(&["--tdx-collateral", &c, "--tdx-mrtd", "abcd"]));
+        assert!(e.contains("--tdx-mrtd abcd"), "{e}");
+        // Revoked is never accepted; an unknown status is not a status.
+        let e = err(s.build(&[
+            "--tdx-collateral",
+            &c,
+            "--tdx-mrtd",
+            &mrtd,
+            "--tdx-allow-tcb",
+            "Revoked",
+        ]));
+        assert!(e.contains("never accepted"), "{e}");
+        let e = err(s.build(&[
+            "--tdx-collateral",
+            &c,
+            "--tdx-mrtd",
+            &mrtd,
+            "--tdx-allow-tcb",
+            "Fine",
+        ]));
+        assert!(e.contains("not a TCB status"), "{e}");
+        // TDX flags without the collateral; no platform at all.
+        let e = err(s.build(&["--tdx-mrtd", &mrtd]));
+        assert!(e.contains("need --tdx-collateral"), "{e}");
+        let e = err(s.build(&[]));
+        assert!(e.contains("--tdx-collateral (TDX)"), "{e}");
+    }
 }

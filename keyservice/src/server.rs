@@ -248,6 +248,15 @@ impl Server {
                 )),
             );
         }
+        // The platform part's warn-only findings (TDX: RTMRs without golden values).
+        for w in &accepted.platform_warnings {
+            let _ = self.service.record(
+                peer,
+                Some(accepted.ak_fingerprint()),
+                "warning",
+                Ok(format!("platform: {w}")),
+            );
+        }
         let mut out = serde_json::to_vec(&response).unwrap_or_default();
         out.push(b'\n');
         let _ = tls.write_all(&out).and_then(|()| tls.flush());

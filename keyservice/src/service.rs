@@ -8,6 +8,10 @@
 //! * PCR 15 = extend(0, this cluster's id): a member in this boot: `peers`;
 //! * anything else (another cluster's id, or PCR 15 not quoted): refused.
 //!
+//! On TDX, RTMR[3] says the same in hardware the host cannot reset (nacre-init extends the
+//! cluster id into both; [`nacre_eventlog::runtime::member_rtmr3`]): it must be zero where PCR 15
+//! is, and this cluster's value where PCR 15 shows a member.
+//!
 //! And the phase of the golden manifest the node matched (PCR 11 holds nacre-init's phases):
 //! keys and the join only at `sysinit` (the verified root is up, no service has run yet); the
 //! peer set at `sysinit` or `ready` (services running). A node whose workload runs can never
@@ -23,7 +27,7 @@ use crate::store::{now_unix, Cluster, Decision, NodeRecord, Store, StoreError};
 use base64::Engine;
 use nacre_attestation::join::{Joined, KubeletJoin, PeerInfo, Request, Response, WgAnnounce};
 use nacre_attestation::Accepted;
-use nacre_eventlog::runtime::CLUSTER_ID_PCR;
+use nacre_eventlog::runtime::{member_rtmr3, CLUSTER_ID_PCR};
 use nacre_eventlog::{HashAlg, RuntimeEvent};
 use std::net::SocketAddr;
 use zeroize::Zeroizing;
@@ -203,19 +207,44 @@ impl Service {
         let Some(pcr15) = accepted.pcrs.get(&CLUSTER_ID_PCR) else {
             return refuse("policy", "the quote does not cover PCR 15 (the cluster id)");
         };
-        if pcr15.iter().all(|b| *b == 0) {
-            Ok(Membership::NotJoined)
+        let m = if pcr15.iter().all(|b| *b == 0) {
+            Membership::NotJoined
         } else if *pcr15 == self.member_pcr15 {
-            Ok(Membership::Member)
+            Membership::Member
         } else {
-            refuse(
+            return refuse(
                 "policy",
                 format!(
                     "PCR 15 is {}: the node joined another cluster in this boot",
                     hex::encode(pcr15)
                 ),
-            )
+            );
+        };
+        // TDX: RTMR[3] must say the same as PCR 15.
+        if let Some(rtmr3) = &accepted.tdx_rtmr3 {
+            match m {
+                Membership::NotJoined if rtmr3.iter().any(|b| *b != 0) => {
+                    return refuse(
+                        "policy",
+                        format!(
+                            "RTMR[3] is not zero (already joined in this boot): {}",
+                            hex::encode(rtmr3)
+                        ),
+                    )
+                }
+                Membership::Member if *rtmr3 != member_rtmr3(&self.cluster.cluster_id) => {
+                    return refuse(
+                        "policy",
+                        format!(
+                            "RTMR[3] is {}, not this cluster's id (PCR 15 is)",
+                            hex::encode(rtmr3)
+                        ),
+                    )
+                }
+                _ => {}
+            }
         }
+        Ok(m)
     }
 
     fn decide(
@@ -474,5 +503,65 @@ mod tests {
         let d = RuntimeEvent::ClusterId(id).digest(HashAlg::Sha256).unwrap();
         bank.extend(15, &d).unwrap();
         assert_eq!(bank.get(15).unwrap(), member_pcr15(&id).as_slice());
+    }
+
+    /// On TDX, RTMR[3] must agree with PCR 15: zero to join, this cluster's value for a member.
+    #[test]
+    fn tdx_rtmr3_is_judged_with_pcr15() {
+        use nacre_eventlog::runtime::member_rtmr3;
+        let dir = tempfile::tempdir().unwrap();
+        let id = [0x33; 32];
+        let store = Store::create(
+            &dir.path().join("k.redb"),
+            &Cluster {
+                master_secret: Zeroizing::new([1; 32]),
+                cluster_id: id,
+                overlay: "10.244.0.0/16".parse().unwrap(),
+                bootstrap_token: "abcdef.0123456789abcdef".into(),
+                api_server: None,
+            },
+        )
+        .unwrap();
+        let service = Service::new(store, Box::new(|_: &Decision| {})).unwrap();
+        let accepted = |pcr15: Vec<u8>, rtmr3: Option<[u8; 48]>| Accepted {
+            image: nacre_measure::manifest::ImageRef {
+                reference: "r".into(),
+                version: "v".into(),
+                variant: "qemu-tdx".into(),
+                uki_sha256: "00".repeat(32),
+                roothash: None,
+            },
+            phase: Some("sysinit".into()),
+            pcrs: [(15, pcr15)].into_iter().collect(),
+            matched: vec![],
+            warnings: vec![],
+            ak_public: vec![1],
+            platform_warnings: vec![],
+            tdx_rtmr3: rtmr3,
+        };
+        let zero = vec![0u8; 32];
+        let member = member_pcr15(&id);
+        let m = |a: &Accepted| service.membership(a).map_err(|r| r.reason);
+        // Not TDX: PCR 15 alone.
+        assert_eq!(m(&accepted(zero.clone(), None)), Ok(Membership::NotJoined));
+        // TDX, both zero / both this cluster's.
+        assert_eq!(
+            m(&accepted(zero.clone(), Some([0; 48]))),
+            Ok(Membership::NotJoined)
+        );
+        assert_eq!(
+            m(&accepted(member.clone(), Some(member_rtmr3(&id)))),
+            Ok(Membership::Member)
+        );
+        // PCR 15 zero (a vTPM the host restarted) but RTMR[3] shows a join.
+        let e = m(&accepted(zero, Some(member_rtmr3(&id)))).unwrap_err();
+        assert!(
+            e.contains("RTMR[3] is not zero (already joined in this boot)"),
+            "{e}"
+        );
+        // PCR 15 this cluster's, RTMR[3] another's (or none).
+        let e = m(&accepted(member.clone(), Some(member_rtmr3(&[0x34; 32])))).unwrap_err();
+        assert!(e.contains("not this cluster's id"), "{e}");
+        assert!(m(&accepted(member, Some([0; 48]))).is_err());
     }
 }

@@ -154,6 +154,15 @@ pub fn stage2() -> ! {
     let tpm = step("open the TPM", crate::tpm::Tpm::open);
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
     step("measure sysinit", || measurer.phase(Phase::Sysinit));
+    // In a TDX guest the cluster id goes into RTMR[3] too: without the kernel's RTMR extend
+    // interface the node stops here, before it asks the key service for anything.
+    let tee = step("detect the platform", || platform::Probe::read().tee());
+    if tee == Some(platform::Tee::Tdx) {
+        let rtmr = step("open the TDX RTMR extend interface", || {
+            crate::measure::Rtmr::open(Path::new(crate::measure::TDX_MEASUREMENTS))
+        });
+        measurer.set_rtmr(rtmr);
+    }
     let cfg = step("read the configuration", crate::config::read);
     // The attested key service, if configured: the overlay address and WireGuard peers, then the
     // state disk's key; each request attests this node afresh.
@@ -180,8 +189,8 @@ pub fn stage2() -> ! {
         });
     }
     // Joined: the cluster id goes into PCR 15 (a quote now shows this node is a member of this
-    // cluster; it can no longer join anything in this boot), kubelet gets its join data, and
-    // the peer set is kept current.
+    // cluster; it can no longer join anything in this boot), and in a TDX guest into RTMR[3],
+    // kubelet gets its join data, and the peer set is kept current.
     if let Some(ks) = &keys {
         let joined = step("check the key service join", || {
             ks.joined().cloned().ok_or(

@@ -18,6 +18,22 @@ pub struct Probe {
     pub tdx: bool,
 }
 
+/// The TDX guest device (the tdx-guest driver: TDREPORT, quotes through configfs-tsm, and the
+/// RTMR extend interface under `/sys/devices/virtual/misc/tdx_guest`).
+pub const TDX_GUEST: &str = "/dev/tdx_guest";
+
+/// Whether `/proc/cpuinfo` text lists `flag` among a CPU's flags (`flags : ... tdx_guest ...`:
+/// what the kernel sets in a TDX guest, with or without the guest driver).
+pub fn cpuinfo_has_flag(cpuinfo: &str, flag: &str) -> bool {
+    cpuinfo.lines().any(|l| {
+        let mut kv = l.splitn(2, ':');
+        kv.next().is_some_and(|k| k.trim() == "flags")
+            && kv
+                .next()
+                .is_some_and(|v| v.split_whitespace().any(|f| f == flag))
+    })
+}
+
 impl Probe {
     pub fn read() -> Probe {
         let exists = |p: &str| Path::new(p).exists();
@@ -28,7 +44,22 @@ impl Probe {
                 || std::fs::read_to_string("/sys/kernel/mm/mem_encrypt/active")
                     .is_ok_and(|s| s.trim() == "1")
                     && exists("/sys/firmware/sev"),
-            tdx: exists("/dev/tdx_guest") || exists("/sys/firmware/tdx"),
+            // The guest driver, the firmware's sysfs node, or the CPU flag the kernel sets in a
+            // TDX guest.
+            tdx: exists(TDX_GUEST)
+                || exists("/sys/firmware/tdx")
+                || std::fs::read_to_string("/proc/cpuinfo")
+                    .is_ok_and(|c| cpuinfo_has_flag(&c, "tdx_guest")),
+        }
+    }
+
+    /// The confidential-computing platform, if any (both at once is refused).
+    pub fn tee(&self) -> Result<Option<Tee>, PlatformError> {
+        match (self.sev_snp, self.tdx) {
+            (true, true) => Err(PlatformError::Ambiguous),
+            (true, false) => Ok(Some(Tee::SevSnp)),
+            (false, true) => Ok(Some(Tee::Tdx)),
+            (false, false) => Ok(None),
         }
     }
 }
@@ -52,12 +83,7 @@ pub enum PlatformError {
 /// Decide from what was probed. Without a TPM a node cannot attest: only an insecure platform
 /// may go on without one (direct-kernel test boots).
 pub fn decide(p: Probe, insecure_allowed: bool) -> Result<Platform, PlatformError> {
-    let tee = match (p.sev_snp, p.tdx) {
-        (true, true) => return Err(PlatformError::Ambiguous),
-        (true, false) => Some(Tee::SevSnp),
-        (false, true) => Some(Tee::Tdx),
-        (false, false) => None,
-    };
+    let tee = p.tee()?;
     if tee.is_none() && !insecure_allowed {
         return Err(PlatformError::NotConfidential);
     }
@@ -101,5 +127,44 @@ mod tests {
             ..snp_tpm
         };
         assert_eq!(decide(both, true), Err(PlatformError::Ambiguous));
+    }
+
+    #[test]
+    fn tdx_guest() {
+        let tdx = Probe {
+            tdx: true,
+            ..Probe::default()
+        };
+        assert_eq!(decide(tdx, false), Err(PlatformError::NoTpm));
+        let tdx_tpm = Probe { tpm: true, ..tdx };
+        assert_eq!(
+            decide(tdx_tpm, false),
+            Ok(Platform {
+                tee: Some(Tee::Tdx),
+                tpm: true
+            })
+        );
+        // The command line's permission does not change what a TDX guest is.
+        assert_eq!(decide(tdx_tpm, true).unwrap().tee, Some(Tee::Tdx));
+        assert_eq!(tdx_tpm.tee(), Ok(Some(Tee::Tdx)));
+        assert_eq!(
+            Probe {
+                sev_snp: true,
+                ..tdx_tpm
+            }
+            .tee(),
+            Err(PlatformError::Ambiguous)
+        );
+    }
+
+    #[test]
+    fn cpuinfo_flags() {
+        let tdx = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme tdx_guest x2apic\nbugs\t\t: spectre_v1\n";
+        assert!(cpuinfo_has_flag(tdx, "tdx_guest"));
+        assert!(!cpuinfo_has_flag(tdx, "tdx"));
+        // A bug or another field naming it is not a flag.
+        let other = "flags\t\t: fpu vme\nbugs\t\t: tdx_guest\nmodel name\t: tdx_guest\n";
+        assert!(!cpuinfo_has_flag(other, "tdx_guest"));
+        assert!(!cpuinfo_has_flag("", "tdx_guest"));
     }
 }

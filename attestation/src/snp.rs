@@ -94,6 +94,8 @@ pub struct Report {
     pub vmpl: u32,
     pub signature_algo: u32,
     pub current_tcb: Tcb,
+    /// PLATFORM_INFO: bit 0 SMT enabled on the host, bit 1 TSME enabled.
+    pub platform_info: u64,
     pub report_data: [u8; 64],
     pub measurement: [u8; 48],
     pub host_data: [u8; 32],
@@ -157,6 +159,7 @@ impl Report {
             vmpl: u32le(b, 0x30),
             signature_algo,
             current_tcb: Tcb::from_bytes(&b[0x38..0x40]),
+            platform_info: u64::from_le_bytes(arr(b, 0x40)),
             report_data: arr(b, 0x50),
             measurement: arr(b, 0x90),
             host_data: arr(b, 0xC0),
@@ -323,7 +326,13 @@ pub struct SnpPolicy {
     /// The release's ID key (SHA-384 of its SNP public key, `nacre-measure snp-id-block`): the
     /// guest must have been launched with an ID block signed by it.
     pub id_key_digest: Option<[u8; 48]>,
+    /// Refuse a guest whose host runs with SMT enabled (PLATFORM_INFO.SMT_EN): sibling
+    /// hyperthreads share caches with the host's other tenants.
+    pub require_smt_off: bool,
 }
+
+/// PLATFORM_INFO bit 0: SMT is enabled on the platform.
+const PLATFORM_INFO_SMT_EN: u64 = 1;
 
 /// Every rule on a report whose signature chain was verified, then the binding.
 pub fn check_report(
@@ -343,6 +352,12 @@ pub fn check_report(
         return Err(SnpError::Policy(format!(
             "guest policy {:#x} allows a migration agent",
             report.policy
+        )));
+    }
+    if policy.require_smt_off && report.platform_info & PLATFORM_INFO_SMT_EN != 0 {
+        return Err(SnpError::Policy(format!(
+            "SMT is enabled on the host (PLATFORM_INFO {:#x}) and this policy requires it off",
+            report.platform_info
         )));
     }
     if let Some(v) = policy.vmpl {

@@ -100,6 +100,7 @@ fn policy_tcb_measurement_and_binding_rules() {
         allow_migration_agent: false,
         vmpl: Some(0),
         id_key_digest: None,
+        require_smt_off: false,
     };
     // The binding: this report's REPORT_DATA was not made for our nonce and keys.
     assert_eq!(
@@ -111,6 +112,20 @@ fn policy_tcb_measurement_and_binding_rules() {
     let mut bound = report.clone();
     bound.report_data = report_data(b"nonce", b"ak", b"tls");
     check_report(&bound, &good, b"nonce", b"ak", b"tls").unwrap();
+    // SMT: the host's PLATFORM_INFO.SMT_EN, refused only when the policy requires SMT off.
+    let smt_off = SnpPolicy {
+        require_smt_off: true,
+        ..good.clone()
+    };
+    let mut smt = bound.clone();
+    smt.platform_info = report.platform_info | 1;
+    check_report(&smt, &good, b"nonce", b"ak", b"tls").unwrap();
+    assert!(matches!(
+        check_report(&smt, &smt_off, b"nonce", b"ak", b"tls"),
+        Err(SnpError::Policy(m)) if m.contains("SMT is enabled")
+    ));
+    smt.platform_info = report.platform_info & !1;
+    check_report(&smt, &smt_off, b"nonce", b"ak", b"tls").unwrap();
     assert_eq!(
         check_report(&bound, &good, b"other nonce", b"ak", b"tls"),
         Err(SnpError::ReportData)
@@ -182,6 +197,7 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
         allow_migration_agent: false,
         vmpl: Some(0),
         id_key_digest: None,
+        require_smt_off: false,
     };
     let v = SevSnpVerifier::new(
         milan(),
@@ -291,6 +307,7 @@ fn launch_measurements_from_signed_manifests() {
         allow_migration_agent: false,
         vmpl: None,
         id_key_digest: None,
+        require_smt_off: false,
     };
     let ev = Evidence {
         platform: Platform::SevSnp {

@@ -142,6 +142,9 @@ struct VerifierArgs {
     /// its digest, as `nacre-measure snp-id-block` prints it).
     #[arg(long)]
     snp_id_key_digest: Option<String>,
+    /// Refuse SEV-SNP nodes whose host runs with SMT enabled (the report's PLATFORM_INFO).
+    #[arg(long)]
+    snp_require_smt_off: bool,
     /// TDX nodes: Intel's collateral for the nodes' platform (dcap-qvl QuoteCollateralV3 JSON:
     /// PCK CRL, root CA CRL, TCB info, QE identity with their issuer chains, from Intel PCS or a
     /// PCCS for the platform's FMSPC). The PCK chain is checked to Intel's SGX Root CA, pinned
@@ -231,6 +234,7 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
         snp_min_tcb,
         snp_vmpl,
         snp_id_key_digest,
+        snp_require_smt_off,
         tdx_collateral,
         tdx_mrtds,
         tdx_allow_tcb,
@@ -324,6 +328,7 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
                             .map(|()| d)
                     })
                     .transpose()?,
+                require_smt_off: *snp_require_smt_off,
             },
             signed.clone(),
             key.clone(),

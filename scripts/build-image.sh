@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build the nacre node image: nacre-init (release), then mkosi 25 (trixie's, fetched and pinned by
-# scripts/lib/fetch-mkosi.sh) with mkosi.conf.d/, which bootstraps a trixie tools tree, installs
-# the packages, builds nacre's initrd from the tree (scripts/lib/make-initrd.sh), cuts the root
-# down to its allowlist and writes the disk and the UKI.
+# Build the nacre node image: nacre-init and nacre-image (release), then mkosi 25 (trixie's,
+# fetched and pinned by scripts/lib/fetch-mkosi.sh) with mkosi.conf.d/, which bootstraps a trixie
+# tools tree, installs the packages, builds nacre's initrd from the tree (scripts/lib/make-initrd.sh,
+# i.e. nacre-image initrd), cuts the root down to its allowlist and writes the disk and the UKI.
 #
 # Usage: scripts/build-image.sh OUTDIR [--variant qemu-vtpm] [--cache DIR] [--clean] [--init BIN]
-#                               [--formats "qcow2 vhd gcp raw" | --no-finish]
+#                               [--formats "qcow2 vhd gcp raw" | --no-finish] [--ovmf DIR]
 #   Writes OUTDIR/disk.img (GPT: ESP with \EFI\BOOT\BOOTX64.EFI, erofs root, dm-verity hash),
 #   OUTDIR/uki.efi (the same UKI), OUTDIR/roothash (from the UKI's .cmdline), OUTDIR/initrd.cpio,
 #   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings, and
@@ -16,6 +16,7 @@
 #               qemu-vtpm, qemu-snp, qemu-tdx, aws-sev-snp, azure-sev-snp, gcp-sev-snp, gcp-tdx
 #   --formats   cloud formats to write instead of the variant's default (finish-image.sh)
 #   --no-finish no measurements.json, no cloud format
+#   --ovmf      ovmf/build.sh's output: qemu-snp/qemu-tdx record their launch values with it
 #   --cache     where mkosi, its tools tree (~1.6 GB), the incremental image cache and the package
 #               cache live (default: target/image-cache); a fresh directory = a clean build
 #   --clean     rebuild the cached package tree (mkosi -ff); the tools tree is kept
@@ -25,7 +26,7 @@ set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "build-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
-out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init="" finish=1 formats=()
+out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init="" finish=1 formats=() ovmf=()
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -34,6 +35,7 @@ while (($#)); do
     --init) init="${2:?}"; shift 2 ;;
     --formats) formats=(--formats "${2?}"); shift 2 ;;
     --no-finish) finish=0; shift ;;
+    --ovmf) ovmf=(--ovmf "$(cd "${2:?}" && pwd)"); shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) echo "build-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
@@ -59,6 +61,10 @@ if [[ -z "$init" ]]; then
   lap "nacre-init (cargo)"
 fi
 [[ -x "$init" ]] || die "no nacre-init at $init"
+# The finalize step builds the initrd with nacre-image (scripts/lib/make-initrd.sh runs
+# target/release/nacre-image, visible in mkosi's sandbox below $SRCDIR).
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p nacre-image
+lap "nacre-image (cargo)"
 
 mkosi=$("$root/scripts/lib/fetch-mkosi.sh" "$cache/mkosi-pkg" --quiet)
 lap "mkosi (fetch)"
@@ -94,7 +100,7 @@ roothash=$(grep -oE '(^| )roothash=[0-9a-f]{64}' <<<"$cmdline" | cut -d= -f2)
 echo "$roothash" >"$out/roothash"
 lap "outputs"
 if ((finish)); then
-  "$root/scripts/lib/finish-image.sh" "$out" --variant "$variant" "${formats[@]}" >&2
+  "$root/scripts/lib/finish-image.sh" "$out" --variant "$variant" "${formats[@]}" "${ovmf[@]}" >&2
   lap "golden measurements, format"
 fi
 printf '%-28s %6.1f s\n' total "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')" | tee -a "$timings" >&2

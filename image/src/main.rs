@@ -32,6 +32,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Build nacre's initrd from a root tree: nacre-init as /init, its shared libraries (ELF
+    /// closure inside ROOT plus --dlopen), the stage 1 modules with their dependencies and the
+    /// module index files; a deterministic newc archive. Or, with --print-libraries, only the
+    /// library set (paths inside ROOT as the loader names them), one a line.
+    Initrd {
+        /// A tree with /usr/lib/nacre/nacre-init and /usr/lib/modules/REL.
+        root: PathBuf,
+        /// Where to write the archive (not with --print-libraries).
+        out: Option<PathBuf>,
+        /// Stage 1 modules, comma- or space-separated (default virtio_pci virtio_blk dm-verity
+        /// erofs); written to /etc/nacre/modules.
+        #[arg(long)]
+        modules: Option<String>,
+        /// Sonames nacre-init loads at run time, in ROOT's /usr/lib/x86_64-linux-gnu (default
+        /// libtss2-tcti-device.so.0); an empty string for none.
+        #[arg(long)]
+        dlopen: Option<String>,
+        /// The kernel release (default: the only one in ROOT/usr/lib/modules).
+        #[arg(long)]
+        kernel_release: Option<String>,
+        /// Only print the library closure.
+        #[arg(long)]
+        print_libraries: bool,
+    },
     /// Build the image: runs scripts/build-image.sh (from the source tree this binary was built
     /// in, or --source) with the remaining arguments; it prints the progress of each step.
     Build {
@@ -73,6 +97,54 @@ fn run() -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Initrd {
+            root,
+            out,
+            modules,
+            dlopen,
+            kernel_release,
+            print_libraries,
+        } => {
+            use nacre_image::initrd;
+            let mut opts = initrd::Options {
+                kernel_release,
+                ..Default::default()
+            };
+            if let Some(m) = modules {
+                opts.modules = initrd::split_list(&m);
+            }
+            if let Some(d) = dlopen {
+                opts.dlopen = initrd::split_list(&d);
+            }
+            if print_libraries {
+                if out.is_some() {
+                    bail!("--print-libraries takes no OUT");
+                }
+                for l in initrd::libraries(&root, &opts.dlopen)? {
+                    println!("{l}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let Some(out) = out else {
+                bail!("initrd: need OUT (or --print-libraries)");
+            };
+            let built = initrd::build(&root, &opts)?;
+            let size = built.tree.write_file(&out)?;
+            let files = built
+                .tree
+                .nodes()
+                .values()
+                .filter(|n| **n != initrd::Node::Dir)
+                .count();
+            eprintln!(
+                "nacre-image initrd: {}: {files} files, {} modules for {}, {} KiB",
+                out.display(),
+                built.modules.len(),
+                built.kernel_release,
+                size.div_ceil(1024)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Build { source, args } => {
             let src =

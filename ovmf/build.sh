@@ -71,7 +71,7 @@ die() { echo "ovmf: FAIL: $*" >&2; exit 1; }
 deps=(build-essential uuid-dev nasm acpica-tools python3 python3-distutils xz-utils curl patch)
 missing=()
 for p in "${deps[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
 done
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"

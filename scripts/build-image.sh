@@ -6,6 +6,7 @@
 #
 # Usage: scripts/build-image.sh OUTDIR [--variant qemu-vtpm] [--cache DIR] [--clean] [--init BIN]
 #                               [--formats "qcow2 vhd gcp raw" | --no-finish] [--ovmf DIR]
+#                               [--kubelet FILE --kubelet-sha256 HEX] [--lock FILE | --write-lock FILE]
 #   Writes OUTDIR/disk.img (GPT: ESP with \EFI\BOOT\BOOTX64.EFI, erofs root, dm-verity hash),
 #   OUTDIR/uki.efi (the same UKI), OUTDIR/roothash (from the UKI's .cmdline), OUTDIR/initrd.cpio,
 #   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings, and
@@ -17,6 +18,16 @@
 #   --formats   cloud formats to write instead of the variant's default (finish-image.sh)
 #   --no-finish no measurements.json, no cloud format
 #   --ovmf      ovmf/build.sh's output: qemu-snp/qemu-tdx record their launch values with it
+#   --kubelet   the kubelet binary for the root (/usr/bin/kubelet), e.g. the official
+#               dl.k8s.io/release/vX.Y.Z/bin/linux/amd64/kubelet fetched by the caller; it must
+#               have the sha256 given with --kubelet-sha256 (the pin), or the build stops. Without
+#               it the root has no kubelet (this project cannot download one: test images run the
+#               test payload in its place)
+#   --lock      mkosi.conf.d/packages.lock or another lock: the build stops unless every Debian
+#               package of the tree has the locked version (nacre-image lock check); without
+#               --lock the drift from mkosi.conf.d/packages.lock is only reported
+#   --write-lock  write the build's package versions to FILE (to pin a release)
+#   OUTDIR/root-report.json  the cut-down root's size, executables and libraries
 #   --cache     where mkosi, its tools tree (~1.6 GB), the incremental image cache and the package
 #               cache live (default: target/image-cache); a fresh directory = a clean build
 #   --clean     rebuild the cached package tree (mkosi -ff); the tools tree is kept
@@ -27,6 +38,7 @@ help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "
 die() { echo "build-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init="" finish=1 formats=() ovmf=()
+kubelet="" kubelet_sha256="" lock="" write_lock=""
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -36,12 +48,26 @@ while (($#)); do
     --formats) formats=(--formats "${2?}"); shift 2 ;;
     --no-finish) finish=0; shift ;;
     --ovmf) ovmf=(--ovmf "$(cd "${2:?}" && pwd)"); shift 2 ;;
+    --kubelet) kubelet="${2:?}"; shift 2 ;;
+    --kubelet-sha256) kubelet_sha256="${2:?}"; shift 2 ;;
+    --lock) lock="${2:?}"; shift 2 ;;
+    --write-lock) write_lock="${2:?}"; shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) echo "build-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
   esac
 done
 [[ -n "$out" ]] || { help >&2; exit 2; }
+if [[ -n "$kubelet" ]]; then
+  [[ -f "$kubelet" ]] || die "--kubelet $kubelet: no such file"
+  [[ "$kubelet_sha256" =~ ^[0-9a-f]{64}$ ]] || die "--kubelet needs its pinned --kubelet-sha256 (64 hex digits)"
+  got=$(sha256sum "$kubelet" | cut -d' ' -f1)
+  [[ "$got" == "$kubelet_sha256" ]] || die "--kubelet $kubelet: sha256 $got is not the pinned $kubelet_sha256"
+elif [[ -n "$kubelet_sha256" ]]; then
+  die "--kubelet-sha256 without --kubelet"
+fi
+[[ -z "$lock" || -f "$lock" ]] || die "--lock $lock: no such file"
+[[ -z "$lock" ]] || lock=$(cd "$(dirname "$lock")" && pwd)/$(basename "$lock")
 [[ -f "$root/mkosi.conf.d/20-$variant.conf" ]] || die "no variant $variant (mkosi.conf.d/20-$variant.conf)"
 ((EUID == 0)) || die "run as root (mkosi builds the tree as root in its own sandbox; no loop devices or device-mapper are used)"
 mkdir -p "$out" "$cache"
@@ -73,6 +99,10 @@ lap "mkosi (fetch)"
 extra=$cache/extra
 rm -rf "$extra"; mkdir -p "$extra/usr/lib/nacre"
 install -m 0755 "$init" "$extra/usr/lib/nacre/nacre-init"
+# kubelet, checked against its pin above; the finalize script keeps it and its libraries.
+if [[ -n "$kubelet" ]]; then
+  install -D -m 0755 "$kubelet" "$extra/usr/bin/kubelet"
+fi
 
 force=(-f); ((clean)) && force=(-ff)
 mkout=$cache/out
@@ -93,12 +123,31 @@ cp "$mkout/nacre.raw" "$out/disk.img.tmp" && mv "$out/disk.img.tmp" "$out/disk.i
 cp "$mkout/nacre.efi" "$out/uki.efi"
 cp "$mkout/nacre-initrd.cpio" "$out/initrd.cpio"
 cp "$mkout/nacre.manifest" "$out/manifest.json"
+cp "$mkout/nacre-root-report.json" "$out/root-report.json"
 objcopy -O binary --only-section=.cmdline "$out/uki.efi" "$out/cmdline.tmp"
 cmdline=$(tr -d '\0' <"$out/cmdline.tmp"); rm -f "$out/cmdline.tmp"
 roothash=$(grep -oE '(^| )roothash=[0-9a-f]{64}' <<<"$cmdline" | cut -d= -f2)
 [[ ${#roothash} -eq 64 ]] || die "no roothash= in the UKI's .cmdline: $cmdline"
 echo "$roothash" >"$out/roothash"
 lap "outputs"
+# The package lock: enforced with --lock, reported against mkosi.conf.d/packages.lock otherwise.
+ni=$root/target/release/nacre-image
+if [[ -n "$lock" ]]; then
+  "$ni" lock check "$out/manifest.json" "$lock" >"$out/lock-drift.txt" \
+    || { cat "$out/lock-drift.txt" >&2; die "the build's packages are not the locked ones ($lock)"; }
+  echo "build-image: packages as locked in $lock" >&2
+elif [[ -f "$root/mkosi.conf.d/packages.lock" ]]; then
+  if ! "$ni" lock check "$out/manifest.json" "$root/mkosi.conf.d/packages.lock" >"$out/lock-drift.txt"; then
+    echo "build-image: note: packages differ from mkosi.conf.d/packages.lock ($(wc -l <"$out/lock-drift.txt") changes, $out/lock-drift.txt); a release build passes --lock" >&2
+  fi
+fi
+[[ -z "$write_lock" ]] || "$ni" lock write "$out/manifest.json" "$write_lock"
+python3 - "$out/root-report.json" <<'PY' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"build-image: root {r['bytes'] / 1048576:.1f} MiB, {r['files']} files, {len(r['executables'])} executables: "
+      + " ".join(e.rsplit('/', 1)[1] for e in r['executables']))
+PY
 if ((finish)); then
   "$root/scripts/lib/finish-image.sh" "$out" --variant "$variant" "${formats[@]}" "${ovmf[@]}" >&2
   lap "golden measurements, format"

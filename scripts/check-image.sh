@@ -91,8 +91,7 @@ if ((boot)); then
   console=$out/boot/console.log
   for line in "nacre-init: root verified: $h_verity" "nacre-init: stage 2 (verified root)" \
               "nacre-init: measured ready into PCR 11" "NACRE-CHECK root read-only" "NACRE-PAYLOAD-OK"; do
-    # Also with the kernel's records cut out: one can land inside an init line on the serial port.
-    if { tr -d '\r' <"$console"; tr -d '\r' <"$console" | perl -0pe 's/\[ *\d+\.\d{6}\] [^\n]*(\n|\z)//g'; } | grep -qF "$line"; then ok "console: $line"; else bad "console lacks: $line"; fi
+    if "$root/scripts/lib/console-text.sh" "$console" | grep -F "$line" >/dev/null; then ok "console: $line"; else bad "console lacks: $line"; fi
   done
   if ((rc == 0)); then
     "$measure" predict "$disk" --phase ready --json >"$out/predicted.json"

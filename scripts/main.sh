@@ -7,6 +7,7 @@
 # firmware.
 #
 # Usage: scripts/main.sh [OUTDIR] [--cache DIR]      (default OUTDIR: ./out/main)
+#   (scripts/test.sh runs it too, on the reproducibility check's warm cache)
 #   --cache  the image build's cache (scripts/build-image.sh --cache; default target/image-cache;
 #            a cold one first bootstraps mkosi's trixie tools tree, a few minutes)
 #   Writes OUTDIR/disk.img (signed), uki.efi (unsigned, reproducible), uki.signed.efi, vars.fd
@@ -70,6 +71,8 @@ lap "golden measurements"
 step "booting under OVMF (Secure Boot enforced) + swtpm"
 "$root/scripts/qemu-capture.sh" "$out/disk.img" "$out/boot" --secure-boot "$out/vars.fd" --timeout 300
 [[ -s "$out/boot/runtime.cel" ]] || { echo "main: the node printed no runtime log" >&2; exit 1; }
+"$lib/console-text.sh" "$out/boot/console.log" | grep "NACRE-CHECK containerd running" >/dev/null \
+  || { echo "main: containerd did not run on the node" >&2; exit 1; }
 lap "boot (TCG)"
 
 step "attesting the booted node against the signed golden measurements"

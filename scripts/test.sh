@@ -34,5 +34,7 @@ echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/clus
 tests/e2e/cluster.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"
 tests/image/reproducible.sh
+echo "== main job: build, sign, measure, boot (Secure Boot, swtpm), attest, tampered UKI refused (scripts/main.sh)"
+scripts/main.sh target/tmp/main --cache target/tmp/reproducible/cache-a
 echo "== image: variants (tests/image/variants.sh)"
 tests/image/variants.sh --cache target/tmp/reproducible/cache-a --variant qemu-tdx --ovmf "$NACRE_OVMF_DIR"

@@ -7,4 +7,5 @@ pub mod diff;
 pub mod elf;
 pub mod initrd;
 pub mod inspect;
+pub mod rootfs;
 pub mod verity;

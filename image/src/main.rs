@@ -56,6 +56,38 @@ enum Cmd {
         #[arg(long)]
         print_libraries: bool,
     },
+    /// The shared libraries a set of programs in ROOT loads (ELF closure inside ROOT; --dlopen
+    /// sonames are loaded by the first program): what the cut-down root keeps for them.
+    RootLibs {
+        root: PathBuf,
+        /// Paths inside ROOT, e.g. /usr/lib/nacre/nacre-init /usr/bin/containerd.
+        #[arg(required = true)]
+        programs: Vec<String>,
+        #[arg(long)]
+        dlopen: Option<String>,
+    },
+    /// What a finished root tree holds: bytes, files, executables (ELF programs and scripts)
+    /// and shared libraries.
+    RootReport {
+        root: PathBuf,
+        /// Paths (relative to ROOT) left out: in the build tree, not in the root partition.
+        #[arg(long)]
+        skip: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The package lock: `write` it from a build's mkosi manifest, or `check` a build against
+    /// it (exit 1 and the differences when it drifted).
+    Lock {
+        #[arg(value_parser = ["write", "check"])]
+        action: String,
+        /// The build's mkosi manifest (OUTDIR/manifest.json).
+        manifest: PathBuf,
+        /// The lock file (mkosi.conf.d/packages.lock).
+        lock: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build the image: runs scripts/build-image.sh (from the source tree this binary was built
     /// in, or --source) with the remaining arguments; it prints the progress of each step.
     Build {
@@ -145,6 +177,85 @@ fn run() -> Result<ExitCode> {
                 size.div_ceil(1024)
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RootLibs {
+            root,
+            programs,
+            dlopen,
+        } => {
+            let dlopen = dlopen
+                .map(|d| nacre_image::initrd::split_list(&d))
+                .unwrap_or_default();
+            for l in nacre_image::rootfs::libraries(&root, &programs, &dlopen)? {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RootReport { root, skip, json } => {
+            let skip: Vec<&str> = skip.iter().map(|s| s.trim_matches('/')).collect();
+            let rep = nacre_image::rootfs::report(&root, &skip)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "root: {} bytes ({:.1} MiB) in {} files, {} symlinks, {} directories",
+                    rep.bytes,
+                    rep.bytes as f64 / 1048576.0,
+                    rep.files,
+                    rep.symlinks,
+                    rep.directories
+                );
+                println!("executables ({}):", rep.executables.len());
+                for e in &rep.executables {
+                    println!("  {e}");
+                }
+                println!("shared libraries: {}", rep.libraries.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lock {
+            action,
+            manifest,
+            lock,
+            json,
+        } => {
+            use nacre_image::rootfs;
+            let built = rootfs::manifest_packages(&manifest)?;
+            if action == "write" {
+                let tmp = lock.with_extension("lock.tmp");
+                std::fs::write(&tmp, rootfs::lock_text(&built))
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, &lock)
+                    .with_context(|| format!("writing {}", lock.display()))?;
+                eprintln!(
+                    "nacre-image lock: {} packages -> {}",
+                    built.len(),
+                    lock.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let drift = rootfs::lock_drift(&rootfs::read_lock(&lock)?, &built);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&drift)?);
+            } else {
+                for (n, l, b) in &drift.changed {
+                    println!("changed {n}: locked {l}, built {b}");
+                }
+                for (n, v) in &drift.added {
+                    println!("added {n} {v} (not in the lock)");
+                }
+                for (n, v) in &drift.removed {
+                    println!("removed {n} {v} (locked, not built)");
+                }
+                if drift.is_empty() {
+                    println!("{} packages as locked", built.len());
+                }
+            }
+            Ok(if drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Build { source, args } => {
             let src =

@@ -30,7 +30,7 @@ done
 [[ -n "$out" ]] || die "usage: capture-initrd.sh OUT.cpio [--busybox PATH]"
 [[ -x "$busybox" ]] || die "no busybox at $busybox (apt-get install busybox-static)"
 if command -v file >/dev/null; then
-  file -L "$busybox" | grep -q 'statically linked' || die "$busybox is not statically linked"
+  file -L "$busybox" | grep 'statically linked' >/dev/null || die "$busybox is not statically linked"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/capture-initrd.XXXXXX")

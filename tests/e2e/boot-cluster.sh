@@ -62,7 +62,7 @@ for t in ip ss setsid "$QEMU" swtpm swtpm_setup busybox; do
   command -v "$t" >/dev/null || fail "missing tool: $t"
 done
 [[ -z "$pcap" ]] || command -v python3 >/dev/null || fail "missing tool: python3 (for --pcap)"
-busybox --list | grep -qx udhcpd || fail "busybox has no udhcpd applet"
+busybox --list | grep -x udhcpd >/dev/null || fail "busybox has no udhcpd applet"
 [[ -c /dev/net/tun ]] || fail "no /dev/net/tun"
 code=$OVMF_DIR/OVMF_CODE_4M.fd vars_src=$OVMF_DIR/OVMF_VARS_4M.fd
 [[ -f "$code" && -f "$vars_src" ]] || fail "firmware missing: $code / $vars_src"

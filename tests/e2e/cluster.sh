@@ -152,14 +152,9 @@ t1=$(date +%s)
   || { tail -n 30 "$work"/run1/*/console.log "$work/run1/service.log" >&2 || true; die "boot-cluster (first boots) failed"; }
 t2=$(date +%s)
 
-# The init's lines with the kernel's records (six-digit timestamps) cut out of them (the kernel
-# prints to the same serial port and can land inside an init line), then the console as written.
-con() {
-  tr -d '\r' < "$work/$1/console.log" | perl -0pe 's/\[ *\d+\.\d{6}\] [^\n]*(\n|\z)//g'
-  tr -d '\r' < "$work/$1/console.log"
-}
-has() { con "$1" | grep -q -- "$2" || { con "$1" | tail -n 40 >&2; die "$1: no \"$2\" on the console"; }; }
-hasnt() { if con "$1" | grep -q -- "$2"; then con "$1" | tail -n 40 >&2; die "$1: \"$2\" on the console"; fi; }
+con() { "$repo/scripts/lib/console-text.sh" "$work/$1/console.log"; }
+has() { con "$1" | grep -- "$2" >/dev/null || { con "$1" | tail -n 40 >&2; die "$1: no \"$2\" on the console"; }; }
+hasnt() { if con "$1" | grep -- "$2" >/dev/null; then con "$1" | tail -n 40 >&2; die "$1: \"$2\" on the console"; fi; }
 
 for n in a b; do
   has "run1/$n" "NACRE-CLUSTER-PROBE-JOIN rc=3"

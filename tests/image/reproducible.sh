@@ -3,7 +3,12 @@
 #   1. two builds from clean, separate caches (scripts/build-image.sh --cache a fresh directory:
 #      mkosi, its tools tree, the package cache and the incremental cache all fetched again) give
 #      byte-identical disk.img and uki.efi;
-#   2. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
+#   2. the package lock: a's Debian package versions, written as a lock, are b's too; a lock with
+#      one version changed is refused, naming the package (nacre-image lock check);
+#   3. the cut-down root: exactly the node's programs (nacre-init, containerd and its runc shim,
+#      runc, four CNI plugins) plus the test payload's busybox and script; its size and count
+#      are printed (OUTDIR/a/root-report.json);
+#   4. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
 #      different UKI and a different predicted PCR 11 (and PCR 4), and nothing outside the ESP and
 #      the UKI's .cmdline changes.
 # Differences are reported with `nacre-image diff`. Needs root (mkosi) and deb.debian.org.
@@ -55,6 +60,29 @@ cmp "$out/a/disk.img" "$out/b/disk.img" && cmp "$out/a/uki.efi" "$out/b/uki.efi"
   || die "cmp disagrees with nacre-image diff"
 echo "   disk.img $(sha256sum <"$out/a/disk.img" | cut -c1-16)…, uki.efi $(sha256sum <"$out/a/uki.efi" | cut -c1-16)… identical" >&2
 
+echo "== package lock: a's versions are b's; one changed version is refused" >&2
+"$ni" lock write "$out/a/manifest.json" "$out/a.lock"
+"$ni" lock check "$out/b/manifest.json" "$out/a.lock" >/dev/null || die "b's packages differ from a's lock"
+pkg=$(awk '/^containerd:/ { print $1; exit }' "$out/a.lock")
+[[ -n "$pkg" ]] || die "containerd is not in the lock"
+awk -v p="$pkg" '$1 == p { $2 = $2 "+changed" } { print }' "$out/a.lock" >"$out/changed.lock"
+set +e; "$ni" lock check "$out/b/manifest.json" "$out/changed.lock" >"$out/lock-drift.txt"; rc=$?; set -e
+((rc == 1)) && grep -q "^changed $pkg: locked .*+changed, built " "$out/lock-drift.txt" \
+  || die "a changed lock was not refused (exit $rc): $(cat "$out/lock-drift.txt")"
+echo "   $(grep -vc '^#' "$out/a.lock") packages locked; a changed $pkg is refused" >&2
+
+echo "== the cut-down root" >&2
+python3 - "$out/a/root-report.json" <<'PY' || die "the root holds other executables than the node's (see $out/a/root-report.json)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+want = sorted(["/usr/lib/nacre/nacre-init", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
+               "/usr/sbin/runc"] + [f"/usr/lib/cni/{p}" for p in ("bridge", "host-local", "loopback", "portmap")]
+              + ["/usr/bin/busybox", "/etc/nacre/test-payload.sh"])  # the last two: the test payload
+print(f"   root: {r['bytes'] / 1048576:.1f} MiB, {r['files']} files, {len(r['executables'])} executables "
+      f"({len(r['executables']) - 2} without the test payload), {len(r['libraries'])} shared libraries", file=sys.stderr)
+assert r["executables"] == want, r["executables"]
+PY
+
 echo "== c = a + one cmdline word: must differ in the UKI's .cmdline and in PCR 11" >&2
 build c "$out/cache-a" --kernel-command-line=nacre.reproducible-check=1
 cmdline=$("$ni" inspect --json "$out/c/uki.efi" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uki"]["cmdline"])')
@@ -82,5 +110,5 @@ a11=$(pcr "$out/a/disk.img" 11) c11=$(pcr "$out/c/disk.img" 11)
 a4=$(pcr "$out/a/disk.img" 4) c4=$(pcr "$out/c/disk.img" 4)
 echo "   PCR 11 ${a11:0:16}… -> ${c11:0:16}…, PCR 4 ${a4:0:16}… -> ${c4:0:16}…" >&2
 [[ "$a11" != "$c11" && "$a4" != "$c4" ]] || die "the predicted PCR 11/4 did not change"
-"$ni" inspect "$out/a/disk.img" | grep -q 'UKI and verity partition agree' || die "root hash: UKI vs verity partition"
+"$ni" inspect "$out/a/disk.img" | grep 'UKI and verity partition agree' >/dev/null || die "root hash: UKI vs verity partition"
 echo "reproducible: OK ($(( $(date +%s) - t0 )) s; $( ((warm)) && echo warm || echo clean) caches)" >&2

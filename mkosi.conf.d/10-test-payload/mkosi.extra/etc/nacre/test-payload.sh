@@ -5,10 +5,15 @@
 # nacre-init then powers the node off. The runtime log comes after the PCRs (nothing is extended
 # after `ready`), as
 #   NACRE-RUNTIME-SHA256 <hex> <size> / NACRE-RUNTIME-BEGIN / base64 lines / NACRE-RUNTIME-END
-for a in cat cut wc base64 sha256sum touch uname; do eval "$a() { /usr/bin/busybox $a \"\$@\"; }"; done
+for a in cat cut wc base64 sha256sum touch uname pidof readlink; do eval "$a() { /usr/bin/busybox $a \"\$@\"; }"; done
 fail() { echo "NACRE-CAPTURE-ERROR $*"; exit 1; }
 if touch /should-fail 2>/dev/null; then fail "the root is writable"; fi
 echo "NACRE-CHECK root read-only"
+# containerd, started by nacre-init before this payload, runs from the verified root.
+[ -S /run/containerd/containerd.sock ] || fail "no containerd socket"
+cpid=$(pidof containerd) || fail "containerd is not running"
+[ "$(readlink /proc/$cpid/exe)" = /usr/bin/containerd ] || fail "containerd is not /usr/bin/containerd"
+echo "NACRE-CHECK containerd running (pid $cpid, /usr/bin/containerd)"
 pcrs=/sys/class/tpm/tpm0/pcr-sha256
 log=/sys/kernel/security/tpm0/binary_bios_measurements
 cel=/run/nacre/runtime.cel

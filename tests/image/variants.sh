@@ -45,7 +45,8 @@ echo "   qemu-vtpm: $ca" >&2; echo "   $variant: $cb" >&2
 [[ " $ca " == *" nacre.insecure-platform=1 "* ]] || die "qemu-vtpm lacks nacre.insecure-platform=1"
 [[ " $cb " != *"insecure-platform"* ]] || die "$variant has nacre.insecure-platform"
 [[ " $cb " == *" console=ttyS0"* ]] || die "$variant has no serial console"
-want=$(sed -n 's/^Environment=NACRE_MODULES=//p' "$root/mkosi.conf.d/20-$variant.conf" | tr , '\n')
+want=$(sed -n 's/^Environment=NACRE_MODULES=//p' "$root/mkosi.conf.d/20-$variant.conf" | tr , '\n'
+       sed -n 's/^Environment=NACRE_NODE_MODULES=//p' "$root/mkosi.conf.d/00-nacre/mkosi.conf" | tr , '\n')
 got=$(cd "$(mktemp -d)" && cpio -i --quiet --to-stdout etc/nacre/modules <"$b/initrd.cpio")
 [[ "$got" == "$want" ]] || die "initrd modules: $got; want $want"
 [[ $(j "$b/measurements.json" 'd["image"]["variant"]') == "$variant" ]] || die "manifest variant"

@@ -34,6 +34,8 @@ echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/clus
 tests/e2e/cluster.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"
 tests/image/reproducible.sh
+echo "== image: root hash from the UKI, its .cmdline and veritysetup agree (scripts/check-image.sh)"
+scripts/check-image.sh target/tmp/reproducible/a
 echo "== main job: build, sign, measure, boot (Secure Boot, swtpm), attest, tampered UKI refused (scripts/main.sh)"
 scripts/main.sh target/tmp/main --cache target/tmp/reproducible/cache-a
 echo "== image: variants (tests/image/variants.sh)"

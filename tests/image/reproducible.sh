@@ -8,7 +8,9 @@
 #   3. the cut-down root: exactly the node's programs (nacre-init, containerd and its runc shim,
 #      runc, four CNI plugins) plus the test payload's busybox and script; its size and count
 #      are printed (OUTDIR/a/root-report.json);
-#   4. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
+#   4. one more package (jq, not on the allowlist): the image stays byte-identical (nothing outside
+#      the allowlist reaches the root) and the lock check names it;
+#   5. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
 #      different UKI and a different predicted PCR 11 (and PCR 4), and nothing outside the ESP and
 #      the UKI's .cmdline changes.
 # Differences are reported with `nacre-image diff`. Needs root (mkosi) and deb.debian.org.
@@ -49,7 +51,7 @@ build() { # NAME CACHE [extra mkosi args]
 }
 
 if ((!warm)); then rm -rf "$out/cache-a" "$out/cache-b"; fi
-rm -rf "$out/a" "$out/b" "$out/c"
+rm -rf "$out/a" "$out/b" "$out/c" "$out/d"
 build a "$out/cache-a"
 build b "$out/cache-b"
 
@@ -82,6 +84,14 @@ print(f"   root: {r['bytes'] / 1048576:.1f} MiB, {r['files']} files, {len(r['exe
       f"({len(r['executables']) - 2} without the test payload), {len(r['libraries'])} shared libraries", file=sys.stderr)
 assert r["executables"] == want, r["executables"]
 PY
+
+echo "== d = a + one package outside the allowlist: same image, the lock names it" >&2
+build d "$out/cache-a" --package=jq
+cmp "$out/a/disk.img" "$out/d/disk.img" || { "$ni" diff "$out/a/disk.img" "$out/d/disk.img" >&2 || true; die "an extra package changed the image"; }
+set +e; "$ni" lock check "$out/d/manifest.json" "$out/a.lock" >"$out/lock-drift-d.txt"; rc=$?; set -e
+((rc == 1)) && grep '^added jq:amd64 ' "$out/lock-drift-d.txt" >/dev/null \
+  || die "the lock check did not name jq (exit $rc): $(cat "$out/lock-drift-d.txt")"
+echo "   image identical; lock: $(grep -c '^added' "$out/lock-drift-d.txt") packages added ($(grep '^added' "$out/lock-drift-d.txt" | cut -d' ' -f2 | tr '\n' ' '))" >&2
 
 echo "== c = a + one cmdline word: must differ in the UKI's .cmdline and in PCR 11" >&2
 build c "$out/cache-a" --kernel-command-line=nacre.reproducible-check=1

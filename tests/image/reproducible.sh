@@ -10,7 +10,9 @@
 #      are printed (OUTDIR/a/root-report.json);
 #   4. one more package (jq, not on the allowlist): the image stays byte-identical (nothing outside
 #      the allowlist reaches the root) and the lock check names it;
-#   5. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
+#   5. a pinned kubelet (busybox-static stands in: no kubelet can be downloaded here) lands in the
+#      root as /usr/bin/kubelet; one with another sha256 than its pin is refused before building;
+#   6. one more cmdline word (mkosi --kernel-command-line=, appended to the variant's) gives a
 #      different UKI and a different predicted PCR 11 (and PCR 4), and nothing outside the ESP and
 #      the UKI's .cmdline changes.
 # Differences are reported with `nacre-image diff`. Needs root (mkosi) and deb.debian.org.
@@ -51,7 +53,7 @@ build() { # NAME CACHE [extra mkosi args]
 }
 
 if ((!warm)); then rm -rf "$out/cache-a" "$out/cache-b"; fi
-rm -rf "$out/a" "$out/b" "$out/c" "$out/d"
+rm -rf "$out/a" "$out/b" "$out/c" "$out/d" "$out/k"
 build a "$out/cache-a"
 build b "$out/cache-b"
 
@@ -92,6 +94,22 @@ set +e; "$ni" lock check "$out/d/manifest.json" "$out/a.lock" >"$out/lock-drift-
 ((rc == 1)) && grep '^added jq:amd64 ' "$out/lock-drift-d.txt" >/dev/null \
   || die "the lock check did not name jq (exit $rc): $(cat "$out/lock-drift-d.txt")"
 echo "   image identical; lock: $(grep -c '^added' "$out/lock-drift-d.txt") packages added ($(grep '^added' "$out/lock-drift-d.txt" | cut -d' ' -f2 | tr '\n' ' '))" >&2
+
+echo "== k = a + a pinned kubelet (busybox-static standing in)" >&2
+standin=/bin/busybox
+sum=$(sha256sum "$standin" | cut -d' ' -f1)
+if "$root/scripts/build-image.sh" "$out/k" --cache "$out/cache-a" --init "$init" \
+     --kubelet "$standin" --kubelet-sha256 "${sum//?/0}" 2>"$out/k-refused.log"; then
+  die "a kubelet with another sha256 than its pin was accepted"
+fi
+grep 'is not the pinned' "$out/k-refused.log" >/dev/null || die "no pin error: $(cat "$out/k-refused.log")"
+MKOSI_ARGS="" "$root/scripts/build-image.sh" "$out/k" --variant "$variant" --cache "$out/cache-a" --init "$init" \
+  --kubelet "$standin" --kubelet-sha256 "$sum" 2>"$out/k.log" || { tail -n 30 "$out/k.log" >&2; die "build k"; }
+python3 - "$out/k/root-report.json" <<'PY' || die "no /usr/bin/kubelet in k's root"
+import json, sys
+assert "/usr/bin/kubelet" in json.load(open(sys.argv[1]))["executables"]
+PY
+echo "   /usr/bin/kubelet in the root; a wrong pin is refused" >&2
 
 echo "== c = a + one cmdline word: must differ in the UKI's .cmdline and in PCR 11" >&2
 build c "$out/cache-a" --kernel-command-line=nacre.reproducible-check=1

@@ -91,7 +91,7 @@ if ((boot)); then
   console=$out/boot/console.log
   for line in "nacre-init: root verified: $h_verity" "nacre-init: stage 2 (verified root)" \
               "nacre-init: measured ready into PCR 11" "NACRE-CHECK root read-only" \
-              "NACRE-CHECK containerd running" "NACRE-PAYLOAD-OK"; do
+              "NACRE-CHECK containerd running" "NACRE-CONTAINER-42" "NACRE-PAYLOAD-OK"; do
     if "$root/scripts/lib/console-text.sh" "$console" | grep -F "$line" >/dev/null; then ok "console: $line"; else bad "console lacks: $line"; fi
   done
   if ((rc == 0)); then

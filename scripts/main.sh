@@ -73,6 +73,8 @@ step "booting under OVMF (Secure Boot enforced) + swtpm"
 [[ -s "$out/boot/runtime.cel" ]] || { echo "main: the node printed no runtime log" >&2; exit 1; }
 "$lib/console-text.sh" "$out/boot/console.log" | grep "NACRE-CHECK containerd running" >/dev/null \
   || { echo "main: containerd did not run on the node" >&2; exit 1; }
+"$lib/console-text.sh" "$out/boot/console.log" | grep "NACRE-CONTAINER-42" >/dev/null \
+  || { echo "main: the node did not run a container through containerd" >&2; exit 1; }
 lap "boot (TCG)"
 
 step "attesting the booted node against the signed golden measurements"

@@ -81,9 +81,9 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 want = sorted(["/usr/lib/nacre/nacre-init", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
                "/usr/sbin/runc"] + [f"/usr/lib/cni/{p}" for p in ("bridge", "host-local", "loopback", "portmap")]
-              + ["/usr/bin/busybox", "/etc/nacre/test-payload.sh"])  # the last two: the test payload
+              + ["/usr/bin/busybox", "/usr/bin/ctr", "/etc/nacre/test-payload.sh"])  # the last three: the test payload
 print(f"   root: {r['bytes'] / 1048576:.1f} MiB, {r['files']} files, {len(r['executables'])} executables "
-      f"({len(r['executables']) - 2} without the test payload), {len(r['libraries'])} shared libraries", file=sys.stderr)
+      f"({len(r['executables']) - 3} without the test payload), {len(r['libraries'])} shared libraries", file=sys.stderr)
 assert r["executables"] == want, r["executables"]
 PY
 

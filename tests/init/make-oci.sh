@@ -4,9 +4,11 @@
 # (no registry is reachable here). Deterministic: fixed times, owners, order.
 #
 # Usage: make-oci.sh OUT.tar [IMAGE_NAME]   (default name docker.io/nacre/busybox-test:1)
+# Environment: BUSYBOX, the busybox-static to put in (default /bin/busybox; the mkosi test image
+#   passes its own tree's).
 set -euo pipefail
 out="$1" name="${2:-docker.io/nacre/busybox-test:1}"
-bb=/bin/busybox
+bb=${BUSYBOX:-/bin/busybox}
 [[ -x $bb ]] || { echo "make-oci: no $bb (busybox-static)" >&2; exit 1; }
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 tarit() { # DIR OUT: reproducible tar of DIR's contents

@@ -281,21 +281,8 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         let chain =
             snp::AmdChain::new(&read(ark)?, &read(ask)?).context("AMD certificate chain")?;
-        let measurements = snp_measurements
-            .iter()
-            .map(|h| {
-                let mut m = [0u8; 48];
-                hex::decode_to_slice(h, &mut m)
-                    .with_context(|| format!("--snp-measurement {h}: 96 hex digits"))?;
-                Ok(m)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let in_manifests = signed.iter().any(|m| {
-            nacre_measure::manifest::Manifest::from_json(&m.json)
-                .map(|m| !m.snp.is_empty())
-                .unwrap_or(false)
-        });
-        if measurements.is_empty() && !in_manifests {
+        let measurements = hex48_list(snp_measurements, "--snp-measurement")?;
+        if measurements.is_empty() && !any_manifest(&signed, |m| !m.snp.is_empty()) {
             bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
         }
         let t: Vec<u8> = snp_min_tcb
@@ -370,21 +357,8 @@ fn tdx_verifier(
             collateral.display()
         )
     })?;
-    let mrtd = mrtds
-        .iter()
-        .map(|h| {
-            let mut m = [0u8; 48];
-            hex::decode_to_slice(h, &mut m)
-                .with_context(|| format!("--tdx-mrtd {h}: 96 hex digits"))?;
-            Ok(m)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let in_manifests = signed.iter().any(|m| {
-        nacre_measure::manifest::Manifest::from_json(&m.json)
-            .map(|m| m.tdx.is_some())
-            .unwrap_or(false)
-    });
-    if mrtd.is_empty() && !in_manifests {
+    let mrtd = hex48_list(mrtds, "--tdx-mrtd")?;
+    if mrtd.is_empty() && !any_manifest(&signed, |m| m.tdx.is_some()) {
         bail!("TDX nodes need golden MRTDs: in the manifests (nacre-measure golden --tdx-ovmf) or --tdx-mrtd");
     }
     let allowed_tcb = allow_tcb
@@ -550,6 +524,32 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// 48-byte values (SEV-SNP launch measurements, TDX MRTDs) given as 96 hex digits on the command
+/// line.
+fn hex48_list(values: &[String], flag: &str) -> Result<Vec<[u8; 48]>> {
+    values
+        .iter()
+        .map(|h| {
+            let mut m = [0u8; 48];
+            hex::decode_to_slice(h, &mut m)
+                .with_context(|| format!("{flag} {h}: 96 hex digits"))?;
+            Ok(m)
+        })
+        .collect()
+}
+
+/// Whether any of the signed manifests parses and has what `has` asks for.
+fn any_manifest(
+    signed: &[SignedManifest],
+    has: impl Fn(&nacre_measure::manifest::Manifest) -> bool,
+) -> bool {
+    signed.iter().any(|m| {
+        nacre_measure::manifest::Manifest::from_json(&m.json)
+            .map(|m| has(&m))
+            .unwrap_or(false)
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Nacre's build, main job and tests need on a fresh Debian 12 machine.
-# Idempotent: packages already present are left alone, so a second run takes seconds.
+# Idempotent: packages already present are left alone, so a second run takes seconds. Ends by
+# checking that every command the project runs is on the PATH, naming any that is not.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -17,6 +18,10 @@ APT_PACKAGES=(
   fdisk mtools dosfstools erofs-utils cryptsetup-bin
   # the node's services in the init boot tests (kubelet cannot be downloaded here)
   containerd runc
+  # DHCP server of the network tests (GCE-style /32 leases, option 121, renewal)
+  dnsmasq-base
+  # network namespaces and taps of the cluster tests
+  iproute2 util-linux
   # systemd-measure (oracle for PCR 11) ships with systemd
   systemd
   # helpers used by the scripts
@@ -27,15 +32,50 @@ APT_PACKAGES=(
   debian-archive-keyring apt dpkg
 )
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
-done
+# Every command the build, the main job and the tests run, with the package that provides it.
+# Checked after the install: a package can be present before and gone after (a fresh machine of
+# this kind ships qemu-utils 10.x from bookworm-backports; installing Debian 12's
+# qemu-system-x86 makes apt remove it in the same transaction).
+COMMANDS=(
+  cc pkg-config objcopy sbsign sbverify pesign openssl faketime clang
+  qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca tpm2_pcrread tpm2_eventlog busybox cpio
+  sfdisk mcopy mkfs.vfat mkfs.erofs veritysetup cryptsetup mkfs.ext4 containerd runc
+  python3 jq dnsmasq ip ss setsid dpkg apt-get
+)
+
+missing_packages() { # the packages of APT_PACKAGES not installed, one per line
+  local p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || echo "$p"
+  done
+}
+apt_install() { # PACKAGE...: one transaction
+  echo "install-deps: installing $*" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+mapfile -t missing < <(missing_packages)
 if ((${#missing[@]})); then
-  echo "install-deps: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Everything missing in one transaction; then again whatever that transaction removed.
+  apt_install "${missing[@]}"
+  mapfile -t missing < <(missing_packages)
+  if ((${#missing[@]})); then
+    echo "install-deps: the install removed ${missing[*]}: installing again" >&2
+    apt_install "${missing[@]}"
+    mapfile -t missing < <(missing_packages)
+    ((${#missing[@]} == 0)) || { echo "install-deps: still not installed: ${missing[*]}" >&2; exit 1; }
+  fi
+fi
+absent=()
+for c in "${COMMANDS[@]}"; do command -v "$c" >/dev/null || absent+=("$c"); done
+# Files that are not commands: the PCR 11 oracle, the UKI stub, the firmware.
+for f in /usr/lib/systemd/systemd-measure /usr/lib/systemd/boot/efi/linuxx64.efi.stub \
+  /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
+  [[ -e "$f" ]] || absent+=("$f")
+done
+if ((${#absent[@]})); then
+  echo "install-deps: after the install these commands (or files) are missing: ${absent[*]}" >&2
+  exit 1
 fi
 
 # virt-fw-vars (enrolls PK/KEK/db into an OVMF variable store) comes from PyPI's virt-firmware,

@@ -6,7 +6,9 @@
 //! - [`rtnl`]: links, addresses, routes, rules (message builders pure, host-tested).
 //! - [`wg`]: WireGuard over generic netlink (key generated in memory at boot).
 //! - [`peers`]: the [`peers::PeerSource`] interface; [`exchange`]: the insecure test source.
-//! - [`dhcp`]: a minimal DHCPv4 client.
+//! - [`dhcp`]: a DHCPv4 client (renewal, classless routes, MTU, DNS; parsing pure, strict).
+//! - [`lease`]: a DHCP lease applied (MTU, address, routes, `/run/nacre/resolv.conf`) and
+//!   kept: [`lease::spawn_keeper`] renews it at T1/T2 in a thread.
 //!
 //! Cluster traffic never leaves unencrypted: for every cluster range, a policy rule (priority
 //! [`RULE_PRIORITY`], before the main table) sends it to table [`WG_TABLE`], which routes it
@@ -25,6 +27,7 @@ pub mod cidr;
 pub mod config;
 pub mod dhcp;
 pub mod exchange;
+pub mod lease;
 pub mod nl;
 pub mod peers;
 pub mod rtnl;
@@ -58,6 +61,10 @@ pub enum NetError {
     #[error("{0}")]
     Dhcp(String),
     #[error("{0}")]
+    DhcpClient(#[from] dhcp::DhcpError),
+    #[error("{0}")]
+    Lease(#[from] lease::LeaseError),
+    #[error("{0}")]
     Key(String),
     #[error("peers from {source_name}: {err}")]
     Peers {
@@ -83,6 +90,8 @@ pub struct Summary {
     pub address: Cidr,
     pub gateway: Option<IpAddr>,
     pub dhcp: bool,
+    /// The DHCP lease, for [`lease::spawn_keeper`] (which renews it).
+    pub lease: Option<lease::Bound>,
     pub wireguard: Option<WgSummary>,
 }
 
@@ -138,59 +147,57 @@ pub fn setup(
     let link = wait_for_link(&mut rt, &sel)?;
     rt.set_up(link.index)
         .ctx(|| format!("setting {} up", link.name))?;
-    let (address, gateway, dhcp) = match addressing {
-        Addressing::Static { address, gateway } => (address, gateway, false),
+    let cluster_ranges = cfg
+        .wireguard
+        .as_ref()
+        .map(|w| w.cluster_ranges.clone())
+        .unwrap_or_default();
+    let (address, gateway, bound) = match addressing {
+        Addressing::Static { address, gateway } => {
+            check_underlay(&address, &cluster_ranges)?;
+            rt.add_address(link.index, &address, true)
+                .ctx(|| format!("adding {address} to {}", link.name))?;
+            if let Some(g) = gateway {
+                let default = Cidr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0)
+                    .map_err(|e| NetError::Dhcp(e.to_string()))?;
+                rt.add_route(rtnl::gateway_route_message(
+                    &default,
+                    g,
+                    link.index,
+                    rtnl::TABLE_MAIN,
+                    0,
+                ))
+                .ctx(|| format!("default route via {g}"))?;
+            }
+            (address, gateway, None)
+        }
         Addressing::Dhcp { timeout_s } => {
             let mac = link
                 .mac
                 .ok_or_else(|| NetError::Dhcp(format!("{} has no MAC address", link.name)))?;
-            let lease = dhcp::acquire(&link.name, mac.0, Duration::from_secs(timeout_s))
-                .map_err(NetError::Dhcp)?;
-            log(&format!(
-                "DHCP: {}/{} from {}{}, lease {}",
-                lease.address,
-                lease.prefix,
-                lease.server,
-                lease
-                    .router
-                    .map(|r| format!(", router {r}"))
-                    .unwrap_or_default(),
-                lease
-                    .lease_s
-                    .map(|s| format!("{s} s (not renewed)"))
-                    .unwrap_or_else(|| "unlimited".into())
-            ));
-            let address = Cidr::new(IpAddr::V4(lease.address), lease.prefix)
-                .map_err(|e| NetError::Dhcp(e.to_string()))?;
-            (address, lease.router.map(IpAddr::V4), true)
+            let (lease, at) = dhcp::acquire(&link.name, mac.0, Duration::from_secs(timeout_s))?;
+            log(&format!("DHCP: {}", lease.describe()));
+            let address = lease::address_of(&lease)?;
+            // A DHCP lease may land inside a cluster range: refuse it like a static one.
+            check_underlay(&address, &cluster_ranges)?;
+            let resolv_conf = std::path::PathBuf::from(lease::RESOLV_CONF);
+            let changed =
+                lease::apply(&mut rt, link.index, &link.name, &lease, None, &resolv_conf)?;
+            log(&format!("DHCP: applied {}", changed.join("; ")));
+            let gateway = lease.router.map(IpAddr::V4);
+            let bound = lease::Bound {
+                ifname: link.name.clone(),
+                index: link.index,
+                mac: mac.0,
+                lease,
+                at,
+                cluster_ranges: cluster_ranges.clone(),
+                resolv_conf,
+            };
+            (address, gateway, Some(bound))
         }
     };
-    if let Some(wg) = &cfg.wireguard {
-        // A DHCP lease may land inside a cluster range: refuse it like a static one.
-        if let Some(r) = wg
-            .cluster_ranges
-            .iter()
-            .find(|r| r.overlaps(&address.network()))
-        {
-            return Err(NetError::Dhcp(format!(
-                "the underlay {address} overlaps the cluster range {r}"
-            )));
-        }
-    }
-    rt.add_address(link.index, &address, true)
-        .ctx(|| format!("adding {address} to {}", link.name))?;
-    if let Some(g) = gateway {
-        let default = Cidr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0)
-            .map_err(|e| NetError::Dhcp(e.to_string()))?;
-        rt.add_route(rtnl::gateway_route_message(
-            &default,
-            g,
-            link.index,
-            rtnl::TABLE_MAIN,
-            0,
-        ))
-        .ctx(|| format!("default route via {g}"))?;
-    }
+    let dhcp = bound.is_some();
     log(&format!(
         "underlay {} ({}): {address}{}{}",
         link.name,
@@ -229,8 +236,22 @@ pub fn setup(
         address,
         gateway,
         dhcp,
+        lease: bound,
         wireguard,
     })
+}
+
+/// The underlay must not lie in a cluster range (cluster traffic only goes through wg0).
+fn check_underlay(address: &Cidr, cluster_ranges: &[Cidr]) -> Result<(), NetError> {
+    match cluster_ranges
+        .iter()
+        .find(|r| r.overlaps(&address.network()))
+    {
+        Some(r) => Err(NetError::Dhcp(format!(
+            "the underlay {address} overlaps the cluster range {r}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The fail-closed routing for the cluster ranges, installed before wg0 exists.

@@ -147,6 +147,38 @@ pub fn gateway_route_message(
     m
 }
 
+/// A route from a DHCP lease in the main table (`proto dhcp`, metric 0): `dst via gw dev oif
+/// src S`, or on-link (`scope link`) without a gateway.
+pub fn dhcp_route_message(
+    dst: &Cidr,
+    gateway: Option<IpAddr>,
+    oif: u32,
+    src: Option<IpAddr>,
+) -> RouteMessage {
+    let mut m = route_base(dst, TABLE_MAIN, 0, RouteType::Unicast);
+    m.header.protocol = RouteProtocol::Dhcp;
+    match gateway {
+        Some(g) => m
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(g))),
+        None => m.header.scope = RouteScope::Link,
+    }
+    if let Some(s) = src {
+        m.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::from(s)));
+    }
+    m.attributes.push(RouteAttribute::Oif(oif));
+    m
+}
+
+/// Set a link's MTU.
+pub fn link_mtu_message(index: u32, mtu: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes = vec![LinkAttribute::Mtu(mtu)];
+    m
+}
+
 /// `unreachable dst table T metric M`: matches when nothing better does, drops the packet and
 /// tells the sender (EHOSTUNREACH locally, ICMP host unreachable when forwarding).
 pub fn unreachable_route_message(dst: &Cidr, table: u32, metric: u32) -> RouteMessage {
@@ -233,6 +265,33 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
     }
 
+    /// Add or replace a route (same destination, table and metric): for DHCP routes, which
+    /// a renewal may change.
+    pub fn replace_route(&mut self, m: RouteMessage) -> Result<(), NlError> {
+        self.ack(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    pub fn del_route(&mut self, m: RouteMessage) -> Result<(), NlError> {
+        self.ack(RouteNetlinkMessage::DelRoute(m), 0)
+    }
+
+    pub fn del_address(&mut self, index: u32, addr: &Cidr) -> Result<(), NlError> {
+        self.ack(
+            RouteNetlinkMessage::DelAddress(address_message(index, addr, true)),
+            0,
+        )
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NlError> {
+        self.ack(
+            RouteNetlinkMessage::SetLink(link_mtu_message(index, mtu)),
+            0,
+        )
+    }
+
     pub fn add_rule(&mut self, m: RuleMessage) -> Result<(), NlError> {
         self.ack(RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL)
     }
@@ -304,6 +363,49 @@ mod tests {
             .contains(&RouteAttribute::Gateway(RouteAddress::Inet(
                 "192.0.2.254".parse().unwrap()
             ))));
+    }
+
+    #[test]
+    fn dhcp_routes() {
+        let on_link = dhcp_route_message(
+            &c("10.128.0.1/32"),
+            None,
+            2,
+            Some("10.128.0.5".parse().unwrap()),
+        );
+        assert_eq!(roundtrip_route(&on_link), on_link);
+        assert_eq!(on_link.header.scope, RouteScope::Link);
+        assert_eq!(on_link.header.protocol, RouteProtocol::Dhcp);
+        assert_eq!(on_link.header.table, 254);
+        assert_eq!(on_link.header.destination_prefix_length, 32);
+        assert!(on_link
+            .attributes
+            .contains(&RouteAttribute::PrefSource(RouteAddress::Inet(
+                "10.128.0.5".parse().unwrap()
+            ))));
+        assert!(!on_link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_))));
+        let default = dhcp_route_message(
+            &c("0.0.0.0/0"),
+            Some("10.128.0.1".parse().unwrap()),
+            2,
+            None,
+        );
+        assert_eq!(roundtrip_route(&default), default);
+        assert_eq!(default.header.scope, RouteScope::Universe);
+        assert!(default
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::Inet(
+                "10.128.0.1".parse().unwrap()
+            ))));
+        let mtu = link_mtu_message(2, 1460);
+        let mut buf = vec![0u8; mtu.buffer_len()];
+        mtu.emit(&mut buf);
+        assert_eq!(LinkMessage::parse(&buf[..]).unwrap(), mtu);
+        assert!(mtu.attributes.contains(&LinkAttribute::Mtu(1460)));
+        assert_eq!(mtu.header.change_mask, LinkFlags::empty());
     }
 
     #[test]

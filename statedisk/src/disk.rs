@@ -1,4 +1,4 @@
-//! The effects: find the state disk, format it on first boot, open it from a validated detached
+//! The effects: find the state disk ([`crate::select`]), format it on first boot, open it from a validated detached
 //! copy of its header, mount it. Runs in the guest (device-mapper, dm-crypt, ext4).
 //!
 //! Order of the first format, so a power cut at any point is safe: LUKS2 header without label →
@@ -10,6 +10,7 @@
 use crate::ext4;
 use crate::keysource::KeySource;
 use crate::luks2::{self, DiskState, Header, Profile, HDR_SIZE, INITIALIZED_LABEL};
+use crate::select;
 use crate::{Config, StateDiskError as E};
 use libcryptsetup_rs::consts::flags::{
     CryptActivate, CryptDeactivate, CryptPbkdf, CryptVolumeKey, CryptWipe,
@@ -23,7 +24,7 @@ use libcryptsetup_rs::{
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The device-mapper name of the opened disk (`/dev/mapper/nacre-state`).
 pub const MAPPING: &str = "nacre-state";
@@ -55,12 +56,23 @@ pub struct Opened {
 /// detached header copy, mount it on /var. `log` receives progress lines.
 pub fn open(cfg: &Config, keys: &mut dyn KeySource, log: &dyn Fn(&str)) -> Result<Opened, E> {
     let profile = cfg.profile(keys.token_type());
-    let device = find_by_serial(Path::new("/sys/class/block"), &cfg.serial, FIND_TIMEOUT)?;
+    // Positively identified before anything is read from or written to it.
+    let sys_block = Path::new(select::SYS_BLOCK);
+    let found = select::find(
+        sys_block,
+        Path::new(select::MOUNTINFO),
+        &cfg.disk,
+        FIND_TIMEOUT,
+        select::SETTLE,
+        &select::IoctlIdentify,
+    )?;
+    let device = found.device;
+    check_node(&device, &sys_block.join(&found.name).join("dev"))?;
     let size = device_size(&device)?;
     log(&format!(
-        "state disk: {} (serial {:?}, {size} bytes)",
+        "state disk: {} ({}, {size} bytes)",
         device.display(),
-        cfg.serial
+        found.how
     ));
     let start = read_at(&device, 0, (2 * HDR_SIZE).min(size) as usize)?;
     let mut formatted = false;
@@ -100,42 +112,6 @@ pub fn close() -> Result<(), E> {
     cd.activate_handle()
         .deactivate(MAPPING, CryptDeactivate::empty())
         .map_err(|e| E::Effect(format!("closing {MAPPING}: {e}")))
-}
-
-/// The whole disk whose `serial` (virtio-blk's serial, `/sys/class/block/*/serial`) is `serial`:
-/// exactly one, or an error. Waits up to `timeout` for it to appear.
-pub fn find_by_serial(sys_block: &Path, serial: &str, timeout: Duration) -> Result<PathBuf, E> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found = scan_serials(sys_block, serial)?;
-        match found.len() {
-            1 => {
-                let name = &found[0];
-                let dev = PathBuf::from("/dev").join(name);
-                check_node(&dev, &sys_block.join(name).join("dev"))?;
-                return Ok(dev);
-            }
-            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            0 => return Err(E::NotFound(serial.into())),
-            _ => return Err(E::Ambiguous(serial.into(), found.join(", "))),
-        }
-    }
-}
-
-/// Names of the block devices whose serial is `serial` (sorted).
-pub fn scan_serials(sys_block: &Path, serial: &str) -> Result<Vec<String>, E> {
-    let mut out = Vec::new();
-    let dir = std::fs::read_dir(sys_block).map_err(|e| E::io(sys_block, e))?;
-    for ent in dir.flatten() {
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if let Ok(s) = std::fs::read_to_string(ent.path().join("serial")) {
-            if s.trim_end_matches('\n') == serial {
-                out.push(name);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// `/dev/NAME` must be the block device sysfs names (major:minor), not something else.

@@ -3,8 +3,11 @@
 //! - [`luks2`]: the LUKS2 header parsed and strictly validated against nacre's profile (pure,
 //!   host-tested against `cryptsetup luksFormat` output and edited copies).
 //! - [`keysource`]: the key source interface; [`tpm`]: the TPM-sealed key source (tss-esapi).
-//! - [`disk`]: find the disk by serial, first format, activation from a validated detached
-//!   header copy, mount on /var (guest only).
+//! - [`select`]: which disk is the state disk — `serial`, `device_name` or
+//!   `rule = "only-data-disk"`, one stated rule per bus (virtio-blk, NVMe, SCSI) and cloud, and
+//!   which one each image variant should use (pure over sysfs, host-tested).
+//! - [`disk`]: first format, activation from a validated detached header copy, mount on /var
+//!   (guest only).
 //!
 //! Configured by the `[state_disk]` table of `/etc/nacre/init.toml` ([`Config`]).
 
@@ -18,24 +21,82 @@ pub mod disk;
 pub mod ext4;
 pub mod keysource;
 pub mod luks2;
+pub mod select;
 pub mod token;
 pub mod tpm;
 
 pub use disk::{open, Opened};
 pub use keysource::{KeyError, KeySource};
+pub use select::Selector;
 
-/// `[state_disk]` in `/etc/nacre/init.toml`.
+/// `[state_disk]` in `/etc/nacre/init.toml`: exactly one of `serial = "…"`,
+/// `device_name = "…"`, `rule = "only-data-disk"` (see [`select`]), then `key_source` and
+/// `integrity`. Unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawConfig")]
 pub struct Config {
-    /// The disk's serial (virtio-blk `serial=`), as `/sys/class/block/*/serial` shows it.
-    pub serial: String,
+    /// Which disk is the state disk.
+    pub disk: Selector,
     /// Where the disk key comes from.
-    #[serde(default)]
     pub key_source: KeySourceKind,
     /// `"hmac(sha256)"`: dm-integrity under dm-crypt (authenticated sectors). Absent: none.
-    #[serde(default)]
     pub integrity: Option<Integrity>,
+}
+
+/// `[state_disk]` as written, before the one-selector check.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    serial: Option<String>,
+    #[serde(default)]
+    device_name: Option<String>,
+    #[serde(default)]
+    rule: Option<select::Rule>,
+    #[serde(default)]
+    key_source: KeySourceKind,
+    #[serde(default)]
+    integrity: Option<Integrity>,
+}
+
+/// A `[state_disk]` table that names no disk, or more than one way.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+    fn try_from(r: RawConfig) -> Result<Config, ConfigError> {
+        let mut given = Vec::new();
+        if let Some(s) = r.serial {
+            select::check_value("serial", &s).map_err(ConfigError)?;
+            given.push(("serial", Selector::Serial(s)));
+        }
+        if let Some(n) = r.device_name {
+            select::check_value("device_name", &n).map_err(ConfigError)?;
+            given.push(("device_name", Selector::DeviceName(n)));
+        }
+        if let Some(select::Rule::OnlyDataDisk) = r.rule {
+            given.push(("rule", Selector::OnlyDataDisk));
+        }
+        if given.len() != 1 {
+            let keys: Vec<&str> = given.iter().map(|(k, _)| *k).collect();
+            return Err(ConfigError(format!(
+                "exactly one of serial, device_name, rule names the state disk; {}",
+                if keys.is_empty() {
+                    "none is given".to_string()
+                } else {
+                    format!("{} are given", keys.join(" and "))
+                }
+            )));
+        }
+        let (_, disk) = given.remove(0);
+        Ok(Config {
+            disk,
+            key_source: r.key_source,
+            integrity: r.integrity,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -76,10 +137,22 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateDiskError {
-    #[error("no block device with serial {0:?} (looked in /sys/class/block/*/serial)")]
-    NotFound(String),
-    #[error("more than one block device with serial {0:?}: {1}")]
-    Ambiguous(String, String),
+    #[error("no disk matches {selector} within {secs} s; whole disks: {seen}")]
+    NotFound {
+        selector: String,
+        secs: f64,
+        seen: String,
+    },
+    #[error(
+        "{selector} matches more than one disk ({matches}): refusing to guess; whole disks: {seen}"
+    )]
+    Ambiguous {
+        selector: String,
+        matches: String,
+        seen: String,
+    },
+    #[error("cannot tell the boot disk: {0}")]
+    BootDisk(String),
     #[error("refusing the state disk: {0}")]
     Header(#[from] luks2::HeaderError),
     #[error("refusing the state disk: {0}")]
@@ -121,6 +194,7 @@ mod tests {
     #[test]
     fn config_is_strict() {
         let c = parse(r#"{"serial":"nacre-state"}"#).unwrap();
+        assert_eq!(c.disk, Selector::Serial("nacre-state".into()));
         assert_eq!(c.key_source, KeySourceKind::TpmSealed);
         assert_eq!(c.integrity, None);
         assert!(!c.profile(None).integrity);
@@ -134,5 +208,34 @@ mod tests {
             .unwrap_err()
             .contains("serail"));
         assert!(parse(r#"{}"#).is_err());
+    }
+
+    #[test]
+    fn exactly_one_selector() {
+        let c = parse(r#"{"device_name":"/dev/sdf","key_source":"key-service"}"#).unwrap();
+        assert_eq!(c.disk, Selector::DeviceName("/dev/sdf".into()));
+        assert_eq!(c.key_source, KeySourceKind::KeyService);
+        let c = parse(r#"{"rule":"only-data-disk"}"#).unwrap();
+        assert_eq!(c.disk, Selector::OnlyDataDisk);
+        let e = parse(r#"{"key_source":"tpm-sealed"}"#).unwrap_err();
+        assert!(e.contains("none is given"), "{e}");
+        let e = parse(r#"{"serial":"a","rule":"only-data-disk"}"#).unwrap_err();
+        assert!(e.contains("serial and rule are given"), "{e}");
+        let e = parse(r#"{"serial":"a","device_name":"b","rule":"only-data-disk"}"#).unwrap_err();
+        assert!(
+            e.contains("serial and device_name and rule are given"),
+            "{e}"
+        );
+        assert!(parse(r#"{"rule":"first-disk"}"#).is_err());
+        assert!(parse(r#"{"rule":"only-data-disk","serail":"x"}"#)
+            .unwrap_err()
+            .contains("serail"));
+        assert!(parse(r#"{"serial":""}"#).unwrap_err().contains("empty"));
+        assert!(parse(r#"{"device_name":" x"}"#)
+            .unwrap_err()
+            .contains("blanks"));
+        assert!(parse(r#"{"serial":null}"#)
+            .unwrap_err()
+            .contains("none is given"));
     }
 }

@@ -16,7 +16,14 @@
 //!   hash of that content string. A node that never joined has PCR 15 = 0, which is how a join
 //!   service tells that a node is not already part of another cluster.
 //!
-//! In both cases the digest is the hash of the CEL record's `content.string`, so anyone can
+//! * **PCR 15, cluster configuration** — before the cluster id, once per boot: the digest of the
+//!   cluster configuration the node read from outside the image (QEMU `fw_cfg`, cloud metadata;
+//!   `nacre_cluster`), extended before the node acts on it. Content
+//!   `nacre.cluster-config=<64 lowercase hex digits>` (SHA-256 of the configuration's bytes).
+//!   A node of a release image thus shows, before it joins, which cluster it was told to join;
+//!   the key service of that cluster knows its configuration and so the value.
+//!
+//! In every case the digest is the hash of the CEL record's `content.string`, so anyone can
 //! re-check a record without knowing nacre.
 //!
 //! * **RTMR[3], cluster identity on Intel TDX** — in a TDX guest nacre-init extends the same
@@ -38,6 +45,8 @@ pub const PHASE_PCR: u32 = 11;
 pub const CLUSTER_ID_PCR: u32 = 15;
 /// Prefix of the cluster identity content string.
 pub const CLUSTER_ID_PREFIX: &str = "nacre.cluster-id=";
+/// Prefix of the cluster configuration content string.
+pub const CLUSTER_CONFIG_PREFIX: &str = "nacre.cluster-config=";
 /// TDX runtime measurement register extended with the cluster identity (in a TDX guest).
 pub const CLUSTER_ID_RTMR: usize = 3;
 /// Size of an RTMR (SHA-384).
@@ -99,6 +108,8 @@ pub enum RuntimeEvent {
     Phase(Phase),
     /// The cluster identity, on PCR 15.
     ClusterId([u8; 32]),
+    /// SHA-256 of the cluster configuration read at boot, on PCR 15 (before the cluster id).
+    ClusterConfig([u8; 32]),
 }
 
 /// Why a runtime event or record is not what nacre defines.
@@ -129,6 +140,9 @@ pub enum RuntimeError {
     /// Malformed cluster id content.
     #[error("cluster id content {0:?} is not \"nacre.cluster-id=\" and 64 lowercase hex digits")]
     BadClusterId(String),
+    /// Malformed cluster configuration content.
+    #[error("cluster configuration content {0:?} is not \"nacre.cluster-config=\" and 64 lowercase hex digits")]
+    BadClusterConfig(String),
     /// The record is on the wrong PCR for its event.
     #[error("{event} belongs on PCR {expected}, record is on PCR {found}")]
     WrongPcr {
@@ -154,7 +168,7 @@ impl RuntimeEvent {
     pub const fn pcr(&self) -> u32 {
         match self {
             RuntimeEvent::Phase(_) => PHASE_PCR,
-            RuntimeEvent::ClusterId(_) => CLUSTER_ID_PCR,
+            RuntimeEvent::ClusterId(_) | RuntimeEvent::ClusterConfig(_) => CLUSTER_ID_PCR,
         }
     }
 
@@ -163,6 +177,7 @@ impl RuntimeEvent {
         match self {
             RuntimeEvent::Phase(_) => "phase",
             RuntimeEvent::ClusterId(_) => "cluster-id",
+            RuntimeEvent::ClusterConfig(_) => "cluster-config",
         }
     }
 
@@ -171,6 +186,9 @@ impl RuntimeEvent {
         match self {
             RuntimeEvent::Phase(p) => p.word().to_owned(),
             RuntimeEvent::ClusterId(id) => format!("{CLUSTER_ID_PREFIX}{}", hex::encode(id)),
+            RuntimeEvent::ClusterConfig(d) => {
+                format!("{CLUSTER_CONFIG_PREFIX}{}", hex::encode(d))
+            }
         }
     }
 
@@ -184,7 +202,7 @@ impl RuntimeEvent {
     pub const fn rtmr(&self) -> Option<usize> {
         match self {
             RuntimeEvent::Phase(_) => None,
-            RuntimeEvent::ClusterId(_) => Some(CLUSTER_ID_RTMR),
+            RuntimeEvent::ClusterId(_) | RuntimeEvent::ClusterConfig(_) => Some(CLUSTER_ID_RTMR),
         }
     }
 
@@ -227,6 +245,7 @@ impl RuntimeEvent {
         let ev = match rec.content.event_type.as_str() {
             "phase" => RuntimeEvent::Phase(s.parse()?),
             "cluster-id" => RuntimeEvent::ClusterId(parse_cluster_id(s)?),
+            "cluster-config" => RuntimeEvent::ClusterConfig(parse_cluster_config(s)?),
             other => return Err(RuntimeError::UnknownEventType(other.to_owned())),
         };
         if rec.pcr != ev.pcr() {
@@ -249,8 +268,20 @@ impl RuntimeEvent {
 }
 
 fn parse_cluster_id(s: &str) -> Result<[u8; 32], RuntimeError> {
-    let bad = || RuntimeError::BadClusterId(s.to_owned());
-    let h = s.strip_prefix(CLUSTER_ID_PREFIX).ok_or_else(bad)?;
+    parse_hex32(s, CLUSTER_ID_PREFIX, RuntimeError::BadClusterId)
+}
+
+fn parse_cluster_config(s: &str) -> Result<[u8; 32], RuntimeError> {
+    parse_hex32(s, CLUSTER_CONFIG_PREFIX, RuntimeError::BadClusterConfig)
+}
+
+fn parse_hex32(
+    s: &str,
+    prefix: &str,
+    err: fn(String) -> RuntimeError,
+) -> Result<[u8; 32], RuntimeError> {
+    let bad = || err(s.to_owned());
+    let h = s.strip_prefix(prefix).ok_or_else(bad)?;
     // Only the canonical (lowercase) spelling hashes to the digest nacre extends.
     if h.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(bad());
@@ -318,9 +349,54 @@ pub fn member_rtmr3(cluster_id: &[u8; 32]) -> [u8; RTMR_LEN] {
     rtmr3_after(&[RuntimeEvent::ClusterId(*cluster_id)])
 }
 
+/// PCR 15 (sha256 bank) after these events, from zero: what a verifier expects of a node that
+/// extended exactly them.
+pub fn pcr15_after(events: &[RuntimeEvent]) -> Result<Vec<u8>, RuntimeError> {
+    let alg = HashAlg::Sha256;
+    let mut v = vec![0u8; alg.digest_size()];
+    for e in events.iter().filter(|e| e.pcr() == CLUSTER_ID_PCR) {
+        v = alg.extend(&v, &e.digest(alg)?)?;
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_config_event_round_trips_and_goes_to_pcr15_and_rtmr3() {
+        let d = [0xc5; 32];
+        let ev = RuntimeEvent::ClusterConfig(d);
+        assert_eq!(ev.pcr(), 15);
+        assert_eq!(ev.rtmr(), Some(3));
+        assert_eq!(ev.content(), format!("nacre.cluster-config={}", "c5".repeat(32)));
+        let rec = ev.to_cel(3, &[HashAlg::Sha256]).unwrap();
+        assert_eq!(RuntimeEvent::from_cel(&rec).unwrap(), ev);
+        // The cluster id's prefix is not a configuration's, and upper case is refused.
+        let mut other = rec.clone();
+        other.content.string = format!("nacre.cluster-id={}", "c5".repeat(32));
+        assert!(matches!(
+            RuntimeEvent::from_cel(&other),
+            Err(RuntimeError::BadClusterConfig(_))
+        ));
+        other.content.string = format!("nacre.cluster-config={}", "C5".repeat(32));
+        assert!(RuntimeEvent::from_cel(&other).is_err());
+        // PCR 15 after config then id: two extends, in that order.
+        let id = RuntimeEvent::ClusterId([1; 32]);
+        let a = pcr15_after(&[ev, id]).unwrap();
+        let b = pcr15_after(&[id, ev]).unwrap();
+        assert_ne!(a, b);
+        let step1 = HashAlg::Sha256
+            .extend(&[0; 32], &ev.digest(HashAlg::Sha256).unwrap())
+            .unwrap();
+        let step2 = HashAlg::Sha256
+            .extend(&step1, &id.digest(HashAlg::Sha256).unwrap())
+            .unwrap();
+        assert_eq!(a, step2);
+        assert_eq!(pcr15_after(&[RuntimeEvent::Phase(Phase::Ready)]).unwrap(), vec![0; 32]);
+        assert_ne!(rtmr3_after(&[ev]), [0; 48]);
+    }
 
     #[test]
     fn rtmr3_is_sha384_extend_of_the_cluster_id_content() {

@@ -44,6 +44,18 @@ enum Cmd {
         /// The Kubernetes API server kubelet joins (`https://host:6443`), if there is one yet.
         #[arg(long)]
         api_server: Option<String>,
+        /// Where nodes reach this service (IP:PORT on their underlay). With it, `init` writes
+        /// STATE/cluster.toml, the cluster configuration nodes of a release image are booted
+        /// with (QEMU: -fw_cfg name=opt/nacre/cluster.toml,file=STATE/cluster.toml); `serve`
+        /// then admits nodes that measured exactly that file.
+        #[arg(long)]
+        endpoint: Option<std::net::SocketAddr>,
+        /// The cluster's name in cluster.toml (a-z, 0-9, '-').
+        #[arg(long, default_value = "nacre")]
+        name: String,
+        /// Ranges routed only through wg0, in cluster.toml (repeat; default: the overlay).
+        #[arg(long = "cluster-range")]
+        cluster_ranges: Vec<String>,
     },
     /// Serve nodes: verify their evidence against the signed golden manifest, then answer.
     Serve {
@@ -160,6 +172,9 @@ struct VerifierArgs {
     #[arg(long = "tdx-allow-tcb")]
     tdx_allow_tcb: Vec<String>,
 }
+
+/// The cluster configuration for nodes of release images, in the state directory.
+const CLUSTER_CONFIG: &str = "cluster.toml";
 
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
@@ -387,6 +402,9 @@ fn main() -> Result<()> {
             state,
             overlay,
             api_server,
+            endpoint,
+            name,
+            cluster_ranges,
         } => {
             let overlay: OverlayRange = overlay.parse().map_err(anyhow::Error::msg)?;
             std::fs::create_dir_all(&state)
@@ -401,8 +419,31 @@ fn main() -> Result<()> {
                 bootstrap_token: bootstrap_token()?,
                 api_server,
             };
+            // The cluster configuration is checked before anything is written.
+            let ranges = if cluster_ranges.is_empty() {
+                vec![cluster.overlay.to_string()]
+            } else {
+                cluster_ranges
+            };
+            if endpoint.is_some() {
+                nacre_cluster::check_parts(&name, &ranges)?;
+            }
             Store::create(&state.join(DB_FILE), &cluster)?;
             tls::create_identity(&state).map_err(anyhow::Error::msg)?;
+            if let Some(e) = endpoint {
+                let ca = std::fs::read_to_string(state.join(tls::CA_CERT))
+                    .with_context(|| format!("reading {}", tls::CA_CERT))?;
+                let cfg = nacre_cluster::ClusterConfig::new(&name, e, &ca, ranges)?;
+                let path = state.join(CLUSTER_CONFIG);
+                std::fs::write(&path, cfg.render()?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                let digest = nacre_cluster::digest(&std::fs::read(&path)?);
+                println!(
+                    "cluster configuration {} (sha256 {}): boot nodes of a release image with it",
+                    path.display(),
+                    hex::encode(digest)
+                );
+            }
             println!(
                 "cluster {} (overlay {}); nodes must trust {}",
                 hex::encode(cluster.cluster_id),
@@ -420,7 +461,23 @@ fn main() -> Result<()> {
         } => {
             let verifier: Arc<dyn Verifier> = Arc::new(build_verifier(&verify)?);
             let store = Store::open(&state.join(DB_FILE))?;
-            let service = Arc::new(Service::new(store, Box::new(print_decision))?);
+            let mut service = Service::new(store, Box::new(print_decision))?;
+            // The cluster configuration nodes of release images measure (written by `init
+            // --endpoint`): parsed as strictly as a node parses it, its digest admitted.
+            let config_path = state.join(CLUSTER_CONFIG);
+            if config_path.exists() {
+                let bytes = std::fs::read(&config_path)
+                    .with_context(|| format!("reading {}", config_path.display()))?;
+                let m = nacre_cluster::parse(&bytes)
+                    .with_context(|| format!("{}", config_path.display()))?;
+                println!(
+                    "nacre-keyservice: cluster configuration {:?} (sha256 {}): nodes measuring it are admitted",
+                    m.config.name,
+                    hex::encode(m.digest)
+                );
+                service = service.with_cluster_config(m.digest);
+            }
+            let service = Arc::new(service);
             let listener =
                 TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
             println!(

@@ -4,9 +4,14 @@
 //! [`nacre_attestation::Verifier`] during the TLS handshake; a request only reaches
 //! [`Service::handle`] with an [`Accepted`] verdict. On top of it, PCR 15 (the cluster id
 //! nacre-init extends once it has joined) decides what a node may ask:
-//! * PCR 15 zero: the node has not joined in this boot: `join`, then `disk-key`;
-//! * PCR 15 = extend(0, this cluster's id): a member in this boot: `peers`;
-//! * anything else (another cluster's id, or PCR 15 not quoted): refused.
+//! * PCR 15 zero (a node whose image carries its cluster's configuration), or extend(0, this
+//!   cluster's configuration digest) (a release-image node that measured the cluster
+//!   configuration it was given, `nacre_cluster`): the node has not joined in this boot:
+//!   `join`, then `disk-key`;
+//! * the same followed by extend(·, this cluster's id): a member in this boot: `peers`;
+//! * anything else (another cluster's configuration or id, or PCR 15 not quoted): refused. A
+//!   node booted with another cluster's configuration, or an edited copy of this one, never
+//!   reaches a rule that releases anything.
 //!
 //! On TDX, RTMR[3] says the same in hardware the host cannot reset (nacre-init extends the
 //! cluster id into both; [`nacre_eventlog::runtime::member_rtmr3`]): it must be zero where PCR 15
@@ -27,7 +32,7 @@ use crate::store::{now_unix, Cluster, Decision, NodeRecord, Store, StoreError};
 use base64::Engine;
 use nacre_attestation::join::{Joined, KubeletJoin, PeerInfo, Request, Response, WgAnnounce};
 use nacre_attestation::Accepted;
-use nacre_eventlog::runtime::{member_rtmr3, CLUSTER_ID_PCR};
+use nacre_eventlog::runtime::{pcr15_after, rtmr3_after, CLUSTER_ID_PCR, RTMR_LEN};
 use nacre_eventlog::{HashAlg, RuntimeEvent};
 use std::net::SocketAddr;
 use zeroize::Zeroizing;
@@ -64,6 +69,46 @@ pub fn member_pcr15(cluster_id: &[u8; 32]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// One admissible value of PCR 15 (and RTMR[3], extended with the same events on TDX).
+struct Pcr15Form {
+    membership: Membership,
+    pcr15: Vec<u8>,
+    rtmr3: [u8; RTMR_LEN],
+    what: &'static str,
+}
+
+/// PCR 15's admissible values: nothing or this cluster's configuration (not joined), then the
+/// cluster id after them (a member).
+fn pcr15_forms(cluster_id: &[u8; 32], config: Option<[u8; 32]>) -> Vec<Pcr15Form> {
+    let id = RuntimeEvent::ClusterId(*cluster_id);
+    let mut forms = vec![
+        (Membership::NotJoined, vec![], "zero: not joined"),
+        (Membership::Member, vec![id], "this cluster's id"),
+    ];
+    if let Some(d) = config {
+        let c = RuntimeEvent::ClusterConfig(d);
+        forms.push((
+            Membership::NotJoined,
+            vec![c],
+            "this cluster's configuration: not joined",
+        ));
+        forms.push((
+            Membership::Member,
+            vec![c, id],
+            "this cluster's configuration and id",
+        ));
+    }
+    forms
+        .into_iter()
+        .map(|(membership, events, what)| Pcr15Form {
+            membership,
+            pcr15: pcr15_after(&events).unwrap_or_default(),
+            rtmr3: rtmr3_after(&events),
+            what,
+        })
+        .collect()
+}
+
 /// A LUKS2 UUID as libcryptsetup writes it (lowercase 8-4-4-4-12 hex).
 fn valid_uuid(u: &str) -> bool {
     let parts: Vec<&str> = u.split('-').collect();
@@ -83,7 +128,10 @@ enum Membership {
 pub struct Service {
     store: Store,
     cluster: Cluster,
-    member_pcr15: Vec<u8>,
+    /// What PCR 15 (and on TDX RTMR[3]) may hold, and what that makes the node.
+    forms: Vec<Pcr15Form>,
+    /// SHA-256 of this cluster's configuration (`cluster.toml`), if nodes are given one.
+    cluster_config: Option<[u8; 32]>,
     /// Where decisions are echoed as they happen (the service's log), besides the database.
     echo: Box<dyn Fn(&Decision) + Send + Sync>,
 }
@@ -117,11 +165,20 @@ impl Service {
     ) -> Result<Self, StoreError> {
         let cluster = store.cluster()?;
         Ok(Service {
-            member_pcr15: member_pcr15(&cluster.cluster_id),
+            forms: pcr15_forms(&cluster.cluster_id, None),
+            cluster_config: None,
             store,
             cluster,
             echo,
         })
+    }
+
+    /// Nodes of release images measure this cluster configuration (its SHA-256) into PCR 15
+    /// before they join: admit them too, and refuse any other configuration.
+    pub fn with_cluster_config(mut self, digest: [u8; 32]) -> Self {
+        self.forms = pcr15_forms(&self.cluster.cluster_id, Some(digest));
+        self.cluster_config = Some(digest);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -207,44 +264,37 @@ impl Service {
         let Some(pcr15) = accepted.pcrs.get(&CLUSTER_ID_PCR) else {
             return refuse("policy", "the quote does not cover PCR 15 (the cluster id)");
         };
-        let m = if pcr15.iter().all(|b| *b == 0) {
-            Membership::NotJoined
-        } else if *pcr15 == self.member_pcr15 {
-            Membership::Member
-        } else {
+        let Some(form) = self.forms.iter().find(|f| f.pcr15 == *pcr15) else {
+            let configured = match &self.cluster_config {
+                Some(d) => format!(
+                    "; nodes of this cluster measure its configuration {} (cluster.toml) and then its id",
+                    hex::encode(d)
+                ),
+                None => String::new(),
+            };
             return refuse(
                 "policy",
                 format!(
-                    "PCR 15 is {}: the node joined another cluster in this boot",
+                    "PCR 15 is {}: the node measured another cluster's configuration or joined another cluster in this boot{configured}",
                     hex::encode(pcr15)
                 ),
             );
         };
-        // TDX: RTMR[3] must say the same as PCR 15.
+        // TDX: RTMR[3] must say the same as PCR 15 (the same events).
         if let Some(rtmr3) = &accepted.tdx_rtmr3 {
-            match m {
-                Membership::NotJoined if rtmr3.iter().any(|b| *b != 0) => {
-                    return refuse(
-                        "policy",
-                        format!(
-                            "RTMR[3] is not zero (already joined in this boot): {}",
-                            hex::encode(rtmr3)
-                        ),
-                    )
-                }
-                Membership::Member if *rtmr3 != member_rtmr3(&self.cluster.cluster_id) => {
-                    return refuse(
-                        "policy",
-                        format!(
-                            "RTMR[3] is {}, not this cluster's id (PCR 15 is)",
-                            hex::encode(rtmr3)
-                        ),
-                    )
-                }
-                _ => {}
+            if *rtmr3 != form.rtmr3 {
+                return refuse(
+                    "policy",
+                    format!(
+                        "RTMR[3] is {}, not {} ({}), which PCR 15 shows",
+                        hex::encode(rtmr3),
+                        hex::encode(form.rtmr3),
+                        form.what
+                    ),
+                );
             }
         }
-        Ok(m)
+        Ok(form.membership)
     }
 
     fn decide(
@@ -555,13 +605,40 @@ mod tests {
         );
         // PCR 15 zero (a vTPM the host restarted) but RTMR[3] shows a join.
         let e = m(&accepted(zero, Some(member_rtmr3(&id)))).unwrap_err();
-        assert!(
-            e.contains("RTMR[3] is not zero (already joined in this boot)"),
-            "{e}"
-        );
+        assert!(e.contains("(zero: not joined), which PCR 15 shows"), "{e}");
         // PCR 15 this cluster's, RTMR[3] another's (or none).
         let e = m(&accepted(member.clone(), Some(member_rtmr3(&[0x34; 32])))).unwrap_err();
-        assert!(e.contains("not this cluster's id"), "{e}");
-        assert!(m(&accepted(member, Some([0; 48]))).is_err());
+        assert!(e.contains("(this cluster's id), which PCR 15 shows"), "{e}");
+        assert!(m(&accepted(member.clone(), Some([0; 48]))).is_err());
+
+        // With a cluster configuration: its extend admits a join, then a member; another
+        // configuration (or the right one on PCR 15 with RTMR[3] not agreeing) is refused.
+        let config = [0xc0; 32];
+        let service = service.with_cluster_config(config);
+        let m = |a: &Accepted| service.membership(a).map_err(|r| r.reason);
+        let c = RuntimeEvent::ClusterConfig(config);
+        let i = RuntimeEvent::ClusterId(id);
+        let configured = pcr15_after(&[c]).unwrap();
+        let configured_member = pcr15_after(&[c, i]).unwrap();
+        assert_eq!(m(&accepted(configured.clone(), None)), Ok(Membership::NotJoined));
+        assert_eq!(
+            m(&accepted(configured.clone(), Some(rtmr3_after(&[c])))),
+            Ok(Membership::NotJoined)
+        );
+        assert_eq!(
+            m(&accepted(configured_member.clone(), Some(rtmr3_after(&[c, i])))),
+            Ok(Membership::Member)
+        );
+        assert_eq!(m(&accepted(member, None)), Ok(Membership::Member));
+        assert_eq!(m(&accepted(vec![0; 32], None)), Ok(Membership::NotJoined));
+        let other = pcr15_after(&[RuntimeEvent::ClusterConfig([0xc1; 32])]).unwrap();
+        let e = m(&accepted(other, None)).unwrap_err();
+        assert!(e.contains("another cluster's configuration"), "{e}");
+        assert!(e.contains(&hex::encode(config)), "{e}");
+        let e = m(&accepted(configured, Some([0; 48]))).unwrap_err();
+        assert!(e.contains("which PCR 15 shows"), "{e}");
+        // The id without the configuration it came with, in the wrong order: refused.
+        let swapped = pcr15_after(&[i, c]).unwrap();
+        assert!(m(&accepted(swapped, None)).is_err());
     }
 }

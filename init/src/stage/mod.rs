@@ -163,7 +163,36 @@ pub fn stage2() -> ! {
         });
         measurer.set_rtmr(rtmr);
     }
-    let cfg = step("read the configuration", crate::config::read);
+    let mut cfg = step("read the configuration", crate::config::read);
+    // A release image's cluster configuration, from outside the image: read, parsed strictly
+    // and measured into PCR 15 (and RTMR[3] on TDX) before anything acts on it.
+    let cluster = step("read [cluster]", || {
+        crate::config::section::<crate::cluster::Section>(&cfg, "cluster")
+    });
+    if let Some(c) = cluster {
+        let bytes = step("read the cluster configuration", || {
+            c.source
+                .read(Path::new(nacre_cluster::FW_CFG_SYSFS))
+                .map_err(|e| format!("{} ({}): {e}", nacre_cluster::FW_CFG_NAME, c.source.name()))
+        });
+        let m = step("check the cluster configuration", || {
+            nacre_cluster::parse(&bytes)
+        });
+        step("measure the cluster configuration", || {
+            measurer.event(RuntimeEvent::ClusterConfig(m.digest))
+        });
+        info!(
+            "cluster configuration {:?} from {} (sha256 {}): key service {}",
+            m.config.name,
+            c.source.name(),
+            hex::encode(m.digest),
+            m.config.key_service.endpoint
+        );
+        step("apply the cluster configuration", || {
+            crate::cluster::write_ca(&m.config, Path::new(crate::cluster::CA_PATH))?;
+            crate::cluster::apply(&mut cfg, &m.config, crate::cluster::CA_PATH)
+        });
+    }
     // The attested key service, if configured: the overlay address and WireGuard peers, then the
     // state disk's key; each request attests this node afresh.
     let mut keys: Option<KeyService> = step("read [key_service]", || {

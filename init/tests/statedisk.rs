@@ -1,7 +1,8 @@
 //! The encrypted state disk booted for real: Debian's kernel, direct kernel boot under QEMU
 //! (TCG), a second virtio disk with serial "nacre-state", a software TPM whose state is kept
 //! across boots (the disk key is sealed to it). Two nodes (two TPMs), each a chain of boots, the
-//! two chains on two threads.
+//! two chains on two threads. A second test finds the state disk on NVMe and SCSI by serial, and
+//! by `rule = "only-data-disk"` (found, and refused with two data disks).
 
 mod console;
 
@@ -54,8 +55,10 @@ serial = "nacre-state"
 key_source = "tpm-sealed"
 "#;
 
-const MODULES: &str =
-    "virtio_pci virtio_blk dm-verity erofs dm-crypt xts algif_skcipher crc32c_generic ext4";
+/// With the NVMe and SCSI disk drivers (their closure from modules.dep brings nvme-core,
+/// scsi_mod, scsi_common, t10-pi, crc-t10dif, crc64-rocksoft, ...).
+const MODULES: &str = "virtio_pci virtio_blk nvme virtio_scsi sd_mod dm-verity erofs dm-crypt xts \
+     algif_skcipher crc32c_generic ext4";
 
 /// Build a node: mkfs.ext4 and the TPM's device TCTI (dlopened by tss2) in the root, this
 /// `[state_disk]` configuration, the state disk's modules in the initrd's list.
@@ -542,6 +545,176 @@ fn node2() {
     eprintln!(
         "statedisk: node 2: cuts after {:.1} s and {:.1} s, after-cut {:.1} s, edited {:.1} s, swapped {:.1} s",
         c0.secs, c.secs, r.secs, e.secs, s.secs
+    );
+}
+
+/// QEMU arguments attaching `disk` as drive `id` on `bus` (`virtio`, `nvme`, `scsi`), with this
+/// serial (none: no serial).
+fn attach(disk: &Path, id: &str, bus: &str, serial: Option<&str>) -> Vec<String> {
+    let serial = serial.map(|s| format!(",serial={s}")).unwrap_or_default();
+    let mut a = vec![
+        "-drive".to_string(),
+        format!("file={},if=none,id={id},format=raw", disk.display()),
+    ];
+    match bus {
+        "virtio" => a.extend([
+            "-device".into(),
+            format!("virtio-blk-pci,drive={id}{serial}"),
+        ]),
+        "nvme" => a.extend(["-device".into(), format!("nvme,drive={id}{serial}")]),
+        "scsi" => a.extend([
+            "-device".into(),
+            format!("virtio-scsi-pci,id=scsi-{id}"),
+            "-device".into(),
+            format!("scsi-hd,bus=scsi-{id}.0,drive={id}{serial}"),
+        ]),
+        other => panic!("no bus {other}"),
+    }
+    a
+}
+
+/// Boot `node` with a fresh TPM and these disks (QEMU arguments) until it powers off.
+fn boot_disks(node: &Path, name: &str, disks: &[Vec<String>]) -> Boot {
+    let log = work().join(format!("{name}.log"));
+    let tpm = work().join(format!("tpm-{name}"));
+    let _ = std::fs::remove_dir_all(&tpm);
+    let mut cmd = Command::new(repo().join("tests/init/boot.sh"));
+    cmd.arg(node)
+        .arg(&log)
+        .arg("--tpm")
+        .arg("--tpm-state")
+        .arg(&tpm);
+    cmd.args(["--cmdline", "nacre.insecure-platform=1", "--timeout", "180"]);
+    for a in disks.iter().flatten() {
+        cmd.arg("--qemu-arg").arg(a);
+    }
+    let t = Instant::now();
+    let status = cmd.status().expect("tests/init/boot.sh");
+    let console = console::read(&log);
+    assert!(
+        status.success(),
+        "{name}: boot.sh failed ({status}); console:\n{console}"
+    );
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("statedisk: boot {name}: {secs:.1} s");
+    Boot { console, secs }
+}
+
+/// A first boot on this disk: found as `how`, formatted, mounted on /var, the payload ran.
+fn assert_first_boot(b: &Boot, disk: &Path, how: &str, what: &str) {
+    assert!(b.has(how), "{what}: not found as {how:?}:\n{}", b.console);
+    assert!(
+        b.has("state disk: format complete"),
+        "{what}:\n{}",
+        b.console
+    );
+    assert!(b.has("formatted this boot"), "{what}:\n{}", b.console);
+    assert_mounted_and_payload_ran(b, what);
+    assert!(b.has("NACRE-STATE-WROTE"), "{what}:\n{}", b.console);
+    let v = validated(disk);
+    assert!(
+        b.has(&format!("header valid (UUID {}", v.uuid)),
+        "{what}:\n{}",
+        b.console
+    );
+}
+
+#[test]
+fn state_disk_on_nvme_scsi_and_only_data_disk() {
+    let t = Instant::now();
+    let shared = node();
+    std::thread::scope(|s| {
+        // The shared node (serial = "nacre-state"): the disk on NVMe, then on virtio-scsi.
+        let buses = s.spawn(|| {
+            let disk = blank_disk("nvme");
+            let n = boot_disks(
+                shared,
+                "nvme",
+                &[attach(&disk, "state", "nvme", Some("nacre-state"))],
+            );
+            assert_first_boot(
+                &n,
+                &disk,
+                "state disk: /dev/nvme0n1 (NVMe serial \"nacre-state\"",
+                "NVMe",
+            );
+            let disk = blank_disk("scsi");
+            let c = boot_disks(
+                shared,
+                "scsi",
+                &[attach(&disk, "state", "scsi", Some("nacre-state"))],
+            );
+            assert_first_boot(
+                &c,
+                &disk,
+                "state disk: /dev/sda (SCSI serial \"nacre-state\"",
+                "SCSI",
+            );
+            eprintln!("statedisk: NVMe {:.1} s, SCSI {:.1} s", n.secs, c.secs);
+        });
+        // A node with rule = "only-data-disk": one data disk without a serial is the state
+        // disk; with two data disks the boot stops naming both, and neither is written.
+        let rule = s.spawn(|| {
+            let config = CONFIG.replace("serial = \"nacre-state\"", "rule = \"only-data-disk\"");
+            let odd = build_node("node-only-data-disk", &config, MODULES);
+            let disk = blank_disk("only-data-disk");
+            let o = boot_disks(
+                &odd,
+                "only-data-disk",
+                &[attach(&disk, "state", "virtio", None)],
+            );
+            // Which of the two virtio disks is the boot disk depends on PCI enumeration: the
+            // guest's own line says, the state disk is the other one.
+            let root = o
+                .after("nacre-init: root:")
+                .and_then(|r| r.split_whitespace().next().map(str::to_string))
+                .unwrap_or_default();
+            let state = match root.as_str() {
+                "vda" => "vdb",
+                "vdb" => "vda",
+                other => panic!("root on {other:?}:\n{}", o.console),
+            };
+            assert_first_boot(
+                &o,
+                &disk,
+                &format!("state disk: /dev/{state} (the only disk besides the boot disk {root},"),
+                "only-data-disk",
+            );
+            let a = blank_disk("two-data-disks-a");
+            let b = blank_disk("two-data-disks-b");
+            let before = std::fs::read(&a).unwrap();
+            let r = boot_disks(
+                &odd,
+                "two-data-disks",
+                &[
+                    attach(&a, "a", "virtio", None),
+                    attach(&b, "b", "nvme", Some("other")),
+                ],
+            );
+            assert_refused(
+                &r,
+                &before,
+                &a,
+                "rule only-data-disk matches more than one disk (nvme0n1, vd",
+            );
+            assert!(
+                std::fs::read(&b).unwrap() == before,
+                "the second data disk was written"
+            );
+            eprintln!(
+                "statedisk: only-data-disk {:.1} s, two data disks {:.1} s",
+                o.secs, r.secs
+            );
+        });
+        for h in [buses, rule] {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+    eprintln!(
+        "statedisk: NVMe, SCSI, only-data-disk in {:.1} s",
+        t.elapsed().as_secs_f64()
     );
 }
 

@@ -61,7 +61,16 @@ timeout_s = 90
 
 /// Build a node with this init.toml, payload and extra root files (name, content).
 fn build_node(name: &str, config: &str, payload: &str, files: &[(&str, String)]) -> PathBuf {
-    let w = work();
+    build_node_in(&work(), name, config, payload, files)
+}
+
+fn build_node_in(
+    w: &Path,
+    name: &str,
+    config: &str,
+    payload: &str,
+    files: &[(&str, String)],
+) -> PathBuf {
     let dir = w.join(name);
     let src = w.join(format!("{name}-files"));
     std::fs::create_dir_all(&src).unwrap();
@@ -368,6 +377,205 @@ fn two_nodes_reach_each_other_only_through_wg0() {
         d.secs,
         l.secs,
         t2.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A network namespace for one test, deleted (with what runs in it) on drop.
+struct Netns {
+    name: String,
+    dnsmasq: Option<std::process::Child>,
+}
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "ip netns add {name} (this test needs root)");
+        Netns {
+            name: name.into(),
+            dnsmasq: None,
+        }
+    }
+
+    fn ip(&self, args: &str) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend(args.split_whitespace());
+        let ok = Command::new("ip")
+            .args(&all)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "ip {}", all.join(" "));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.dnsmasq {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+const CLOUD_MAC: &str = "52:54:00:00:00:51";
+
+/// A cloud (GCE-style) DHCP lease from a real server: dnsmasq in a network namespace of the
+/// test's own, on the tap the guest's NIC is attached to (nothing leaves the namespace). It
+/// leases 10.128.0.5 with netmask 255.255.255.255, option 121 "10.128.0.1/32 on-link, default
+/// via 10.128.0.1" (and option 3 naming 10.128.0.99, which RFC 3442 says to ignore), MTU 1460,
+/// two DNS servers, a domain and a search list, a 2 min lease (dnsmasq's minimum) with T1 = 10 s.
+/// The guest's payload (tests/init/network/dhcp-cloud-payload.sh) checks the /32 address, the
+/// routes, the MTU, /run/nacre/resolv.conf, waits for the renewal and pings the router; the
+/// test checks dnsmasq's log for the renewal (a second DHCPREQUEST/DHCPACK from the guest's MAC,
+/// unicast to the server with ciaddr set) and that the option 121 and T1 were sent.
+#[test]
+fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
+    let t0 = Instant::now();
+    let w = Path::new(env!("CARGO_TARGET_TMPDIR")).join("network-dhcp-cloud");
+    let _ = std::fs::remove_dir_all(&w);
+    std::fs::create_dir_all(&w).unwrap();
+    let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("dnsmasq (Debian package dnsmasq-base) is needed for this test");
+    let node = build_node_in(
+        &w,
+        "cloud",
+        "[payload]\ncommand = \"/etc/nacre/check.sh\"\n\n[network]\ninterface = \"eth0\"\ndhcp = true\n",
+        "dhcp-cloud-payload.sh",
+        &[],
+    );
+    let build_secs = t0.elapsed().as_secs_f64();
+
+    let mut ns = Netns::new(&format!("nacre-dhcp-{}", std::process::id()));
+    ns.ip("link set lo up");
+    ns.ip("tuntap add dev tap0 mode tap");
+    ns.ip("addr add 10.128.0.1/20 dev tap0");
+    ns.ip("addr add 10.128.0.2/20 dev tap0");
+    ns.ip("link set tap0 up");
+    let log = w.join("dnsmasq.log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, dnsmasq])
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--group=root",
+            "--interface=tap0",
+            "--bind-interfaces",
+            "--dhcp-authoritative",
+            "--log-dhcp",
+            "--dhcp-range=10.128.0.5,10.128.0.5,255.255.240.0,2m",
+            "--dhcp-option=option:netmask,255.255.255.255",
+            "--dhcp-option=option:router,10.128.0.99",
+            "--dhcp-option=121,10.128.0.1/32,0.0.0.0,0.0.0.0/0,10.128.0.1",
+            "--dhcp-option=option:mtu,1460",
+            "--dhcp-option=option:dns-server,10.128.0.1,10.128.0.2",
+            "--dhcp-option=option:domain-name,c.nacre.internal",
+            "--dhcp-option=option:domain-search,c.nacre.internal,google.internal",
+            "--dhcp-option=option:T1,10",
+        ])
+        .arg(format!("--log-facility={}", log.display()))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            w.join("dnsmasq.leases").display()
+        ))
+        .arg(format!("--pid-file={}", w.join("dnsmasq.pid").display()))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("starting dnsmasq");
+    ns.dnsmasq = Some(child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Some(c) = &mut ns.dnsmasq {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "dnsmasq stopped: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    // The guest's NIC on tap0, QEMU inside the namespace.
+    let console_log = w.join("cloud.log");
+    let t1 = Instant::now();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(repo().join("tests/init/boot.sh"))
+        .arg(&node)
+        .arg(&console_log)
+        .args(["--cmdline", "nacre.insecure-platform=1", "--timeout", "120"])
+        .args([
+            "--qemu-arg",
+            "-netdev",
+            "--qemu-arg",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "--qemu-arg",
+            "-device",
+            "--qemu-arg",
+        ])
+        .arg(format!("virtio-net-pci,netdev=n0,mac={CLOUD_MAC}"))
+        .status()
+        .expect("tests/init/boot.sh");
+    let boot_secs = t1.elapsed().as_secs_f64();
+    let console = console::read(&console_log);
+    let dlog = std::fs::read_to_string(&log).unwrap_or_default();
+    drop(ns);
+    assert!(
+        status.success(),
+        "boot.sh failed ({status}); console:\n{console}\ndnsmasq:\n{dlog}"
+    );
+    let ctx = || format!("console:\n{console}\ndnsmasq:\n{dlog}");
+    assert!(console.contains("NACRE-CLOUD-OK"), "{}", ctx());
+    assert!(!console.contains("NACRE-CLOUD-FAIL"), "{}", ctx());
+    assert!(
+        console.contains("network: DHCP: 10.128.0.5/32 from 10.128.0.1, router 10.128.0.1, lease 120 s (renew at 10 s, rebind at"),
+        "{}",
+        ctx()
+    );
+    assert!(
+        console.contains(
+            "routes (option 121) 10.128.0.1/32 on-link, 0.0.0.0/0 via 10.128.0.1, MTU 1460"
+        ),
+        "{}",
+        ctx()
+    );
+    assert!(
+        console.contains("network: DHCP: lease renewed: 10.128.0.5/32"),
+        "{}",
+        ctx()
+    );
+    // dnsmasq saw the renewal: a REQUEST with ciaddr (no requested-address option) and a
+    // second ACK for the guest's MAC.
+    let acks = dlog
+        .lines()
+        .filter(|l| l.contains(&format!("DHCPACK(tap0) 10.128.0.5 {CLOUD_MAC}")))
+        .count();
+    assert!(acks >= 2, "{acks} DHCPACK(s) from dnsmasq:\n{dlog}");
+    let requests = dlog
+        .lines()
+        .filter(|l| l.contains(&format!("DHCPREQUEST(tap0) 10.128.0.5 {CLOUD_MAC}")))
+        .count();
+    assert!(requests >= 2, "{requests} DHCPREQUEST(s):\n{dlog}");
+    assert!(
+        dlog.contains("option: 58 T1") && dlog.contains("option:121"),
+        "dnsmasq did not send T1 / option 121:\n{dlog}"
+    );
+    eprintln!(
+        "network: cloud DHCP: node built in {build_secs:.1} s, boot {boot_secs:.1} s, {acks} ACKs, total {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }

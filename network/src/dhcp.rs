@@ -1205,6 +1205,35 @@ mod tests {
         assert!(l.timers().is_none());
     }
 
+    /// A real DHCPACK from dnsmasq 2.90 (see the header of the fixture file).
+    #[test]
+    fn dnsmasq_fixture() {
+        let text = include_str!("testdata/dnsmasq-gce-ack.hex");
+        let hex: String = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let b: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let xid = u32::from_be_bytes(b[4..8].try_into().unwrap());
+        let r = parse(&b, xid, MAC).unwrap().unwrap();
+        assert_eq!(r.kind, ACK);
+        assert_eq!(r.options.routers, vec![ip("10.128.0.99")]);
+        let l = Lease::from_reply(&r).unwrap();
+        assert_eq!(
+            l.describe(),
+            "10.128.0.5/32 from 10.128.0.1, router 10.128.0.1, lease 120 s (renew at 10 s, \
+             rebind at 105 s), routes (option 121) 10.128.0.1/32 on-link, 0.0.0.0/0 via \
+             10.128.0.1, MTU 1460, DNS 10.128.0.1 10.128.0.2, domain c.nacre.internal, search \
+             c.nacre.internal google.internal"
+        );
+        // Every truncation of it is refused or not ours, never a lease.
+        for n in 0..b.len() - 1 {
+            if let Ok(Some(r)) = parse(&b[..n], xid, MAC) {
+                panic!("truncated to {n} bytes, still parsed: {r:?}");
+            }
+        }
+    }
+
     #[test]
     fn classless_fixtures() {
         // From dracut's PR #585 (dhclient's decimal form): "0,10,0,0,1,16,169,254,0,0,0,0".

@@ -194,13 +194,33 @@ fn sleep_until(t: Instant) {
 }
 
 /// Renew the lease in a thread named `dhcp` for as long as the node runs.
+///
+/// The thread starts with every signal blocked: PID 1 takes SIGCHLD, SIGTERM, ... on a
+/// signalfd in its main thread, and a process-directed signal the kernel handed to this thread
+/// instead (where SIGCHLD is ignored) would be lost: a service's exit unnoticed.
 pub fn spawn_keeper(
     b: Bound,
     log: impl Fn(&str) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
+    // SAFETY: sigfillset and pthread_sigmask on signal sets owned by this function.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        old
+    };
+    let spawned = std::thread::Builder::new()
         .name("dhcp".into())
-        .spawn(move || keep(b, &log))
+        .spawn(move || keep(b, &log));
+    // SAFETY: restores this thread's mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    spawned
 }
 
 /// One renewal phase (RENEWING towards `to` until `until`), retried on socket errors.

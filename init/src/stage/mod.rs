@@ -256,6 +256,11 @@ fn bring_up_network(
     let log = |l: &str| info!("network: {l}");
     let source = keys.map(|k| k as &mut dyn PeerSource);
     let s = nacre_network::setup(&net, source, &log).map_err(|e| e.to_string())?;
+    // A DHCP lease is renewed in a thread (T1/T2); it logs and never stops the node.
+    if let Some(b) = s.lease.clone() {
+        nacre_network::lease::spawn_keeper(b, |l: &str| info!("network: {l}"))
+            .map_err(|e| format!("starting the DHCP lease keeper: {e}"))?;
+    }
     match &s.wireguard {
         Some(w) => info!(
             "network: {} {}, wg0 {} with {} peer(s), cluster ranges {} only through wg0",

@@ -548,6 +548,46 @@ fn node2() {
     );
 }
 
+/// `[state_disk]` as nacre-init reads it (TOML): exactly one selector, unknown keys refused, the
+/// errors say what is wrong.
+#[test]
+fn state_disk_config_from_toml() {
+    use nacre_statedisk::{Config, Selector};
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        state_disk: Config,
+    }
+    let parse =
+        |t: &str| toml::from_str::<File>(&format!("[state_disk]\n{t}")).map(|f| f.state_disk);
+    let c = parse("serial = \"nacre-state\"\nkey_source = \"tpm-sealed\"\n").unwrap();
+    assert_eq!(c.disk, Selector::Serial("nacre-state".into()));
+    let c = parse("device_name = \"sdf\"\nkey_source = \"key-service\"\n").unwrap();
+    assert_eq!(c.disk, Selector::DeviceName("sdf".into()));
+    let c = parse("rule = \"only-data-disk\"\nintegrity = \"hmac(sha256)\"\n").unwrap();
+    assert_eq!(c.disk, Selector::OnlyDataDisk);
+    assert!(c.integrity.is_some());
+    for (t, why) in [
+        ("key_source = \"tpm-sealed\"\n", "none is given"),
+        (
+            "serial = \"a\"\ndevice_name = \"b\"\n",
+            "serial and device_name are given",
+        ),
+        (
+            "serial = \"a\"\nrule = \"only-data-disk\"\n",
+            "serial and rule are given",
+        ),
+        ("rule = \"first-disk\"\n", "first-disk"),
+        ("rule = \"only-data-disk\"\nserail = \"x\"\n", "serail"),
+        ("serial = \"\"\n", "serial is empty"),
+        ("device_name = \"sdf \"\n", "blanks"),
+        ("serial = 7\n", "string"),
+    ] {
+        let e = parse(t).unwrap_err().to_string();
+        assert!(e.contains(why), "{t:?}: {e}");
+    }
+}
+
 /// QEMU arguments attaching `disk` as drive `id` on `bus` (`virtio`, `nvme`, `scsi`), with this
 /// serial (none: no serial).
 fn attach(disk: &Path, id: &str, bus: &str, serial: Option<&str>) -> Vec<String> {

@@ -435,11 +435,13 @@ const CLOUD_MAC: &str = "52:54:00:00:00:51";
 /// test's own, on the tap the guest's NIC is attached to (nothing leaves the namespace). It
 /// leases 10.128.0.5 with netmask 255.255.255.255, option 121 "10.128.0.1/32 on-link, default
 /// via 10.128.0.1" (and option 3 naming 10.128.0.99, which RFC 3442 says to ignore), MTU 1460,
-/// two DNS servers, a domain and a search list, a 2 min lease (dnsmasq's minimum) with T1 = 10 s.
-/// The guest's payload (tests/init/network/dhcp-cloud-payload.sh) checks the /32 address, the
-/// routes, the MTU, /run/nacre/resolv.conf, waits for the renewal and pings the router; the
-/// test checks dnsmasq's log for the renewal (a second DHCPREQUEST/DHCPACK from the guest's MAC,
-/// unicast to the server with ciaddr set) and that the option 121 and T1 were sent.
+/// two DNS servers, a domain and a search list, a 2 min lease (dnsmasq's minimum) with T1 = 10 s
+/// and T2 = 15 s. Until the first renewal, a blackhole rule in the namespace drops unicast from
+/// the guest's address to the server: the guest must rebind (broadcast at T2); the next renewal
+/// is unicast at T1. The guest's payload (tests/init/network/dhcp-cloud-payload.sh) checks the
+/// /32 address, the routes, the MTU, /run/nacre/resolv.conf, waits for the two renewals and pings
+/// the router; the test checks the node's log for that sequence and dnsmasq's log for the
+/// renewals (three DHCPREQUEST/DHCPACK for the guest's MAC) and that options 121 and T1 went out.
 #[test]
 fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
     let t0 = Instant::now();
@@ -489,6 +491,7 @@ fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
             "--dhcp-option=option:domain-name,c.nacre.internal",
             "--dhcp-option=option:domain-search,c.nacre.internal,google.internal",
             "--dhcp-option=option:T1,10",
+            "--dhcp-option=option:T2,15",
         ])
         .arg(format!("--log-facility={}", log.display()))
         .arg(format!(
@@ -509,10 +512,16 @@ fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
         );
     }
 
+    // Unicast from the leased address to the server is dropped until the first renewal is
+    // done: the node must rebind (broadcast at T2). Then the next renewal (T1) is unicast.
+    // (The local table's rule moves after it: local delivery is decided there.)
+    ns.ip("rule add priority 100 lookup local");
+    ns.ip("rule del priority 0");
+    ns.ip("rule add iif tap0 from 10.128.0.5 to 10.128.0.1 priority 10 blackhole");
     // The guest's NIC on tap0, QEMU inside the namespace.
     let console_log = w.join("cloud.log");
     let t1 = Instant::now();
-    let status = Command::new("ip")
+    let mut qemu = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(repo().join("tests/init/boot.sh"))
         .arg(&node)
@@ -528,8 +537,30 @@ fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
             "--qemu-arg",
         ])
         .arg(format!("virtio-net-pci,netdev=n0,mac={CLOUD_MAC}"))
-        .status()
+        .spawn()
         .expect("tests/init/boot.sh");
+    let ack = format!("DHCPACK(tap0) 10.128.0.5 {CLOUD_MAC}");
+    let mut blocked = true;
+    let status = loop {
+        if let Some(st) = qemu.try_wait().unwrap() {
+            break st;
+        }
+        if blocked {
+            let acks = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(&ack)
+                .count();
+            if acks >= 2 {
+                ns.ip("rule del priority 10");
+                blocked = false;
+                eprintln!(
+                    "network: cloud DHCP: rebound after {:.1} s, unicast to the server allowed again",
+                    t1.elapsed().as_secs_f64()
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let boot_secs = t1.elapsed().as_secs_f64();
     let console = console::read(&console_log);
     let dlog = std::fs::read_to_string(&log).unwrap_or_default();
@@ -553,23 +584,44 @@ fn dhcp_cloud_lease_with_classless_routes_is_renewed() {
         "{}",
         ctx()
     );
+    // First renewal: no answer to unicast, then rebinding; second: unicast again.
+    let net: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("network: DHCP: "))
+        .collect();
+    let pos = |s: &str, from: usize| {
+        net.iter()
+            .skip(from)
+            .position(|l| l.contains(s))
+            .map(|p| p + from)
+    };
+    let rebind = pos(
+        "no answer from 10.128.0.1 by T2 (15 s): rebinding (broadcast)",
+        0,
+    )
+    .unwrap_or_else(|| panic!("no rebinding; {}", ctx()));
+    let renewed = pos("lease renewed: 10.128.0.5/32", rebind)
+        .unwrap_or_else(|| panic!("not rebound; {}", ctx()));
+    let unicast = pos("lease renewed: 10.128.0.5/32", renewed + 1)
+        .unwrap_or_else(|| panic!("no second renewal; {}", ctx()));
     assert!(
-        console.contains("network: DHCP: lease renewed: 10.128.0.5/32"),
-        "{}",
+        !net[renewed..unicast]
+            .iter()
+            .any(|l| l.contains("rebinding")),
+        "the second renewal needed rebinding; {}",
         ctx()
     );
-    // dnsmasq saw the renewal: a REQUEST with ciaddr (no requested-address option) and a
-    // second ACK for the guest's MAC.
+    // dnsmasq saw the lease and both renewals.
     let acks = dlog
         .lines()
         .filter(|l| l.contains(&format!("DHCPACK(tap0) 10.128.0.5 {CLOUD_MAC}")))
         .count();
-    assert!(acks >= 2, "{acks} DHCPACK(s) from dnsmasq:\n{dlog}");
+    assert!(acks >= 3, "{acks} DHCPACK(s) from dnsmasq:\n{dlog}");
     let requests = dlog
         .lines()
         .filter(|l| l.contains(&format!("DHCPREQUEST(tap0) 10.128.0.5 {CLOUD_MAC}")))
         .count();
-    assert!(requests >= 2, "{requests} DHCPREQUEST(s):\n{dlog}");
+    assert!(requests >= 3, "{requests} DHCPREQUEST(s):\n{dlog}");
     assert!(
         dlog.contains("option: 58 T1") && dlog.contains("option:121"),
         "dnsmasq did not send T1 / option 121:\n{dlog}"

@@ -675,7 +675,7 @@ fn state_disk_on_nvme_scsi_and_only_data_disk() {
             assert_first_boot(
                 &n,
                 &disk,
-                "state disk: /dev/nvme0n1 (NVMe serial \"nacre-state\"",
+                "state disk: /dev/nvme0n1 (NVMe serial \"nacre-state\", confirmed by Identify Controller,",
                 "NVMe",
             );
             let disk = blank_disk("scsi");

@@ -8,15 +8,16 @@
 //!
 //! | `[state_disk]` | matches the whole disk whose … |
 //! |---|---|
-//! | `serial = "S"` | virtio-blk (`vdX`): `/sys/class/block/vdX/serial` is `S` (exactly, as before); NVMe (`nvmeXnY`): the controller's serial `/sys/class/block/nvmeXnY/device/serial` is `S` (surrounding blanks trimmed; all namespaces of a controller share it, so two namespaces are ambiguous and refused); SCSI (`sdX`, also virtio-scsi and Hyper-V storvsc): the Unit Serial Number VPD page `device/vpd_pg80` (page code 0x80 checked, length from the page, blanks trimmed) is `S`; other disks: `serial` if the driver has one. |
+//! | `serial = "S"` | virtio-blk (`vdX`): `/sys/class/block/vdX/serial` is `S` (exactly, as before); NVMe (`nvmeXnY`): the controller's serial `/sys/class/block/nvmeXnY/device/serial` is `S` (surrounding blanks trimmed; all namespaces of a controller share it, so two namespaces are ambiguous and refused), and the one match is confirmed by asking the controller (Identify Controller bytes 4..24); SCSI (`sdX`, also virtio-scsi and Hyper-V storvsc): the Unit Serial Number VPD page `device/vpd_pg80` (page code 0x80 checked, length from the page, blanks trimmed) is `S`; other disks: `serial` if the driver has one. |
 //! | `device_name = "N"` | was attached under the cloud device name `N` (a leading `/dev/` on either side is ignored): **AWS EBS** on NVMe: model `Amazon Elastic Block Store`, and the block device name in the first 32 bytes of the vendor-specific area (offset 3072) of Identify Controller (blank/NUL padded; what `ebsnvme-id` reads); **GCE persistent disk** on NVMe: model `nvme_card-pd`, and `"device_name"` of the JSON object at offset 384 of Identify Namespace (what GCE's `google_nvme_id` reads for `/dev/disk/by-id/google-N`); **GCE persistent disk** on SCSI: vendor `Google`, model `PersistentDisk`, VPD page 0x80 serial `N` (GCE's `google-N` link). Any other disk has no device name. A disk whose Identify data cannot be read stops the search (it might be the one). |
 //! | `rule = "only-data-disk"` | is the only whole disk that is not the boot disk. Whole disks: every `/sys/class/block` entry except partitions (a `partition` file), hidden disks (`hidden` = 1, e.g. NVMe multipath paths) and the kinds `loop* ram* zram* dm-* md* nbd* sr* fd*`. The boot disk: the disk(s) under the block device mounted on `/` (last `/` line of `/proc/self/mountinfo`), followed through device-mapper `slaves/` to partitions and from partitions to their disk — nacre's verified root, and the ESP on the same disk. If the boot disk cannot be found, nothing is selected. Zero candidates: wait, then refuse naming every whole disk; more than one: refuse naming them all; one: it must be the only candidate for [`SETTLE`] (asynchronous probes) and have no partitions and no holders (a disk nacre formats has neither). |
 //!
 //! Limits, stated: `only-data-disk` sees the disks present when stage 2 opens the state disk
 //! (seconds after stage 1 loaded the drivers) plus [`SETTLE`]; a second data disk whose probe
 //! finishes later than that, or one hot-plugged later, is not seen, so the rule is for disks
-//! attached before boot. The NVMe Identify ioctl is host-tested through its data layouts only:
-//! QEMU 7.2's NVMe device cannot present a cloud model number, so no test guest reads it.
+//! attached before boot. The NVMe Identify ioctl runs in the NVMe boot test (the serial
+//! confirmation); the cloud layouts behind it (EBS, GCE) are host-tested only: QEMU 7.2's NVMe
+//! device cannot present a cloud model number or vendor-specific data.
 //!
 //! # Which selector each variant should use
 //!
@@ -414,6 +415,31 @@ pub fn device_name(
     }
 }
 
+/// The serial number in Identify Controller data (bytes 4..24, blank padded).
+pub fn nvme_ctrl_serial(id_ctrl: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(id_ctrl.get(4..24)?).ok()?;
+    let t = s.trim_matches(|c: char| c == ' ' || c == '\0');
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// An NVMe disk selected by the serial sysfs shows: the controller must say the same when asked
+/// directly (Identify Controller), or the disk is not used.
+fn confirm_nvme_serial(disk: &Disk, want: &str, id: &dyn NvmeIdentify) -> Result<(), E> {
+    let data = id.identify(&disk.name, 1, 0).map_err(|e| {
+        E::Refused(format!(
+            "{}: cannot confirm its serial with NVMe Identify Controller: {e}",
+            disk.name
+        ))
+    })?;
+    match nvme_ctrl_serial(&data) {
+        Some(s) if s == want => Ok(()),
+        other => Err(E::Refused(format!(
+            "{}: sysfs shows serial {want:?}, its controller's Identify data {other:?}",
+            disk.name
+        ))),
+    }
+}
+
 /// One selection attempt over the disks present now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -543,6 +569,13 @@ pub fn find(
                                 "the only data disk {d} has partitions or holders: not a disk \
                                  nacre formats, and not one to guess about"
                             )));
+                        }
+                    }
+                    let mut how = how;
+                    if let (Selector::Serial(want), Some(d)) = (sel, disk) {
+                        if d.bus == Bus::Nvme {
+                            confirm_nvme_serial(d, want, id)?;
+                            how.push_str(", confirmed by Identify Controller");
                         }
                     }
                     return Ok(Found {
@@ -732,6 +765,35 @@ mod tests {
         }
     }
 
+    fn id_ctrl_serial(sn: &str) -> Vec<u8> {
+        let mut v = vec![0u8; 4096];
+        let mut field = [b' '; 20];
+        field[..sn.len()].copy_from_slice(sn.as_bytes());
+        v[4..24].copy_from_slice(&field);
+        v
+    }
+
+    #[test]
+    fn nvme_serial_is_confirmed_by_the_controller() {
+        let mut s = node("nvme-confirm");
+        s.disk("nvme0n1", &[("device/serial", b"st\n")]);
+        let mut id = FakeId::default();
+        id.0.insert(("nvme0n1".into(), 1), Ok(id_ctrl_serial("st")));
+        assert_eq!(find_in(&s, &serial("st"), &id).unwrap().name, "nvme0n1");
+        id.0.insert(("nvme0n1".into(), 1), Ok(id_ctrl_serial("other")));
+        let e = find_in(&s, &serial("st"), &id).unwrap_err().to_string();
+        assert!(e.contains("Identify data Some(\"other\")"), "{e}");
+        id.0.insert(("nvme0n1".into(), 1), Err("EPERM".into()));
+        let e = find_in(&s, &serial("st"), &id).unwrap_err().to_string();
+        assert!(e.contains("cannot confirm its serial"), "{e}");
+        assert_eq!(
+            nvme_ctrl_serial(&id_ctrl_serial("abc")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(nvme_ctrl_serial(&[0u8; 4096]), None);
+        assert_eq!(nvme_ctrl_serial(&[0u8; 10]), None);
+    }
+
     fn id_ctrl_ebs(bdev: &str) -> Vec<u8> {
         let mut v = vec![0u8; 4096];
         let mut field = [b' '; 32];
@@ -815,13 +877,17 @@ mod tests {
                 ("device/model", b"QEMU HARDDISK   \n"),
             ],
         );
-        let id = FakeId::default();
+        let mut id = FakeId::default();
+        id.0.insert(("nvme0n1".into(), 1), Ok(id_ctrl_serial("nvme-1")));
         let f = find_in(&s, &serial("virt-1"), &id).unwrap();
         assert_eq!(f.device, Path::new("/dev/vdb"));
         assert_eq!(f.how, "virtio-blk serial \"virt-1\"");
         let f = find_in(&s, &serial("nvme-1"), &id).unwrap();
         assert_eq!(f.device, Path::new("/dev/nvme0n1"));
-        assert_eq!(f.how, "NVMe serial \"nvme-1\"");
+        assert_eq!(
+            f.how,
+            "NVMe serial \"nvme-1\", confirmed by Identify Controller"
+        );
         let f = find_in(&s, &serial("scsi-1"), &id).unwrap();
         assert_eq!(f.device, Path::new("/dev/sda"));
         assert_eq!(f.how, "SCSI serial \"scsi-1\"");
@@ -904,7 +970,9 @@ mod tests {
             &[("device/serial", b"x\n"), ("hidden", b"1\n")],
         );
         s.disk("nvme1n1", &[("device/serial", b"x\n"), ("hidden", b"1\n")]);
-        let f = find_in(&s, &serial("x"), &FakeId::default()).unwrap();
+        let mut id = FakeId::default();
+        id.0.insert(("nvme0n1".into(), 1), Ok(id_ctrl_serial("x")));
+        let f = find_in(&s, &serial("x"), &id).unwrap();
         assert_eq!(f.name, "nvme0n1");
         let names: Vec<String> = whole_disks(&s.block())
             .unwrap()
@@ -964,7 +1032,9 @@ mod tests {
         );
         let mut id = FakeId::default();
         id.0.insert(("nvme1n1".into(), 1), Ok(id_ctrl_ebs("/dev/xvda")));
-        id.0.insert(("nvme2n1".into(), 1), Ok(id_ctrl_ebs("sdf")));
+        let mut ebs = id_ctrl_ebs("sdf");
+        ebs[4..24].copy_from_slice(b"vol0fedcba9876543210");
+        id.0.insert(("nvme2n1".into(), 1), Ok(ebs));
         id.0.insert(
             ("nvme4n1".into(), 0),
             Ok(id_ns_gce(

@@ -152,14 +152,18 @@ pub fn apply(
                 changed.push(format!("route {r} removed"));
             }
         }
-        changed.push(format!(
-            "routes {}",
-            new.routes
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        changed.push(if new.routes.is_empty() {
+            "no routes".to_string()
+        } else {
+            format!(
+                "routes {}",
+                new.routes
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
     }
     let text = dhcp::resolv_conf(new, ifname);
     if old.map(|o| dhcp::resolv_conf(o, ifname)) != Some(text.clone()) {

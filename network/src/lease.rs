@@ -244,6 +244,8 @@ fn phase(b: &Bound, to: Ipv4Addr, until: Instant, log: &dyn Fn(&str)) -> Renewal
 }
 
 fn keep(mut b: Bound, log: &dyn Fn(&str)) {
+    // The last apply failed: the next one starts from scratch (routes, MTU, resolv.conf).
+    let mut dirty = false;
     loop {
         let Some((t1, t2, end)) = b.lease.timers() else {
             log(&format!(
@@ -287,10 +289,11 @@ fn keep(mut b: Bound, log: &dyn Fn(&str)) {
                             b.index,
                             &b.ifname,
                             &new,
-                            Some(&b.lease),
+                            (!dirty).then_some(&b.lease),
                             &b.resolv_conf,
                         )
                     });
+                dirty = changes.is_err();
                 match changes {
                     Ok(c) => log(&format!(
                         "DHCP: lease renewed: {}{}",
@@ -301,7 +304,7 @@ fn keep(mut b: Bound, log: &dyn Fn(&str)) {
                             format!("; changed: {}", c.join("; "))
                         }
                     )),
-                    // The address is still valid: keep it, try again at the next T1.
+                    // The address is still valid: keep it, apply everything again at the next T1.
                     Err(e) => log(&format!("DHCP: lease renewed, but applying it failed: {e}")),
                 }
                 b.lease = new;
@@ -336,6 +339,7 @@ fn keep(mut b: Bound, log: &dyn Fn(&str)) {
         }
         drop_address(&b, log);
         b = rediscover(b, log);
+        dirty = false;
     }
 }
 

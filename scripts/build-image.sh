@@ -7,16 +7,21 @@
 # Usage: scripts/build-image.sh OUTDIR [--variant qemu-vtpm] [--cache DIR] [--clean] [--init BIN]
 #                               [--formats "qcow2 vhd gcp raw" | --no-finish] [--ovmf DIR]
 #                               [--kubelet FILE --kubelet-sha256 HEX] [--lock FILE | --write-lock FILE]
+#                               [--test]
 #   Writes OUTDIR/disk.img (GPT: ESP with \EFI\BOOT\BOOTX64.EFI, erofs root, dm-verity hash),
 #   OUTDIR/uki.efi (the same UKI), OUTDIR/roothash (from the UKI's .cmdline), OUTDIR/initrd.cpio,
 #   OUTDIR/manifest.json (packages mkosi installed, with versions), OUTDIR/timings, and
-#   (scripts/lib/finish-image.sh) OUTDIR/measurements.json, the variant's golden measurements of
+#   (scripts/lib/finish-image.sh) OUTDIR/measurements-{sysinit,ready}.json, the variant's golden measurements of
 #   this unsigned image with Secure Boot off (sign-image.sh, then finish-image.sh --vars, for a
 #   signed one), and the variant's cloud format (qcow2 / disk.vhd / disk.tar.gz).
 #   --variant   mkosi profile (mkosi.conf.d/20-<variant>.conf); default qemu-vtpm. Variants:
 #               qemu-vtpm, qemu-snp, qemu-tdx, aws-sev-snp, azure-sev-snp, gcp-sev-snp, gcp-tdx
 #   --formats   cloud formats to write instead of the variant's default (finish-image.sh)
-#   --no-finish no measurements.json, no cloud format
+#   --no-finish no golden measurements, no cloud format
+#   --test      the TEST image (mkosi profile `test`, mkosi.conf.d/10-test-payload): busybox as
+#               /usr/bin/sh, ctr and a payload in kubelet's place that prints the PCRs and powers
+#               the node off (scripts/check-image.sh --boot). Without it: the release node, whose
+#               init.toml joins the cluster its configuration names (docs/cluster-config.md)
 #   --ovmf      ovmf/build.sh's output: qemu-snp/qemu-tdx record their launch values with it
 #   --kubelet   the kubelet binary for the root (/usr/bin/kubelet), e.g. the official
 #               dl.k8s.io/release/vX.Y.Z/bin/linux/amd64/kubelet fetched by the caller; it must
@@ -38,7 +43,7 @@ help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "
 die() { echo "build-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="" variant=qemu-vtpm cache="$root/target/image-cache" clean=0 init="" finish=1 formats=() ovmf=()
-kubelet="" kubelet_sha256="" lock="" write_lock=""
+kubelet="" kubelet_sha256="" lock="" write_lock="" profiles=""
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -52,6 +57,7 @@ while (($#)); do
     --kubelet-sha256) kubelet_sha256="${2:?}"; shift 2 ;;
     --lock) lock="${2:?}"; shift 2 ;;
     --write-lock) write_lock="${2:?}"; shift 2 ;;
+    --test) profiles=",test"; shift ;;
     -h|--help) help; exit 0 ;;
     -*) echo "build-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
@@ -112,7 +118,7 @@ mkdir -p "$mkout" "$cache/mkosi" "$cache/packages"
 workspace=$(mktemp -d /var/tmp/nacre-mkosi-ws.XXXXXX)
 trap 'rm -rf "$workspace"' EXIT
 # shellcheck disable=SC2086 # MKOSI_ARGS is a list of words
-(cd "$root" && "$mkosi" --directory "$root" --profile "$variant" \
+(cd "$root" && "$mkosi" --directory "$root" --profile "$variant$profiles" \
   --output-directory "$mkout" --cache-directory "$cache/mkosi" \
   --package-cache-directory "$cache/packages" --workspace-directory "$workspace" \
   --extra-tree "$extra:/" "${force[@]}" ${MKOSI_ARGS:-} build) >"$out/mkosi.log" 2>&1 \

@@ -4,7 +4,8 @@
 # one veritysetup computes from the root partition (cut out of the disk with dd at its GPT offsets)
 # must all be equal, the hash partition must verify and equal a fresh `veritysetup format`, and the
 # root/verity partition UUIDs must derive from the root hash (Discoverable Partitions Spec).
-# With --boot it also boots the disk (scripts/qemu-capture.sh: OVMF + swtpm, -nic none), checks
+# With --boot (a TEST image: scripts/build-image.sh --test; a release node runs no payload and
+# waits for its cluster) it also boots the disk (scripts/qemu-capture.sh: OVMF + swtpm, -nic none), checks
 # that nacre-init verified the root and ran stage 2 and the payload, and compares the PCRs the
 # guest reports with `nacre-measure predict DISK --phase ready`.
 #

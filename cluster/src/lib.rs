@@ -192,7 +192,9 @@ pub fn check_parts(name: &str, cluster_ranges: &[String]) -> Result<(), ConfigEr
         return Err(ConfigError::Name(name.to_owned()));
     }
     if cluster_ranges.is_empty() {
-        return Err(ConfigError::Ranges("none given (at least the overlay range)".into()));
+        return Err(ConfigError::Ranges(
+            "none given (at least the overlay range)".into(),
+        ));
     }
     for r in cluster_ranges {
         check_cidr(r).map_err(ConfigError::Ranges)?;
@@ -248,9 +250,7 @@ fn check_cidr(s: &str) -> Result<(), String> {
         .split_once('/')
         .ok_or_else(|| format!("{s:?}: expected ADDRESS/PREFIX"))?;
     let addr: IpAddr = a.parse().map_err(|_| format!("{s:?}: bad address"))?;
-    let prefix: u8 = p
-        .parse()
-        .map_err(|_| format!("{s:?}: bad prefix length"))?;
+    let prefix: u8 = p.parse().map_err(|_| format!("{s:?}: bad prefix length"))?;
     let bits: u32 = if addr.is_ipv4() { 32 } else { 128 };
     if u32::from(prefix) > bits || prefix == 0 {
         return Err(format!("{s:?}: prefix length must be 1-{bits}"));
@@ -381,7 +381,11 @@ bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
         let e = |r: Result<Measured, ConfigError>| r.unwrap_err().to_string();
         assert!(e(edit("[network]", "[network]\nmtu = 1400")).contains("mtu"));
         assert!(e(edit("name = ", "nmae = ")).contains("nmae"));
-        assert!(e(edit("schema = \"nacre.cluster.v1\"", "schema = \"nacre.cluster.v2\"")).contains("schema"));
+        assert!(e(edit(
+            "schema = \"nacre.cluster.v1\"",
+            "schema = \"nacre.cluster.v2\""
+        ))
+        .contains("schema"));
         assert!(e(edit("test-1", "Test_1")).contains("name"));
         assert!(e(edit("10.0.2.2:7443", "keys.example:7443")).contains("endpoint"));
         assert!(e(edit("10.0.2.2:7443", "10.0.2.2:0")).contains("endpoint"));
@@ -390,14 +394,27 @@ bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
         assert!(e(edit("10.244.0.0/16", "10.244.0.0")).contains("ADDRESS/PREFIX"));
         assert!(e(edit("[\"10.244.0.0/16\"]", "[]")).contains("none given"));
         assert!(e(edit("-----END CERTIFICATE-----", "-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")).contains("more than one"));
-        assert!(e(edit("-----BEGIN CERTIFICATE-----", "-----BEGIN PRIVATE KEY-----")).contains("block"));
+        assert!(e(edit(
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN PRIVATE KEY-----"
+        ))
+        .contains("block"));
         assert!(e(edit("MIIBgDCC", "!!!!gDCC")).contains("base64"));
         // Missing tables, empty input, binary, oversized.
         assert!(matches!(parse(b""), Err(ConfigError::Empty)));
-        assert!(matches!(parse(b"schema = \"nacre.cluster.v1\"\nname = \"a\"\n"), Err(ConfigError::Toml(_))));
+        assert!(matches!(
+            parse(b"schema = \"nacre.cluster.v1\"\nname = \"a\"\n"),
+            Err(ConfigError::Toml(_))
+        ));
         assert!(matches!(parse(&[0xff, 0xfe]), Err(ConfigError::NotText(0))));
-        assert!(matches!(parse(b"name = \"a\0\""), Err(ConfigError::NotText(9))));
-        assert!(matches!(parse(&vec![b'#'; MAX_LEN + 1]), Err(ConfigError::TooLarge(_))));
+        assert!(matches!(
+            parse(b"name = \"a\0\""),
+            Err(ConfigError::NotText(9))
+        ));
+        assert!(matches!(
+            parse(&vec![b'#'; MAX_LEN + 1]),
+            Err(ConfigError::TooLarge(_))
+        ));
         assert!(ClusterConfig::new("x", "10.0.0.1:1".parse().unwrap(), "junk", vec![]).is_err());
     }
 
@@ -415,9 +432,16 @@ bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
         let bytes = Source::QemuFwCfg.read(&dir).unwrap();
         assert_eq!(parse(&bytes).unwrap().config, sample());
         std::fs::write(item.join("size"), format!("{}\n", text.len() + 1)).unwrap();
-        assert!(Source::QemuFwCfg.read(&dir).unwrap_err().to_string().contains("fw_cfg says"));
+        assert!(Source::QemuFwCfg
+            .read(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("fw_cfg says"));
         std::fs::write(item.join("size"), format!("{}\n", MAX_LEN + 1)).unwrap();
-        assert!(matches!(Source::QemuFwCfg.read(&dir), Err(ConfigError::TooLarge(_))));
+        assert!(matches!(
+            Source::QemuFwCfg.read(&dir),
+            Err(ConfigError::TooLarge(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

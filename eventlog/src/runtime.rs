@@ -370,7 +370,10 @@ mod tests {
         let ev = RuntimeEvent::ClusterConfig(d);
         assert_eq!(ev.pcr(), 15);
         assert_eq!(ev.rtmr(), Some(3));
-        assert_eq!(ev.content(), format!("nacre.cluster-config={}", "c5".repeat(32)));
+        assert_eq!(
+            ev.content(),
+            format!("nacre.cluster-config={}", "c5".repeat(32))
+        );
         let rec = ev.to_cel(3, &[HashAlg::Sha256]).unwrap();
         assert_eq!(RuntimeEvent::from_cel(&rec).unwrap(), ev);
         // The cluster id's prefix is not a configuration's, and upper case is refused.
@@ -394,7 +397,10 @@ mod tests {
             .extend(&step1, &id.digest(HashAlg::Sha256).unwrap())
             .unwrap();
         assert_eq!(a, step2);
-        assert_eq!(pcr15_after(&[RuntimeEvent::Phase(Phase::Ready)]).unwrap(), vec![0; 32]);
+        assert_eq!(
+            pcr15_after(&[RuntimeEvent::Phase(Phase::Ready)]).unwrap(),
+            vec![0; 32]
+        );
         assert_ne!(rtmr3_after(&[ev]), [0; 48]);
     }
 

@@ -620,13 +620,19 @@ mod tests {
         let i = RuntimeEvent::ClusterId(id);
         let configured = pcr15_after(&[c]).unwrap();
         let configured_member = pcr15_after(&[c, i]).unwrap();
-        assert_eq!(m(&accepted(configured.clone(), None)), Ok(Membership::NotJoined));
+        assert_eq!(
+            m(&accepted(configured.clone(), None)),
+            Ok(Membership::NotJoined)
+        );
         assert_eq!(
             m(&accepted(configured.clone(), Some(rtmr3_after(&[c])))),
             Ok(Membership::NotJoined)
         );
         assert_eq!(
-            m(&accepted(configured_member.clone(), Some(rtmr3_after(&[c, i])))),
+            m(&accepted(
+                configured_member.clone(),
+                Some(rtmr3_after(&[c, i]))
+            )),
             Ok(Membership::Member)
         );
         assert_eq!(m(&accepted(member, None)), Ok(Membership::Member));

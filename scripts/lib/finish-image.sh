@@ -8,7 +8,10 @@
 #                        [--key KEY.pem | --signer-command CMD --public-key PUB.pem]
 #                        [--formats "qcow2 vhd gcp raw" | --no-formats] [--measure BIN]
 #                        [--ovmf DIR] [--cloud-firmware FILE]
-#   OUTDIR/measurements.json  nacre-measure golden --variant NAME --phase ready (+ .sig when signed)
+#   OUTDIR/measurements-PHASE.json  nacre-measure golden --variant NAME --phase PHASE (+ .sig when
+#              signed), one per phase a verifier checks: `sysinit` (a node joins and gets its
+#              disk key there: the key service hands out nothing at any other phase) and `ready`
+#              (its services run; the peer refresh attests there). --phases changes the list.
 #   OUTDIR/disk.qcow2 | disk.vhd | disk.tar.gz   scripts/lib/cloud-formats.sh; by default
 #              qemu-* -> qcow2, azure-* -> vhd, gcp-* -> gcp (disk.raw in disk.tar.gz), aws-* -> none
 #              (disk.img is the raw image EC2's import-snapshot takes)
@@ -27,7 +30,7 @@ help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "
 die() { echo "finish-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="" variant="" sb=() version=${NACRE_VERSION:-dev} key="" signer="" pub="" formats=default measure=""
-ovmf="" cloud_fw=""
+ovmf="" cloud_fw="" phases="sysinit ready"
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -42,6 +45,7 @@ while (($#)); do
     --measure) measure="${2:?}"; shift 2 ;;
     --ovmf) ovmf="${2:?}"; shift 2 ;;
     --cloud-firmware) cloud_fw="${2:?}"; shift 2 ;;
+    --phases) phases="${2:?}"; shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) echo "finish-image: unknown option $1" >&2; help >&2; exit 2 ;;
     *) [[ -z "$out" ]] || { help >&2; exit 2; }; out="$1"; shift ;;
@@ -74,14 +78,18 @@ case "$variant" in
   gcp-tdx) [[ -z "$cloud_fw" ]] || { need "$cloud_fw" "GCE's TDVF"; cvm=(--tdx-ovmf "$cloud_fw"); } ;;
   *) [[ -z "$cloud_fw" ]] || die "$variant: no launch values to compute from a firmware (docs/cvm.md)" ;;
 esac
-"$measure" golden "$out/disk.img" "${sb[@]}" --phase ready --version "$version" \
-  --variant "$variant" "${warn[@]}" "${cvm[@]}" --out "$out/measurements.json"
-if [[ -n "$key" ]]; then
-  "$measure" sign "$out/measurements.json" --key "$key"
-elif [[ -n "$signer" ]]; then
-  "$measure" sign "$out/measurements.json" --signer-command "$signer" ${pub:+--public-key "$pub"}
-fi
-echo "finish-image: $out/measurements.json (variant $variant, version $version$([[ -f $out/measurements.json.sig ]] && echo ', signed'))" >&2
+rm -f "$out"/measurements*.json "$out"/measurements*.json.sig
+for phase in $phases; do
+  m=$out/measurements-$phase.json
+  "$measure" golden "$out/disk.img" "${sb[@]}" --phase "$phase" --version "$version" \
+    --variant "$variant" "${warn[@]}" "${cvm[@]}" --out "$m"
+  if [[ -n "$key" ]]; then
+    "$measure" sign "$m" --key "$key"
+  elif [[ -n "$signer" ]]; then
+    "$measure" sign "$m" --signer-command "$signer" ${pub:+--public-key "$pub"}
+  fi
+  echo "finish-image: $m (variant $variant, version $version, phase $phase$([[ -f $m.sig ]] && echo ', signed'))" >&2
+done
 if [[ $formats == default ]]; then
   case "$variant" in
     qemu-*) formats=qcow2 ;; azure-*) formats=vhd ;; gcp-*) formats=gcp ;; *) formats="" ;;

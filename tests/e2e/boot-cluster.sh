@@ -4,18 +4,27 @@
 # and optional host-side service processes listening on it. Waits until every guest powers off,
 # then tears everything down (processes, taps, namespace) on every exit path.
 #
-# Usage: boot-cluster.sh WORKDIR [--timeout S] [--service-port PORT] [--service CMD]...
-#                        [--tpm-state-root DIR] [--pcap FILE]
+# Usage: boot-cluster.sh WORKDIR [--timeout S] [--service-port PORT]... [--service CMD]...
+#                        [--tpm-state-root DIR] [--pcap FILE] [--secure-boot VARS.fd]
+#                        [--fw-cfg NAME:FILE]... [--stop-file PATH]
 #                        --node NAME:ESP_DISK:ROOT_DISK[:STATE_DISK] [--node ...]
 #   Namespace nacre-e2e-<pid>: lo, bridge br0 10.0.2.2/24, tap<i> per node (i from 1, in order),
 #   udhcpd leasing 10.0.2.100-10.0.2.199 (router 10.0.2.2; lease file WORKDIR/udhcpd.leases).
 #   Node i has MAC 52:54:00:e2:e0:<i in hex, 2 digits>.
 #   --service CMD: a shell command (sh -c) run in the namespace, in the background, with
 #     NACRE_E2E_NETNS set, output in WORKDIR/service.log; may repeat. The guests start once
-#     something listens on TCP port --service-port (default 7443) in the namespace (30 s at most).
+#     something listens on every TCP port --service-port names (may repeat; default 7443) in the
+#     namespace (30 s at most).
 #   --node: ESP_DISK boots first (bootindex 0) and ROOT_DISK is the second virtio disk, both
-#     read-only (never modified; several nodes may share them); STATE_DISK, if given, is a third
-#     virtio disk, read-write, serial "nacre-state". Paths must not contain ':' or ','.
+#     read-only (never modified; several nodes may share them); ROOT_DISK "-": none (a whole
+#     image, ESP and root on one disk); STATE_DISK, if given, is a third virtio disk, read-write,
+#     serial "nacre-state". Paths must not contain ':' or ','.
+#   --secure-boot VARS.fd: every node boots OVMF_CODE_4M.secboot.fd (q35 smm=on) with a copy of
+#     VARS.fd (own PK/KEK/db enrolled) instead of the plain firmware.
+#   --fw-cfg NAME:FILE: node NAME gets FILE as the fw_cfg item opt/nacre/cluster.toml (its
+#     cluster configuration, nacre_cluster).
+#   --stop-file PATH: once PATH exists, the guests still running are stopped (exit "stopped")
+#     and the run ends as if they had powered off: for nodes that run until told otherwise.
 #   --tpm-state-root DIR: node NAME's TPM state is DIR/NAME, kept and reused across runs (same TPM
 #     identity); default: fresh state in WORKDIR/NAME/tpm on every run.
 #   --timeout S: for all guests together (default 300); then they are killed.
@@ -34,11 +43,15 @@ usage() { [[ $# -eq 0 ]] || echo "boot-cluster: $*" >&2; help >&2; exit 2; }
 log() { echo "boot-cluster: $*" >&2; }
 fail() { log "FAILED: $*"; exit 7; }
 
-work="" timeout=300 port=7443 services=() nodes=() tpm_root="" pcap=""
+work="" timeout=300 ports=() services=() nodes=() tpm_root="" pcap="" sb_vars="" stop_file=""
+declare -A fwcfg=()
 while (($#)); do
   case "$1" in
     --timeout) timeout="${2:?}"; shift 2 ;;
-    --service-port) port="${2:?}"; shift 2 ;;
+    --service-port) ports+=("${2:?}"); shift 2 ;;
+    --secure-boot) sb_vars="${2:?}"; shift 2 ;;
+    --fw-cfg) fwcfg[${2%%:*}]=${2#*:}; shift 2 ;;
+    --stop-file) stop_file="${2:?}"; shift 2 ;;
     --service) services+=("${2:?}"); shift 2 ;;
     --node) nodes+=("${2:?}"); shift 2 ;;
     --tpm-state-root) tpm_root="${2:?}"; shift 2 ;;
@@ -52,7 +65,10 @@ done
 ((${#nodes[@]} > 0)) || usage "no --node"
 ((${#nodes[@]} <= 99)) || usage "at most 99 nodes"
 [[ "$timeout" =~ ^[0-9]+$ ]] || usage "--timeout wants whole seconds"
-[[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || usage "bad --service-port $port"
+((${#ports[@]})) || ports=(7443)
+for port in "${ports[@]}"; do
+  [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || usage "bad --service-port $port"
+done
 
 # --- checks ------------------------------------------------------------------------------------
 OVMF_DIR=${OVMF_DIR:-/usr/share/OVMF}
@@ -64,7 +80,11 @@ done
 [[ -z "$pcap" ]] || command -v python3 >/dev/null || fail "missing tool: python3 (for --pcap)"
 busybox --list | grep -x udhcpd >/dev/null || fail "busybox has no udhcpd applet"
 [[ -c /dev/net/tun ]] || fail "no /dev/net/tun"
-code=$OVMF_DIR/OVMF_CODE_4M.fd vars_src=$OVMF_DIR/OVMF_VARS_4M.fd
+code=$OVMF_DIR/OVMF_CODE_4M.fd vars_src=$OVMF_DIR/OVMF_VARS_4M.fd machine=(-machine q35)
+if [[ -n "$sb_vars" ]]; then
+  code=$OVMF_DIR/OVMF_CODE_4M.secboot.fd vars_src=$sb_vars
+  machine=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
+fi
 [[ -f "$code" && -f "$vars_src" ]] || fail "firmware missing: $code / $vars_src"
 
 names=() esps=() roots=() states=()
@@ -74,10 +94,15 @@ for spec in "${nodes[@]}"; do
     || usage "--node wants NAME:ESP_DISK:ROOT_DISK[:STATE_DISK], got '$spec'"
   [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || usage "bad node name '$name'"
   for n in "${names[@]}"; do [[ "$n" != "$name" ]] || usage "node name '$name' given twice"; done
-  for f in "$esp" "$root" ${state:+"$state"}; do
+  [[ "$root" != - ]] || root=""
+  for f in "$esp" ${root:+"$root"} ${state:+"$state"}; do
     [[ -f "$f" ]] || usage "node $name: no such disk image: $f"
   done
-  esp=$(realpath "$esp") root=$(realpath "$root")
+  esp=$(realpath "$esp"); [[ -z "$root" ]] || root=$(realpath "$root")
+  if [[ -n "${fwcfg[$name]:-}" ]]; then
+    [[ -f "${fwcfg[$name]}" ]] || usage "node $name: no such file: ${fwcfg[$name]}"
+    fwcfg[$name]=$(realpath "${fwcfg[$name]}")
+  fi
   [[ -z "$state" ]] || state=$(realpath "$state")
   names+=("$name") esps+=("$esp") roots+=("$root") states+=("$state")
 done
@@ -173,19 +198,21 @@ if ((${#services[@]})); then
     NACRE_E2E_NETNS=$ns setsid ip netns exec "$ns" sh -c "$cmd" </dev/null >>"$work/service.log" 2>&1 &
     service_pids+=($!)
   done
-  listening=0
-  for _ in $(seq 300); do
-    if nsx ss -Hltn "sport = :$port" | awk -v p=":$port" '
-         $4 == "10.0.2.2" p || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 }
-         END { exit !found }'; then listening=1; break; fi
-    for p in "${service_pids[@]}"; do kill -0 "$p" 2>/dev/null || break 2; done
-    sleep 0.1
+  for port in "${ports[@]}"; do
+    listening=0
+    for _ in $(seq 300); do
+      if nsx ss -Hltn "sport = :$port" | awk -v p=":$port" '
+           $4 == "10.0.2.2" p || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 }
+           END { exit !found }'; then listening=1; break; fi
+      for p in "${service_pids[@]}"; do kill -0 "$p" 2>/dev/null || break 3; done
+      sleep 0.1
+    done
+    if ((!listening)); then
+      log "--- $work/service.log"; cat "$work/service.log" >&2; log "---"
+      fail "no service listening on 10.0.2.2:$port in $ns"
+    fi
+    log "service listening on 10.0.2.2:$port"
   done
-  if ((!listening)); then
-    log "--- $work/service.log"; cat "$work/service.log" >&2; log "---"
-    fail "no service listening on 10.0.2.2:$port in $ns"
-  fi
-  log "service listening on 10.0.2.2:$port"
 fi
 
 # --- nodes ----------------------------------------------------------------------------------------
@@ -218,8 +245,13 @@ for i in "${!names[@]}"; do
     state_args=(-drive "if=none,id=state,format=raw,file=${states[$i]}"
                 -device virtio-blk-pci,drive=state,serial=nacre-state)
   fi
+  root_args=()
+  [[ -z "${roots[$i]}" ]] || root_args=(-drive "if=none,id=root,format=raw,readonly=on,file=${roots[$i]}"
+                                        -device virtio-blk-pci,drive=root)
+  fwcfg_args=()
+  [[ -z "${fwcfg[$name]:-}" ]] || fwcfg_args=(-fw_cfg "name=opt/nacre/cluster.toml,file=${fwcfg[$name]}")
   mac=$(printf '52:54:00:e2:e0:%02x' "$n")
-  ip netns exec "$ns" "$QEMU" -accel tcg -machine q35 -cpu max -m 1024 -smp 1 -nographic -monitor none -no-reboot \
+  ip netns exec "$ns" "$QEMU" -accel tcg "${machine[@]}" -cpu max -m 1024 -smp 1 -nographic -monitor none -no-reboot \
     -serial "file:$dir/console.log" \
     -drive if=pflash,format=raw,unit=0,file="$code",readonly=on \
     -drive if=pflash,format=raw,unit=1,file="$dir/vars.fd" \
@@ -227,8 +259,7 @@ for i in "${!names[@]}"; do
     -device tpm-crb,tpmdev=tpm0 \
     -drive if=none,id=esp,format=raw,readonly=on,file="${esps[$i]}" \
     -device virtio-blk-pci,drive=esp,bootindex=0 \
-    -drive if=none,id=root,format=raw,readonly=on,file="${roots[$i]}" \
-    -device virtio-blk-pci,drive=root \
+    "${root_args[@]}" "${fwcfg_args[@]}" \
     "${state_args[@]}" \
     -netdev tap,id=n0,ifname="tap$n",script=no,downscript=no \
     -device virtio-net-pci,netdev=n0,mac="$mac" \
@@ -252,6 +283,16 @@ while ((${#done_rc[@]} < ${#names[@]})); do
     log "node ${names[$i]}: QEMU exited $rc after $(($(date +%s) - start)) s"
   done
   ((${#done_rc[@]} < ${#names[@]})) || break
+  if [[ -n "$stop_file" && -e "$stop_file" ]]; then
+    for i in "${!names[@]}"; do
+      [[ -z "${done_rc[$i]:-}" ]] || continue
+      stop "${qemu_pids[$i]}"
+      done_rc[$i]=0
+      echo stopped >"$work/${names[$i]}/exit"
+      log "node ${names[$i]}: stopped on request ($stop_file) after $(($(date +%s) - start)) s"
+    done
+    break
+  fi
   if (($(date +%s) >= deadline)); then
     for i in "${!names[@]}"; do
       [[ -z "${done_rc[$i]:-}" ]] || continue

@@ -104,14 +104,8 @@ echo "cluster: a forged manifest is refused: $(grep -m1 -i signature "$work/forg
 # certifies the AK; the service trusts that CA. b's TPM has no EK certificate: the operator
 # enrolls its attestation key instead (nacre-keyservice ak).
 mkdir -p "$work/tpm" "$work/aks" "$work/ekca"
-printf 'statedir = %s\nsigningkey = %s/signkey.pem\nissuercert = %s/issuercert.pem\ncertserial = %s/certserial\n' \
-  "$work/ekca" "$work/ekca" "$work/ekca" "$work/ekca" > "$work/localca.conf"
-printf 'create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = /etc/swtpm-localca.options\nactive_pcr_banks = sha256\n' \
-  "$work/localca.conf" > "$work/swtpm_setup.conf"
 manufacture() { # NAME
-  mkdir -p "$work/tpm/$1"
-  swtpm_setup --tpm2 --tpmstate "$work/tpm/$1" --pcr-banks sha256 --create-ek-cert \
-    --allow-signing --decryption --config "$work/swtpm_setup.conf" >/dev/null
+  "$repo/scripts/lib/make-tpm.sh" "$work/tpm/$1" "$work/ekca"
 }
 enroll() { # NAME: a TPM without EK certificate; start its swtpm, read its AK, stop it
   local dir=$work/tpm/$1 port pid attempt
@@ -138,7 +132,7 @@ enroll() { # NAME: a TPM without EK certificate; start its swtpm, read its AK, s
   cat "$work/aks/$1.err" >&2; die "could not read $1's attestation key"
 }
 manufacture a; manufacture t; enroll b
-cat "$work/ekca/swtpm-localca-rootca-cert.pem" "$work/ekca/issuercert.pem" > "$work/ek-ca.pem"
+cp "$work/ekca/ek-ca.pem" "$work/ek-ca.pem"
 for n in a b t; do truncate -s 64M "$work/$n-state.img"; done
 
 serve="$ks serve --state $work/ks --listen 10.0.2.2:7443 --manifest $work/golden-sysinit.json --manifest $work/golden-ready.json"

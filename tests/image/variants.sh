@@ -49,26 +49,26 @@ want=$(sed -n 's/^Environment=NACRE_MODULES=//p' "$root/mkosi.conf.d/20-$variant
        sed -n 's/^Environment=NACRE_NODE_MODULES=//p' "$root/mkosi.conf.d/00-nacre/mkosi.conf" | tr , '\n')
 got=$(cd "$(mktemp -d)" && cpio -i --quiet --to-stdout etc/nacre/modules <"$b/initrd.cpio")
 [[ "$got" == "$want" ]] || die "initrd modules: $got; want $want"
-[[ $(j "$b/measurements.json" 'd["image"]["variant"]') == "$variant" ]] || die "manifest variant"
+[[ $(j "$b/measurements-sysinit.json" 'd["image"]["variant"]') == "$variant" ]] || die "manifest variant"
 for pcr in 4 11; do
-  [[ $(j "$a/measurements.json" "d['measurements']['$pcr']['expected']") != \
-     $(j "$b/measurements.json" "d['measurements']['$pcr']['expected']") ]] || die "PCR $pcr equal"
+  [[ $(j "$a/measurements-sysinit.json" "d['measurements']['$pcr']['expected']") != \
+     $(j "$b/measurements-sysinit.json" "d['measurements']['$pcr']['expected']") ]] || die "PCR $pcr equal"
 done
 # PCR 7: a cloud's own Secure Boot db is unknown to the build (warn-only); QEMU variants boot OVMF
 # with the keys the operator enrolls (enforced).
 case "$variant" in qemu-*) want7=False ;; *) want7=True ;; esac
-[[ $(j "$b/measurements.json" "d['measurements']['7']['warn_only']") == "$want7" ]] || die "PCR 7 warn_only is not $want7 for $variant"
+[[ $(j "$b/measurements-sysinit.json" "d['measurements']['7']['warn_only']") == "$want7" ]] || die "PCR 7 warn_only is not $want7 for $variant"
 if ((${#ovmf[@]})); then
   nm=$root/target/release/nacre-measure
   case "$variant" in
     qemu-tdx)
       want=$("$nm" tdx-digest --ovmf "${ovmf[1]}/INTELTDX.fd" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["mrtd"])')
-      [[ $(j "$b/measurements.json" 'd["tdx"]["mrtd"]') == "$want" ]] || die "manifest MRTD is not tdx-digest's $want"
-      [[ $(j "$b/measurements.json" 'len(d["tdx"].get("rtmr2") or "")') == 96 ]] || die "no RTMR[2] in the manifest"
+      [[ $(j "$b/measurements-sysinit.json" 'd["tdx"]["mrtd"]') == "$want" ]] || die "manifest MRTD is not tdx-digest's $want"
+      [[ $(j "$b/measurements-sysinit.json" 'len(d["tdx"].get("rtmr2") or "")') == 96 ]] || die "no RTMR[2] in the manifest"
       echo "   $variant: MRTD $want" >&2 ;;
     qemu-snp)
       want=$("$nm" snp-digest --ovmf "${ovmf[1]}/AMDSEV.fd" --vcpus 2 --vcpu-type EPYC-Milan --kernel "$b/uki.efi" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["measurement"])')
-      got=$(j "$b/measurements.json" '[v["measurement"] for v in d["snp"] if v["vcpus"] == 2 and v["vcpu_type"] == "EPYC-Milan"][0]')
+      got=$(j "$b/measurements-sysinit.json" '[v["measurement"] for v in d["snp"] if v["vcpus"] == 2 and v["vcpu_type"] == "EPYC-Milan"][0]')
       [[ "$got" == "$want" ]] || die "manifest SNP measurement $got is not snp-digest's $want"
       echo "   $variant: SNP launch measurement (2 x EPYC-Milan, direct boot) $want" >&2 ;;
   esac

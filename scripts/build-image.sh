@@ -142,9 +142,11 @@ if [[ -n "$lock" ]]; then
   "$ni" lock check "$out/manifest.json" "$lock" >"$out/lock-drift.txt" \
     || { cat "$out/lock-drift.txt" >&2; die "the build's packages are not the locked ones ($lock)"; }
   echo "build-image: packages as locked in $lock" >&2
-elif [[ -f "$root/mkosi.conf.d/packages.lock" ]]; then
-  if ! "$ni" lock check "$out/manifest.json" "$root/mkosi.conf.d/packages.lock" >"$out/lock-drift.txt"; then
-    echo "build-image: note: packages differ from mkosi.conf.d/packages.lock ($(wc -l <"$out/lock-drift.txt") changes, $out/lock-drift.txt); a release build passes --lock" >&2
+else
+  # The TDX variants take their kernel from trixie-backports: a lock of their own.
+  deflock=packages.lock; [[ "$variant" != *-tdx ]] || deflock=packages-tdx.lock
+  if ! "$ni" lock check "$out/manifest.json" "$root/mkosi.conf.d/$deflock" >"$out/lock-drift.txt"; then
+    echo "build-image: note: packages differ from mkosi.conf.d/$deflock ($(wc -l <"$out/lock-drift.txt") changes, $out/lock-drift.txt); a release build passes --lock" >&2
   fi
 fi
 [[ -z "$write_lock" ]] || "$ni" lock write "$out/manifest.json" "$write_lock"

@@ -85,6 +85,9 @@ pub fn stage1() -> ! {
     wanted.extend(params.extra_modules.iter().cloned());
     let n = step("load kernel modules", || modules::load(&wanted));
     info!("loaded {n} kernel modules");
+    if step("mount configfs", mounts::mount_configfs) {
+        info!("configfs on /sys/kernel/config (TSM reports)");
+    }
 
     let roothash = step("verified root", || {
         params.roothash.clone().ok_or(root::RootError::NoRootHash)

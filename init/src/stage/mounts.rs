@@ -52,6 +52,28 @@ pub fn early_mounts() -> Vec<Mount> {
     ]
 }
 
+/// configfs on /sys/kernel/config, where the kernel's TSM report interface (SEV-SNP reports, TDX
+/// quotes: `nacre_attestation::tsm`) lives. Debian builds configfs as a module (`tsm_report`,
+/// which the CVM variants' guest drivers pull in, depends on it), so this runs after stage 1
+/// loaded its modules. Returns whether it is mounted: false when the kernel has no configfs
+/// (no CVM module asked for it); the attestation then names the missing interface.
+pub fn mount_configfs() -> Result<bool, String> {
+    let fs = std::fs::read_to_string("/proc/filesystems")
+        .map_err(|e| format!("/proc/filesystems: {e}"))?;
+    if !fs.lines().any(|l| l.split_whitespace().last() == Some("configfs")) {
+        return Ok(false);
+    }
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_all(&[Mount {
+        source: "configfs",
+        target: "/sys/kernel/config",
+        fstype: "configfs",
+        flags: nosuid,
+        data: None,
+    }])?;
+    Ok(true)
+}
+
 pub fn mount_all(list: &[Mount]) -> Result<(), String> {
     for m in list {
         let _ = std::fs::create_dir_all(m.target);

@@ -21,7 +21,10 @@
 //! ```
 //!
 //! `nacre-keyservice init` writes it (`STATE/cluster.toml`); the operator hands it to the
-//! platform: QEMU `-fw_cfg name=opt/nacre/cluster.toml,file=cluster.toml` ([`FW_CFG_NAME`]).
+//! platform ([`Source`]): QEMU `-fw_cfg name=opt/nacre/cluster.toml,file=cluster.toml`
+//! ([`FW_CFG_NAME`]), or the cloud's instance metadata ([`metadata`]: AWS IMDSv2 user data, the
+//! GCE instance attribute `nacre-cluster`, Azure IMDS user data), read with a small strict
+//! HTTP/1.1 client ([`http`]) once the underlay is up ([`Source::needs_network`]).
 //!
 //! **Measured before use.** nacre-init reads the bytes, parses them with [`parse`] (strict:
 //! unknown keys, a second certificate, a malformed range or endpoint are errors; nothing is
@@ -32,9 +35,20 @@
 //! configuration from an untrusted channel (cloud metadata) cannot lead a node to release
 //! anything of this cluster to someone else: `docs/cluster-config.md`.
 
+// Runs in PID 1 (nacre-init): no unwrap/expect/panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod http;
+pub mod metadata;
+
+pub use metadata::METADATA_ADDR;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The schema this crate reads and writes.
 pub const SCHEMA: &str = "nacre.cluster.v1";
@@ -73,6 +87,31 @@ pub enum ConfigError {
     },
     #[error("{0}: not present (the platform passed no cluster configuration)")]
     Missing(String),
+    #[error("{url}: {err}")]
+    Http {
+        url: String,
+        #[source]
+        err: http::HttpError,
+    },
+    #[error("{url}: HTTP {status} {reason}")]
+    Status {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("{url}: the response does not carry exactly `Metadata-Flavor: Google` (found {found:?}): not the GCE metadata server")]
+    Flavor { url: String, found: String },
+    #[error("{url}: the IMDSv2 session token is unusable: {reason}")]
+    Token { url: String, reason: String },
+    #[error("{url}: the user data is not strict base64: {reason}")]
+    Base64 { url: String, reason: String },
+    #[error("{last} (gave up after {attempts} attempt(s) in {secs:.1} s)")]
+    GaveUp {
+        attempts: u32,
+        secs: f64,
+        #[source]
+        last: Box<ConfigError>,
+    },
 }
 
 /// The configuration, as parsed. Fields are public for writers (`nacre-keyservice init`);
@@ -273,19 +312,67 @@ pub enum Source {
     /// QEMU's firmware configuration device: `-fw_cfg name=opt/nacre/cluster.toml,file=...`,
     /// read through the kernel's qemu_fw_cfg driver (module `qemu_fw_cfg`).
     QemuFwCfg,
+    /// AWS EC2 instance user data through IMDSv2 ([`metadata`]).
+    AwsImds,
+    /// The GCE instance attribute `nacre-cluster` ([`metadata`]).
+    GcpMetadata,
+    /// Azure VM user data through IMDS, base64 ([`metadata`]).
+    AzureImds,
+}
+
+/// Where the sources are on this machine, and how long a metadata server may take.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    /// The kernel's fw_cfg items by name ([`FW_CFG_SYSFS`]).
+    pub fw_cfg_sysfs: PathBuf,
+    /// The metadata server ([`METADATA_ADDR`]; tests point it at 127.0.0.1).
+    pub metadata: SocketAddr,
+    /// How long a metadata server may take to answer, retries included.
+    pub wait: Duration,
+    /// How long one attempt (connect, request, response) may take.
+    pub request_timeout: Duration,
+}
+
+/// Default of [`Platform::wait`] on a node.
+pub const METADATA_WAIT: Duration = Duration::from_secs(60);
+/// Default of [`Platform::request_timeout`] on a node.
+pub const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Platform {
+    /// A node's: fw_cfg in sysfs, the clouds' metadata server, [`METADATA_WAIT`].
+    pub fn node() -> Self {
+        Platform {
+            fw_cfg_sysfs: PathBuf::from(FW_CFG_SYSFS),
+            metadata: METADATA_ADDR,
+            wait: METADATA_WAIT,
+            request_timeout: METADATA_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::QemuFwCfg => "qemu-fw-cfg",
+            Source::AwsImds => "aws-imds",
+            Source::GcpMetadata => "gcp-metadata",
+            Source::AzureImds => "azure-imds",
         }
     }
 
-    /// The raw bytes from the platform (not yet parsed); `sysfs` is [`FW_CFG_SYSFS`] on a node.
-    pub fn read(self, sysfs: &Path) -> Result<Vec<u8>, ConfigError> {
+    /// The source is reached over the underlay: bring it up before [`Source::read`].
+    pub fn needs_network(self) -> bool {
+        !matches!(self, Source::QemuFwCfg)
+    }
+
+    /// The raw bytes from the platform (not yet parsed). A metadata server is retried until
+    /// `p.wait` has passed (`log` hears about each retry); everything else fails at once.
+    pub fn read(self, p: &Platform, log: &dyn Fn(&str)) -> Result<Vec<u8>, ConfigError> {
         match self {
-            Source::QemuFwCfg => read_fw_cfg(sysfs, FW_CFG_NAME),
+            Source::QemuFwCfg => read_fw_cfg(&p.fw_cfg_sysfs, FW_CFG_NAME),
+            Source::AwsImds | Source::GcpMetadata | Source::AzureImds => {
+                metadata::read(p, self, log)
+            }
         }
     }
 }
@@ -423,25 +510,23 @@ bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
         let dir = std::env::temp_dir().join(format!("nacre-cluster-fwcfg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let item = dir.join(FW_CFG_NAME);
-        let err = Source::QemuFwCfg.read(&dir).unwrap_err();
+        let p = Platform {
+            fw_cfg_sysfs: dir.clone(),
+            ..Platform::node()
+        };
+        let read = || Source::QemuFwCfg.read(&p, &|_| ());
+        let err = read().unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)), "{err}");
         std::fs::create_dir_all(&item).unwrap();
         let text = sample().render().unwrap();
         std::fs::write(item.join("raw"), &text).unwrap();
         std::fs::write(item.join("size"), format!("{}\n", text.len())).unwrap();
-        let bytes = Source::QemuFwCfg.read(&dir).unwrap();
+        let bytes = read().unwrap();
         assert_eq!(parse(&bytes).unwrap().config, sample());
         std::fs::write(item.join("size"), format!("{}\n", text.len() + 1)).unwrap();
-        assert!(Source::QemuFwCfg
-            .read(&dir)
-            .unwrap_err()
-            .to_string()
-            .contains("fw_cfg says"));
+        assert!(read().unwrap_err().to_string().contains("fw_cfg says"));
         std::fs::write(item.join("size"), format!("{}\n", MAX_LEN + 1)).unwrap();
-        assert!(matches!(
-            Source::QemuFwCfg.read(&dir),
-            Err(ConfigError::TooLarge(_))
-        ));
+        assert!(matches!(read(), Err(ConfigError::TooLarge(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

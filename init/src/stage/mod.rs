@@ -175,7 +175,7 @@ pub fn stage2() -> ! {
     if let Some(c) = cluster {
         let bytes = step("read the cluster configuration", || {
             c.source
-                .read(Path::new(nacre_cluster::FW_CFG_SYSFS))
+                .read(&nacre_cluster::Platform::node(), &|l| info!("cluster: {l}"))
                 .map_err(|e| format!("{} ({}): {e}", nacre_cluster::FW_CFG_NAME, c.source.name()))
         });
         let m = step("check the cluster configuration", || {

@@ -2,8 +2,15 @@
 //!
 //! ```toml
 //! [cluster]
-//! source = "qemu-fw-cfg"      # where the platform passes it (the image's variant decides)
+//! source = "qemu-fw-cfg"      # where the platform passes it (the image's variant decides):
+//!                             # "qemu-fw-cfg", "aws-imds", "gcp-metadata" or "azure-imds"
+//! timeout_s = 60              # metadata sources only: how long the metadata server may take
 //! ```
+//!
+//! The cloud sources (`nacre_cluster::metadata`) are read over the underlay: stage 2 brings
+//! up `[network]` without `[network.wireguard]` first ([`underlay_config`]), reads, parses and
+//! measures the configuration, applies it, and only then checks the underlay against the
+//! cluster ranges and brings up wg0 (`nacre_network::setup_overlay`).
 //!
 //! A release image is the same for every cluster; what differs (the key service's endpoint and
 //! CA, the ranges routed only through wg0) is read at boot, parsed strictly, and its SHA-256
@@ -22,6 +29,56 @@ pub const CA_PATH: &str = "/run/nacre/cluster-ca.pem";
 #[serde(deny_unknown_fields)]
 pub struct Section {
     pub source: Source,
+    /// Metadata sources: how long the server may take, retries included (default 60 s).
+    pub timeout_s: Option<u64>,
+}
+
+impl Section {
+    /// Where to read from on this node.
+    pub fn platform(&self) -> Result<nacre_cluster::Platform, String> {
+        let mut p = nacre_cluster::Platform::node();
+        match (self.timeout_s, self.source.needs_network()) {
+            (None, _) => {}
+            (Some(0), _) => return Err("[cluster] timeout_s must be at least 1".into()),
+            (Some(t), true) => p.wait = std::time::Duration::from_secs(t),
+            (Some(_), false) => {
+                return Err(format!(
+                    "[cluster] timeout_s is for the metadata sources, not {}",
+                    self.source.name()
+                ))
+            }
+        }
+        Ok(p)
+    }
+
+    /// Read the configuration's bytes (metadata sources: the underlay must be up).
+    pub fn read(&self, log: &dyn Fn(&str)) -> Result<Vec<u8>, String> {
+        let p = self.platform()?;
+        self.source.read(&p, log).map_err(|e| match self.source {
+            Source::QemuFwCfg => format!(
+                "{} ({}): {e}",
+                nacre_cluster::FW_CFG_NAME,
+                self.source.name()
+            ),
+            _ => format!("{}: {e}", self.source.name()),
+        })
+    }
+}
+
+/// `[network]` without `[network.wireguard]`: the underlay a metadata source is read over
+/// (the cluster ranges wg0 needs come from the configuration read).
+pub fn underlay_config(cfg: &toml::Table) -> Result<nacre_network::Config, String> {
+    let mut net = cfg
+        .get("network")
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .ok_or("the cluster configuration's source is a metadata server, reached over the underlay: init.toml needs [network]")?;
+    net.remove("wireguard");
+    let mut t = toml::Table::new();
+    t.insert("network".into(), toml::Value::Table(net));
+    crate::config::section(&t, "network")
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no [network] table".into())
 }
 
 /// Fill init.toml's open fields from the cluster configuration (the CA goes to `ca_path`,
@@ -158,6 +215,37 @@ timeout_s = 300
             .contains("[network.wireguard]"));
         let typo = crate::config::load(Some("[cluster]\nsource = \"fw-cfg\"\n")).unwrap();
         assert!(crate::config::section::<Section>(&typo, "cluster").is_err());
+    }
+
+    #[test]
+    fn metadata_sources_bring_up_the_underlay_alone_first() {
+        let text = RELEASE.replace(
+            "source = \"qemu-fw-cfg\"",
+            "source = \"gcp-metadata\"\ntimeout_s = 5",
+        );
+        let cfg = crate::config::load(Some(&text)).unwrap();
+        let s: Section = crate::config::section(&cfg, "cluster").unwrap().unwrap();
+        assert_eq!(s.source, Source::GcpMetadata);
+        assert_eq!(
+            s.platform().unwrap().wait,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(s.platform().unwrap().metadata, nacre_cluster::METADATA_ADDR);
+        // The whole [network] does not parse yet (no cluster_ranges); the underlay does.
+        assert!(crate::config::section::<nacre_network::Config>(&cfg, "network").is_err());
+        let u = underlay_config(&cfg).unwrap();
+        assert!(u.dhcp && u.wireguard.is_none());
+        assert_eq!(u.interface.as_deref(), Some("eth0"));
+        u.validate().unwrap();
+        // No [network]: a metadata source cannot be reached.
+        let bare = crate::config::load(Some("[cluster]\nsource = \"aws-imds\"\n")).unwrap();
+        assert!(underlay_config(&bare).unwrap_err().contains("[network]"));
+        // timeout_s only for metadata sources, never 0.
+        for (src, t) in [("qemu-fw-cfg", 5), ("azure-imds", 0)] {
+            let s: Section =
+                toml::from_str(&format!("source = \"{src}\"\ntimeout_s = {t}")).unwrap();
+            assert!(s.platform().unwrap_err().contains("timeout_s"));
+        }
     }
 
     #[test]

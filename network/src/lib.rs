@@ -126,8 +126,19 @@ fn wait_for_link(rt: &mut Rtnl, sel: &Selector) -> Result<rtnl::Link, NetError> 
     }
 }
 
-/// Bring up loopback and the underlay, then wg0 if configured. Validates the whole
-/// configuration first; any failure leaves the node to stop (the caller fails closed).
+/// The underlay as [`setup_underlay`] left it, for [`setup_overlay`].
+#[derive(Debug, Clone)]
+pub struct Underlay {
+    pub interface: String,
+    pub address: Cidr,
+    pub gateway: Option<IpAddr>,
+    /// The DHCP lease (its `cluster_ranges` are filled in by [`setup_overlay`]).
+    pub lease: Option<lease::Bound>,
+}
+
+/// Bring up loopback and the underlay, then wg0 if configured: [`setup_underlay`] then
+/// [`setup_overlay`]. Validates the whole configuration first; any failure leaves the node to
+/// stop (the caller fails closed).
 ///
 /// `source`: where wg0's peers come from when `peers = "key-service"` (the caller's attested
 /// key-service client); the test exchange is built here from its own table.
@@ -136,6 +147,16 @@ pub fn setup(
     source: Option<&mut dyn PeerSource>,
     log: &dyn Fn(&str),
 ) -> Result<Summary, NetError> {
+    let underlay = setup_underlay(cfg, log)?;
+    setup_overlay(cfg, underlay, source, log)
+}
+
+/// Loopback and the underlay (static or DHCPv4), nothing else. `cfg.wireguard` may be absent:
+/// a node that learns its cluster ranges over the underlay (a cluster configuration from the
+/// cloud's metadata server) brings the underlay up first and passes the ranges to
+/// [`setup_overlay`], which checks the underlay against them. With `cfg.wireguard`, the
+/// underlay is checked against its ranges here already, before it is configured.
+pub fn setup_underlay(cfg: &Config, log: &dyn Fn(&str)) -> Result<Underlay, NetError> {
     cfg.validate()?;
     let sel = cfg.selector()?;
     let addressing = cfg.addressing()?;
@@ -147,11 +168,7 @@ pub fn setup(
     let link = wait_for_link(&mut rt, &sel)?;
     rt.set_up(link.index)
         .ctx(|| format!("setting {} up", link.name))?;
-    let cluster_ranges = cfg
-        .wireguard
-        .as_ref()
-        .map(|w| w.cluster_ranges.clone())
-        .unwrap_or_default();
+    let cluster_ranges = cluster_ranges(cfg);
     let (address, gateway, bound) = match addressing {
         Addressing::Static { address, gateway } => {
             check_underlay(&address, &cluster_ranges)?;
@@ -197,7 +214,6 @@ pub fn setup(
             (address, gateway, Some(bound))
         }
     };
-    let dhcp = bound.is_some();
     log(&format!(
         "underlay {} ({}): {address}{}{}",
         link.name,
@@ -205,10 +221,52 @@ pub fn setup(
         gateway
             .map(|g| format!(", gateway {g}"))
             .unwrap_or_default(),
-        if dhcp { " (DHCP)" } else { " (static)" }
+        if bound.is_some() {
+            " (DHCP)"
+        } else {
+            " (static)"
+        }
     ));
+    Ok(Underlay {
+        interface: link.name,
+        address,
+        gateway,
+        lease: bound,
+    })
+}
+
+fn cluster_ranges(cfg: &Config) -> Vec<Cidr> {
+    cfg.wireguard
+        .as_ref()
+        .map(|w| w.cluster_ranges.clone())
+        .unwrap_or_default()
+}
+
+/// wg0 (if `cfg.wireguard`) on an underlay [`setup_underlay`] brought up: first the underlay
+/// is checked against the cluster ranges (now known), and the DHCP lease keeper will refuse a
+/// renewal inside them; then the fail-closed routing, wg0, its peers from `source`.
+/// `cfg` is the whole `[network]` (the same selector and addressing as the underlay's).
+pub fn setup_overlay(
+    cfg: &Config,
+    underlay: Underlay,
+    source: Option<&mut dyn PeerSource>,
+    log: &dyn Fn(&str),
+) -> Result<Summary, NetError> {
+    cfg.validate()?;
+    let Underlay {
+        interface,
+        address,
+        gateway,
+        lease: mut bound,
+    } = underlay;
+    let ranges = cluster_ranges(cfg);
+    check_underlay(&address, &ranges)?;
+    if let Some(b) = bound.as_mut() {
+        b.cluster_ranges = ranges;
+    }
     let wireguard = match &cfg.wireguard {
         Some(wg) => {
+            let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
             let mut exchange;
             let source: &mut dyn PeerSource = match (wg.peers, &wg.insecure_test_exchange, source) {
                 (PeersKind::InsecureTestExchange, Some(x), _) => {
@@ -232,10 +290,10 @@ pub fn setup(
         None => None,
     };
     Ok(Summary {
-        interface: link.name,
+        interface,
         address,
         gateway,
-        dhcp,
+        dhcp: bound.is_some(),
         lease: bound,
         wireguard,
     })

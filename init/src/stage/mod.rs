@@ -168,15 +168,19 @@ pub fn stage2() -> ! {
     }
     let mut cfg = step("read the configuration", crate::config::read);
     // A release image's cluster configuration, from outside the image: read, parsed strictly
-    // and measured into PCR 15 (and RTMR[3] on TDX) before anything acts on it.
+    // and measured into PCR 15 (and RTMR[3] on TDX) before anything acts on it. A cloud's
+    // metadata server is reached over the underlay: it comes up first, without wg0 (whose
+    // cluster ranges are in the configuration), and the rest of the network after.
     let cluster = step("read [cluster]", || {
         crate::config::section::<crate::cluster::Section>(&cfg, "cluster")
     });
+    let mut underlay = None;
     if let Some(c) = cluster {
+        if c.source.needs_network() {
+            underlay = Some(step("bring up the underlay", || bring_up_underlay(&cfg)));
+        }
         let bytes = step("read the cluster configuration", || {
-            c.source
-                .read(&nacre_cluster::Platform::node(), &|l| info!("cluster: {l}"))
-                .map_err(|e| format!("{} ({}): {e}", nacre_cluster::FW_CFG_NAME, c.source.name()))
+            c.read(&|l| info!("cluster: {l}"))
         });
         let m = step("check the cluster configuration", || {
             nacre_cluster::parse(&bytes)
@@ -210,7 +214,7 @@ pub fn stage2() -> ! {
     let mut wg = None;
     if cfg.contains_key("network") {
         wg = step("bring up the network", || {
-            bring_up_network(&cfg, keys.as_mut())
+            bring_up_network(&cfg, underlay.take(), keys.as_mut())
         });
     }
     // The encrypted state disk on /var, before anything that keeps state starts (and before
@@ -246,11 +250,20 @@ pub fn stage2() -> ! {
     crate::services::run(&mut measurer, &cfg)
 }
 
-/// `[network]`: the underlay (static or DHCPv4), then wg0 with its peers and the cluster
-/// routing that drops cluster traffic whenever wg0 cannot carry it.
+/// `[network]` without wg0, for a cluster configuration read over it (the cluster ranges are
+/// not known yet): loopback and the underlay only.
+fn bring_up_underlay(cfg: &toml::Table) -> Result<nacre_network::Underlay, String> {
+    let net = crate::cluster::underlay_config(cfg)?;
+    let log = |l: &str| info!("network: {l}");
+    nacre_network::setup_underlay(&net, &log).map_err(|e| e.to_string())
+}
+
+/// `[network]`: the underlay (static or DHCPv4) unless `underlay` is already up, then wg0 with
+/// its peers and the cluster routing that drops cluster traffic whenever wg0 cannot carry it.
 /// Returns this node's wg0 identity and configuration (for the peer refresher).
 fn bring_up_network(
     cfg: &toml::Table,
+    underlay: Option<nacre_network::Underlay>,
     keys: Option<&mut KeyService>,
 ) -> Result<Option<(LocalNode, WireguardConfig)>, String> {
     let net: nacre_network::Config = crate::config::section(cfg, "network")
@@ -258,7 +271,12 @@ fn bring_up_network(
         .ok_or("no [network] table")?;
     let log = |l: &str| info!("network: {l}");
     let source = keys.map(|k| k as &mut dyn PeerSource);
-    let s = nacre_network::setup(&net, source, &log).map_err(|e| e.to_string())?;
+    let underlay = match underlay {
+        Some(u) => u,
+        None => nacre_network::setup_underlay(&net, &log).map_err(|e| e.to_string())?,
+    };
+    let s =
+        nacre_network::setup_overlay(&net, underlay, source, &log).map_err(|e| e.to_string())?;
     // A DHCP lease is renewed in a thread (T1/T2); it logs and never stops the node.
     if let Some(b) = s.lease.clone() {
         nacre_network::lease::spawn_keeper(b, |l: &str| info!("network: {l}"))

@@ -60,7 +60,10 @@ pub fn early_mounts() -> Vec<Mount> {
 pub fn mount_configfs() -> Result<bool, String> {
     let fs = std::fs::read_to_string("/proc/filesystems")
         .map_err(|e| format!("/proc/filesystems: {e}"))?;
-    if !fs.lines().any(|l| l.split_whitespace().last() == Some("configfs")) {
+    if !fs
+        .lines()
+        .any(|l| l.split_whitespace().next_back() == Some("configfs"))
+    {
         return Ok(false);
     }
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

@@ -1,15 +1,17 @@
 //! A release-style node that reads its cluster configuration from a cloud metadata server,
-//! booted for real (direct kernel boot under QEMU/TCG, software TPM). Its init.toml says
-//! `[cluster] source = "gcp-metadata"`, `[network] dhcp = true` with `[network.wireguard]
-//! peers = "key-service"` and no cluster ranges, endpoint or CA (the configuration provides
-//! them). The guest's NIC is a tap in a network namespace of the test's own, where dnsmasq
-//! leases 10.128.0.5 (router 10.128.0.1) and tests/init/cluster/metadata-server.py answers on
-//! 169.254.169.254:80 like GCE's metadata server (Metadata-Flavor: Google both ways), serving
-//! a cluster.toml whose key service (10.128.0.1:7443) does not exist. The node must bring up
-//! the underlay alone, read the configuration over it, log
-//! `cluster configuration "cloud-test" from gcp-metadata (sha256 <digest of the served bytes>)`,
+//! booted for real (direct kernel boot under QEMU/TCG, software TPM), once per cloud. Its
+//! init.toml says `[cluster] source = "gcp-metadata"` (or `aws-imds`, `azure-imds`),
+//! `[network] dhcp = true` with `[network.wireguard] peers = "key-service"` and no cluster
+//! ranges, endpoint or CA (the configuration provides them). The guest's NIC is a tap in a
+//! network namespace of the test's own, where dnsmasq leases 10.128.0.5 (router 10.128.0.1) and
+//! tests/init/cluster/metadata-server.py answers on 169.254.169.254:80 like that cloud's
+//! metadata server (GCE: Metadata-Flavor: Google both ways; AWS: the IMDSv2 token; Azure:
+//! `Metadata: true`, base64), serving a cluster.toml whose key service (10.128.0.1:7443) does
+//! not exist. The node must bring up the underlay alone, read the configuration over it, log
+//! `cluster configuration "cloud-test" from <source> (sha256 <digest of the served bytes>)`,
 //! extend `nacre.cluster-config=<digest>` into PCR 15, and only then create wg0 and ask the key
-//! service, which fails: it stops with a FATAL naming the key service.
+//! service, which fails: it stops with a FATAL naming the key service. The boots run one at a
+//! time (about 20 s each).
 
 mod console;
 
@@ -85,10 +87,49 @@ impl Drop for Netns {
     }
 }
 
+/// One boot at a time: the machine may be shared.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn gcp_metadata_configuration_is_read_over_the_underlay_and_measured_before_use() {
+    boot_from("gcp", "gcp-metadata");
+}
+
+#[test]
+fn aws_imds_configuration_is_read_over_the_underlay_and_measured_before_use() {
+    boot_from("aws", "aws-imds");
+}
+
+#[test]
+fn azure_imds_configuration_is_read_over_the_underlay_and_measured_before_use() {
+    boot_from("azure", "azure-imds");
+}
+
+/// The request line (and headers) the node must have sent, as metadata-server.py logs it.
+fn expected_requests(cloud: &str) -> Vec<(&'static str, &'static str)> {
+    match cloud {
+        "gcp" => vec![(
+            "GET /computeMetadata/v1/instance/attributes/nacre-cluster ",
+            "Metadata-Flavor=Google",
+        )],
+        "aws" => vec![
+            (
+                "PUT /latest/api/token ",
+                "X-aws-ec2-metadata-token-ttl-seconds=60",
+            ),
+            ("GET /latest/user-data ", "X-aws-ec2-metadata-token="),
+        ],
+        _ => vec![(
+            "GET /metadata/instance/compute/userData?api-version=2021-01-01&format=text ",
+            "Metadata=true",
+        )],
+    }
+}
+
+fn boot_from(cloud: &str, source: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
-    let w = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-source");
+    let w = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-source-{cloud}"));
     let _ = std::fs::remove_dir_all(&w);
     std::fs::create_dir_all(&w).unwrap();
     let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
@@ -120,7 +161,7 @@ fn gcp_metadata_configuration_is_read_over_the_underlay_and_measured_before_use(
     std::fs::write(
         &init_toml,
         r#"[cluster]
-source = "gcp-metadata"
+source = "SOURCE"
 timeout_s = 30
 
 [network]
@@ -133,7 +174,8 @@ peers = "key-service"
 
 [key_service]
 timeout_s = 2
-"#,
+"#
+        .replace("SOURCE", source),
     )
     .unwrap();
     let node = w.join("node");
@@ -151,7 +193,7 @@ timeout_s = 2
 
     // The cloud: DHCP on the tap, the metadata server on 169.254.169.254 (local in the
     // namespace: the guest reaches it through its default route, as on GCE).
-    let mut ns = Netns::new(&format!("nacre-meta-{}", std::process::id()));
+    let mut ns = Netns::new(&format!("nacre-meta-{cloud}-{}", std::process::id()));
     ns.ip("link set lo up");
     ns.ip("addr add 169.254.169.254/32 dev lo");
     ns.ip("tuntap add dev tap0 mode tap");
@@ -183,7 +225,7 @@ timeout_s = 2
         python,
         server.to_str().unwrap(),
         "--cloud",
-        "gcp",
+        cloud,
         "--file",
         cluster_toml.to_str().unwrap(),
         "--log",
@@ -231,15 +273,16 @@ timeout_s = 2
     let ctx = || format!("console:\n{console}\nmetadata server:\n{requests}");
     assert!(status.success(), "boot.sh failed ({status}); {}", ctx());
 
-    // The server was asked the GCE way, and answered.
-    assert!(
-        requests.lines().any(|l| l
-            .starts_with("GET /computeMetadata/v1/instance/attributes/nacre-cluster ")
-            && l.contains("Metadata-Flavor=Google")
-            && l.ends_with("-> 200")),
-        "{}",
-        ctx()
-    );
+    // The server was asked the cloud's way, and answered.
+    for (line, header) in expected_requests(cloud) {
+        assert!(
+            requests
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains(header) && l.ends_with("-> 200")),
+            "no {line:?} with {header:?} answered 200; {}",
+            ctx()
+        );
+    }
     // In this order: the underlay alone, the configuration read, checked, measured (the
     // served bytes' digest into PCR 15), logged, applied; then wg0; then the key service's
     // failure stops the node.
@@ -254,7 +297,7 @@ timeout_s = 2
         "measured nacre.cluster-config={digest} into PCR 15"
     ));
     let logged = at(&format!(
-        "cluster configuration \"cloud-test\" from gcp-metadata (sha256 {digest}): key service 10.128.0.1:7443"
+        "cluster configuration \"cloud-test\" from {source} (sha256 {digest}): key service 10.128.0.1:7443"
     ));
     let applied = at("apply the cluster configuration: done");
     let wg0 = at("network: wg0: public key");
@@ -282,7 +325,7 @@ timeout_s = 2
         ctx()
     );
     eprintln!(
-        "cluster-source: node built in {build_secs:.1} s, boot {boot_secs:.1} s, total {:.1} s",
+        "cluster-source {cloud}: node built in {build_secs:.1} s, boot {boot_secs:.1} s, total {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -7,6 +7,7 @@
 //! SIGTERM powers off, SIGINT (also what the kernel sends on ctrl-alt-del) reboots.
 
 pub mod backoff;
+pub mod crash_loop;
 pub mod shutdown;
 pub mod spec;
 pub mod supervisor;

@@ -14,6 +14,7 @@
 //! restart_delay_ms = 200        # first restart delay, doubled at each exit ...
 //! restart_delay_max_ms = 30000  # ... up to this
 //! stop_timeout_s = 10           # SIGTERM, then SIGKILL after this
+//! crash_loop = { restarts = 5, window_s = 300, action = "stop-node" }  # or "give-up"; or "off"
 //!
 //! [[service]]
 //! name = "kubelet"
@@ -25,6 +26,7 @@
 //! For the early boot tests, `[payload] command = "..."` is still accepted: it is a last service
 //! `payload` run with `/bin/sh -c`, never restarted, whose exit powers the node off.
 
+use super::crash_loop;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -83,6 +85,20 @@ pub struct ServiceSpec {
     pub stop_timeout_s: u64,
     #[serde(default)]
     pub on_exit: OnExit,
+    /// As written; [`ServiceSpec::crash_loop_limit`] is what applies.
+    #[serde(default)]
+    pub crash_loop: crash_loop::Setting,
+}
+
+impl ServiceSpec {
+    /// At most this many restarts in a window (None: restarted without limit): the service's
+    /// `crash_loop`, or the default for its name.
+    pub fn crash_loop_limit(&self) -> Option<crash_loop::Limit> {
+        if self.restart == Restart::Never {
+            return None;
+        }
+        self.crash_loop.effective(&self.name)
+    }
 }
 
 fn default_ready_timeout() -> u64 {
@@ -145,6 +161,7 @@ pub fn from_config(cfg: &toml::Table) -> Result<Vec<ServiceSpec>, SpecError> {
             restart_delay_max_ms: default_restart_delay_max(),
             stop_timeout_s: default_stop_timeout(),
             on_exit: OnExit::Poweroff,
+            crash_loop: crash_loop::Setting::Default,
         });
     }
     for s in &specs {
@@ -203,6 +220,14 @@ fn validate(s: &ServiceSpec) -> Result<(), SpecError> {
     }
     if s.after.iter().any(|d| d == &s.name) {
         return Err(bad("it is after itself".into()));
+    }
+    if let crash_loop::Setting::Limit(l) = &s.crash_loop {
+        l.validate().map_err(bad)?;
+    }
+    if s.restart == Restart::Never && s.crash_loop.is_set() {
+        return Err(bad(
+            "crash_loop is set but restart = \"never\" (it is never restarted)".into(),
+        ));
     }
     Ok(())
 }
@@ -416,11 +441,121 @@ after = ["b"]
             ("[[service]]\nname = \"a\"\n".into(), "command"),
             ("service = 3\n".into(), "service"),
             ("[payload]\ncommand = \"x\"\nextra = 1\n".into(), "extra"),
+            (
+                format!("{base}crash_loop = {{ restarts = 3, window_s = 60 }}\n"),
+                "action",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = 3, action = \"give-up\" }}\n"),
+                "window_s",
+            ),
+            (
+                format!("{base}crash_loop = {{ window_s = 3, action = \"give-up\" }}\n"),
+                "restarts",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = 3, window_s = 60, action = \"poweroff\" }}\n"),
+                "poweroff",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = 3, window_s = 60, action = \"give-up\", burst = 1 }}\n"),
+                "burst",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = 0, window_s = 60, action = \"give-up\" }}\n"),
+                "crash_loop.restarts",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = -1, window_s = 60, action = \"give-up\" }}\n"),
+                "crash_loop",
+            ),
+            (
+                format!("{base}crash_loop = {{ restarts = 3, window_s = 0, action = \"give-up\" }}\n"),
+                "crash_loop.window_s",
+            ),
+            (format!("{base}crash_loop = \"on\"\n"), "\"on\""),
+            (format!("{base}crash_loop = 5\n"), "crash_loop"),
+            (
+                format!("{base}restart = \"never\"\ncrash_loop = \"off\"\n"),
+                "never",
+            ),
         ];
         for (text, needle) in bad {
             let err = parse(&text).expect_err(&text).to_string();
             assert!(err.contains(needle), "{text}\n=> {err}");
         }
+    }
+
+    #[test]
+    fn crash_loop_policies_and_their_defaults() {
+        use crash_loop::{Action, Limit, Setting, DEFAULT};
+        let text = r#"
+[[service]]
+name = "containerd"
+command = "/usr/bin/containerd"
+[[service]]
+name = "kubelet"
+command = "/usr/bin/kubelet"
+restart = "on-failure"
+crash_loop = { restarts = 3, window_s = 60, action = "give-up" }
+[[service]]
+name = "logger"
+command = "/bin/logger"
+[[service]]
+name = "agent"
+command = "/bin/agent"
+crash_loop = { restarts = 10, window_s = 600, action = "stop-node" }
+[[service]]
+name = "once"
+command = "/bin/once"
+restart = "never"
+"#;
+        let s = parse(text).unwrap();
+        assert_eq!(
+            names(&s),
+            ["containerd", "kubelet", "logger", "agent", "once"]
+        );
+        let limits: Vec<_> = s.iter().map(|x| x.crash_loop_limit()).collect();
+        assert_eq!(s[0].crash_loop, Setting::Default);
+        assert_eq!(
+            limits,
+            [
+                Some(DEFAULT),
+                Some(Limit {
+                    restarts: 3,
+                    window_s: 60,
+                    action: Action::GiveUp
+                }),
+                None,
+                Some(Limit {
+                    restarts: 10,
+                    window_s: 600,
+                    action: Action::StopNode
+                }),
+                None,
+            ]
+        );
+        assert_eq!(
+            DEFAULT,
+            Limit {
+                restarts: 5,
+                window_s: 300,
+                action: Action::StopNode
+            }
+        );
+        // "off": kubelet restarted without limit; a kubelet that is never restarted has none.
+        let off =
+            parse("[[service]]\nname = \"kubelet\"\ncommand = \"/k\"\ncrash_loop = \"off\"\n")
+                .unwrap();
+        assert_eq!(off[0].crash_loop, Setting::Off);
+        assert_eq!(off[0].crash_loop_limit(), None);
+        let never =
+            parse("[[service]]\nname = \"kubelet\"\ncommand = \"/k\"\nrestart = \"never\"\n")
+                .unwrap();
+        assert_eq!(never[0].crash_loop_limit(), None);
+        // [payload] is never restarted.
+        let p = parse("[payload]\ncommand = \"x\"\n").unwrap();
+        assert_eq!(p[0].crash_loop_limit(), None);
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //! - Start: in dependency order, one at a time, each waited for until ready; a service not ready
 //!   within its `ready_timeout_s` at boot stops the node (fail closed).
 //! - Run: an exit is restarted per `restart` after an exponential delay; the restarted service is
-//!   checked for readiness again (not ready in time: killed, and restarted again).
+//!   checked for readiness again (not ready in time: killed, and restarted again). A restart
+//!   past the service's crash-loop limit ([`crash_loop`]) is not made: the node stops (FATAL)
+//!   or the service is given up on, as its `crash_loop.action` says.
 //! - Reap: every child, the services' and the orphans of the whole system (waitpid(-1)).
 //! - Stop: on SIGTERM/SIGPWR (power off), SIGINT (ctrl-alt-del, reboot) or a service's `on_exit`:
 //!   services in reverse start order (SIGTERM, SIGKILL after `stop_timeout_s`), then every other
 //!   process, then [`shutdown::finish`].
 
 use super::backoff::Backoff;
+use super::crash_loop::{self, Counter, Limit};
 use super::shutdown::{self, Action};
 use super::spec::{Ready, Restart, ServiceSpec};
 use crate::{fail, info, warn};
@@ -71,6 +74,8 @@ struct Service {
     state: State,
     backoff: Backoff,
     restarts: u32,
+    /// The crash-loop limit and the restarts counted against it (None: no limit).
+    crash_loop: Option<(Limit, Counter)>,
 }
 
 /// One read end of a service's stdout+stderr pipe: lines go to the console as `[name] line`.
@@ -108,6 +113,7 @@ impl Supervisor {
         let services = specs
             .into_iter()
             .map(|spec| Service {
+                crash_loop: spec.crash_loop_limit().map(|l| (l, Counter::new(&l))),
                 backoff: Backoff::new(
                     Duration::from_millis(spec.restart_delay_ms),
                     Duration::from_millis(spec.restart_delay_max_ms),
@@ -294,7 +300,7 @@ impl Supervisor {
             Restart::OnFailure => failed,
             Restart::Never => false,
         };
-        if restart {
+        if restart && svc.may_restart(now, &how) {
             let delay = svc.backoff.next_delay(ran);
             svc.restarts += 1;
             warn!(
@@ -309,10 +315,21 @@ impl Supervisor {
             };
             return;
         }
-        info!(
-            "{name} {how} after {:.1} s; not restarted",
-            ran.as_secs_f64()
-        );
+        if !restart {
+            info!(
+                "{name} {how} after {:.1} s; not restarted",
+                ran.as_secs_f64()
+            );
+        }
+        self.ended(i, &how, boot_deadline);
+    }
+
+    /// Service `i` ended (`how`) and is not restarted: it is done, and its `on_exit` applies. One
+    /// with a readiness check that ends in its first start stops the node (its dependents could
+    /// never start).
+    fn ended(&mut self, i: usize, how: &str, boot_deadline: Option<Instant>) {
+        let svc = &mut self.services[i];
+        let name = svc.spec.name.clone();
         svc.state = State::Done;
         if boot_deadline.is_some() && svc.spec.ready.is_some() {
             fail::fatal(
@@ -501,6 +518,11 @@ impl Supervisor {
                     fail::fatal(&format!("start {name}"), &e);
                 }
                 let svc = &mut self.services[i];
+                let how = format!("could not be started ({e})");
+                if !svc.may_restart(now, &how) {
+                    self.ended(i, &how, boot_deadline);
+                    return;
+                }
                 let delay = svc.backoff.next_delay(Duration::ZERO);
                 svc.restarts += 1;
                 warn!("starting {name}: {e}; retrying in {} ms", delay.as_millis());
@@ -629,6 +651,34 @@ impl Supervisor {
 }
 
 impl Service {
+    /// The service `how` (exited, was killed, could not be started) and its `restart` says to
+    /// start it again at `now`: true if its crash-loop limit allows it (the restart is counted).
+    /// Past the limit: `stop-node` stops the node here; `give-up` logs it and returns false.
+    fn may_restart(&mut self, now: Instant, how: &str) -> bool {
+        let Some((limit, counter)) = &mut self.crash_loop else {
+            return true;
+        };
+        let Err(t) = counter.restart(now) else {
+            return true;
+        };
+        let name = &self.spec.name;
+        let what = format!(
+            "crash loop: {how} after {} restarts in {:.1} s (crash_loop: at most {} restarts in {} s, action {})",
+            t.restarts,
+            t.within.as_secs_f64(),
+            limit.restarts,
+            limit.window_s,
+            limit.action.word()
+        );
+        match limit.action {
+            crash_loop::Action::StopNode => fail::fatal(&format!("service {name}"), &what),
+            crash_loop::Action::GiveUp => {
+                warn!("{name}: {what}: giving up on it; it stays stopped, the node keeps running");
+                false
+            }
+        }
+    }
+
     fn pid(&self) -> Option<Pid> {
         match self.state {
             State::Starting { pid, .. }
@@ -721,5 +771,54 @@ fn emit(name: &str, line: &[u8]) {
     let text = text.trim_end_matches('\r');
     if !text.is_empty() {
         crate::log::line(&format!("[{name}] "), format_args!("{text}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(text: &str) -> Service {
+        let cfg = crate::config::load(Some(text)).unwrap();
+        let spec = super::super::spec::from_config(&cfg).unwrap().remove(0);
+        Service {
+            crash_loop: spec.crash_loop_limit().map(|l| (l, Counter::new(&l))),
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+            spec,
+            state: State::Waiting,
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn give_up_refuses_the_restart_past_the_limit() {
+        let mut s = service(
+            "[[service]]\nname = \"x\"\ncommand = \"/x\"\ncrash_loop = { restarts = 3, window_s = 60, action = \"give-up\" }\n",
+        );
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(s.may_restart(at(0), "exited with status 3"));
+        assert!(s.may_restart(at(100), "exited with status 3"));
+        assert!(s.may_restart(at(300), "exited with status 3"));
+        assert!(!s.may_restart(at(700), "exited with status 3"));
+        // Much later (a give-up is final in the supervisor, but the count itself slides).
+        assert!(s.may_restart(at(61_000), "exited with status 3"));
+    }
+
+    #[test]
+    fn no_limit_always_restarts() {
+        for text in [
+            "[[service]]\nname = \"logger\"\ncommand = \"/x\"\n",
+            "[[service]]\nname = \"kubelet\"\ncommand = \"/x\"\ncrash_loop = \"off\"\n",
+        ] {
+            let mut s = service(text);
+            assert!(s.crash_loop.is_none(), "{text}");
+            let t0 = Instant::now();
+            for k in 0..100 {
+                assert!(s.may_restart(t0 + Duration::from_millis(k), "exited"));
+            }
+        }
+        let s = service("[[service]]\nname = \"containerd\"\ncommand = \"/x\"\n");
+        assert_eq!(s.crash_loop.map(|c| c.0), Some(crash_loop::DEFAULT));
     }
 }

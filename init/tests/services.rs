@@ -35,13 +35,18 @@ fn run(cmd: &mut Command) {
 /// A node whose root has containerd, runc, ctr, the OCI archive and the payload; `config` is
 /// its /etc/nacre/init.toml.
 fn build_node(dir: &Path, init: &Path, config: &str, with_containerd: bool) {
+    build_node_with(dir, init, config, "payload.sh", with_containerd)
+}
+
+/// [`build_node`] with another payload (/etc/nacre/check.sh) from tests/init/services.
+fn build_node_with(dir: &Path, init: &Path, config: &str, payload: &str, with_containerd: bool) {
     let s = repo().join("tests/init/services");
     let mut cmd = Command::new(repo().join("tests/init/build-node.sh"));
     cmd.arg(dir)
         .arg("--init")
         .arg(init)
         .arg("--payload")
-        .arg(s.join("payload.sh"))
+        .arg(s.join(payload))
         .arg("--add-file")
         .arg(format!("{}:/etc/nacre/init.toml", s.join(config).display()));
     if with_containerd {
@@ -291,6 +296,87 @@ fn a_service_that_never_becomes_ready_stops_the_node() {
     );
     assert!(!b.has("started payload"), "{}", b.console);
     assert!(b.has("reboot: Power down"), "{}", b.console);
+}
+
+/// One node for both crash-loop boots (tests/init/services/crash-loop.toml).
+fn crash_loop_node() -> &'static Path {
+    static NODE: OnceLock<PathBuf> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let dir = tmp().join("crash-loop");
+        build_node_with(
+            &dir,
+            Path::new(env!("CARGO_BIN_EXE_nacre-init")),
+            "crash-loop.toml",
+            "crash-loop.sh",
+            false,
+        );
+        dir
+    })
+}
+
+#[test]
+fn crash_loop_stop_node_stops_it_with_one_fatal_line() {
+    let b = boot(
+        crash_loop_node(),
+        "crash-stop",
+        &[
+            "--cmdline",
+            "nacre.insecure-platform=1 nacre_test=crash-stop",
+        ],
+    );
+    let c = &b.console;
+    // One start and three restarts, the fourth exit is past the limit.
+    assert!(b.has("doomed exited with status 3 after"), "{c}");
+    assert!(b.has("restart #3 in"), "{c}");
+    assert!(!b.has("restart #4 in"), "{c}");
+    // The init's own lines (console::read appends the raw console after them).
+    let init_lines = c
+        .split("---- the console as written ----")
+        .next()
+        .unwrap_or(c);
+    let fatal: Vec<&str> = init_lines.lines().filter(|l| l.contains("FATAL")).collect();
+    assert_eq!(fatal.len(), 1, "{c}");
+    let f = fatal[0];
+    assert!(
+        f.contains("FATAL: service doomed: crash loop: exited with status 3 after 3 restarts in ")
+            && f.contains("(crash_loop: at most 3 restarts in 60 s, action stop-node)"),
+        "{f}"
+    );
+    assert!(b.at("restart #3 in") < b.at("FATAL: service doomed"), "{c}");
+    assert!(b.has("stopping the node (power off)"), "{c}");
+    assert!(b.has("reboot: Power down"), "{c}");
+    // Fail closed: no orderly shutdown, the other service never exited.
+    assert!(!b.has("shutdown: stopping"), "{c}");
+    assert!(!b.has("flaky exited"), "{c}");
+    assert!(!b.has("Kernel panic"), "{c}");
+}
+
+#[test]
+fn crash_loop_give_up_leaves_the_service_stopped_and_the_node_running() {
+    let b = boot(
+        crash_loop_node(),
+        "crash-give-up",
+        &[
+            "--cmdline",
+            "nacre.insecure-platform=1 nacre_test=crash-give-up",
+        ],
+    );
+    let c = &b.console;
+    let gave_up = b.at("flaky: crash loop: exited with status 3 after 3 restarts in ");
+    assert!(
+        b.has("(crash_loop: at most 3 restarts in 60 s, action give-up): giving up on it; it stays stopped, the node keeps running"),
+        "{c}"
+    );
+    assert!(b.at("restart #3 in") < gave_up, "{c}");
+    assert!(!b.has("restart #4 in"), "{c}");
+    // The payload saw flaky stay stopped (4 runs) while doomed runs, and powered the node off.
+    let ok = b.at("[payload] NACRE-GIVE-UP-OK runs=4");
+    assert!(gave_up < ok, "{c}");
+    assert!(!b.has("NACRE-CRASH-FAIL"), "{c}");
+    assert!(b.at("SIGTERM: stopping the node (poweroff)") > ok, "{c}");
+    assert!(b.has("shutdown: stopping doomed"), "{c}");
+    assert!(b.has("reboot: Power down"), "{c}");
+    assert!(!b.has("FATAL") && !b.has("Kernel panic"), "{c}");
 }
 
 /// The median of a few boots of each: PID 1 exec -> containerd exec -> payload (kubelet) exec,

@@ -5,7 +5,10 @@
 //! 1. [`Check::Platform`]: the evidence is for the QEMU vTPM platform (SEV-SNP and TDX evidence
 //!    is refused: [`SevSnpVerifier`] and [`TdxVerifier`] verify them).
 //! 2. [`Check::ManifestSignature`], [`Check::Manifest`]: the golden manifest's signature verifies
-//!    against the configured public key (cosign-style, `nacre_measure::sign`), and it parses.
+//!    against the configured public key (cosign-style, `nacre_measure::sign`), and it parses;
+//!    [`Check::Platform`] again: only manifests whose variant is for the evidence's platform
+//!    take part (`qemu-vtpm`: QEMU vTPM, `*-snp`: SEV-SNP, `*-tdx`: TDX,
+//!    [`nacre_measure::manifest::variant_platform`]); none left is a refusal naming both.
 //! 3. [`Check::AkTrust`]: the attestation key is trusted by the configured [`AkTrust`].
 //! 4. [`Check::QuoteFormat`], [`Check::QuoteSignature`]: TPMS_ATTEST parses (magic, type quote)
 //!    and the AK's ECDSA P-256/SHA-256 signature over it verifies.
@@ -18,7 +21,13 @@
 //!    incomplete log fails here).
 //! 8. [`Check::FirstJoinPcr15`]: for a first join, PCR 15 is zero.
 //! 9. [`Check::Measurements`]: every enforced PCR of the manifest matches; warn-only mismatches
-//!    are returned in [`Accepted::warnings`] for the caller to log.
+//!    are returned in [`Accepted::warnings`] for the caller to log. A manifest past its
+//!    `not_after` admits nothing: evidence only such a manifest matches is refused by
+//!    [`Check::ManifestExpired`] ("manifest expired"). On SEV-SNP and TDX the manifest whose
+//!    PCRs match must also hold the launch values the platform part verified (SNP launch
+//!    measurement; MRTD and RTMR[1]/[2]) — values of two manifests are never combined
+//!    ([`Check::LaunchValues`], [`LaunchValues`]); a manifest without launch values pairs only
+//!    with the operator's configured ones.
 //!
 //! The confidential-VM verifiers check their platform part first and then run steps 2-9 with
 //! the AK trusted because the platform part binds it: [`SevSnpVerifier`] ([`Check::SnpReport`])
@@ -37,7 +46,7 @@ use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
 use nacre_eventlog::runtime::{rtmr3_after, CLUSTER_ID_PCR, CLUSTER_ID_RTMR};
 use nacre_eventlog::{CelRecord, EventLog, HashAlg, RuntimeEvent};
 use nacre_measure::diff::Observed;
-use nacre_measure::manifest::{Finding, ImageRef, Manifest};
+use nacre_measure::manifest::{variant_platform, Finding, ImageRef, Manifest, VariantPlatform};
 use nacre_measure::sign::{verify_blob, PublicKey};
 use ring::digest::{Context as DigestContext, SHA256};
 use serde::Serialize;
@@ -63,6 +72,8 @@ pub enum Check {
     SnpReport,
     TdxQuote,
     TdxRtmr3,
+    ManifestExpired,
+    LaunchValues,
 }
 
 impl fmt::Display for Check {
@@ -83,6 +94,8 @@ impl fmt::Display for Check {
             Check::SnpReport => "SEV-SNP report",
             Check::TdxQuote => "TDX quote",
             Check::TdxRtmr3 => "cluster id (RTMR[3])",
+            Check::ManifestExpired => "manifest expired",
+            Check::LaunchValues => "launch values (one manifest)",
         };
         f.write_str(s)
     }
@@ -246,11 +259,147 @@ pub struct SignedManifest {
     pub signature_b64: Vec<u8>,
 }
 
+/// A confidential VM's launch values, as its platform part verified them (the SEV-SNP
+/// report's MEASUREMENT; the TDX quote's MRTD and RTMR[1]/[2]). The manifest whose PCRs match
+/// must hold them too ([`Check::LaunchValues`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchValues {
+    SevSnp {
+        measurement: [u8; 48],
+        /// The measurement is one of the operator's configured golden values
+        /// (`--snp-measurement`): a manifest without `snp` entries may pair with it.
+        configured: bool,
+    },
+    Tdx {
+        mrtd: [u8; 48],
+        rtmr1: [u8; 48],
+        rtmr2: [u8; 48],
+        /// MRTD (and RTMR[1]/[2] where configured) are the operator's configured golden
+        /// values: a manifest without a `tdx` entry may pair with them.
+        configured: bool,
+    },
+}
+
+impl LaunchValues {
+    /// `Err(why)` unless `m` holds these launch values (or has none and they are configured).
+    pub fn admitted_by(&self, m: &Manifest) -> Result<(), String> {
+        match self {
+            LaunchValues::SevSnp {
+                measurement,
+                configured,
+            } => {
+                let hex_m = hex::encode(measurement);
+                if m.snp.is_empty() {
+                    if *configured {
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "it records no SEV-SNP launch measurement and {hex_m} is not a configured one"
+                    ));
+                }
+                if m.snp
+                    .iter()
+                    .any(|v| v.measurement.eq_ignore_ascii_case(&hex_m))
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the launch measurement {hex_m} is not one of its own"
+                    ))
+                }
+            }
+            LaunchValues::Tdx {
+                mrtd,
+                rtmr1,
+                rtmr2,
+                configured,
+            } => {
+                let Some(v) = &m.tdx else {
+                    if *configured {
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "it records no TDX launch values and MRTD {} is not a configured one",
+                        hex::encode(mrtd)
+                    ));
+                };
+                let mut why = Vec::new();
+                if !v.mrtd.eq_ignore_ascii_case(&hex::encode(mrtd)) {
+                    why.push(format!("MRTD {} is not its {}", hex::encode(mrtd), v.mrtd));
+                }
+                for (i, golden, got) in [(1, &v.rtmr1, rtmr1), (2, &v.rtmr2, rtmr2)] {
+                    if let Some(g) = golden {
+                        if !g.eq_ignore_ascii_case(&hex::encode(got)) {
+                            why.push(format!("RTMR{i} {} is not its {g}", hex::encode(got)));
+                        }
+                    }
+                }
+                if why.is_empty() {
+                    Ok(())
+                } else {
+                    Err(why.join(", "))
+                }
+            }
+        }
+    }
+}
+
+fn platform_of(ev: &Evidence) -> VariantPlatform {
+    match ev.platform {
+        Platform::QemuVtpm => VariantPlatform::QemuVtpm,
+        Platform::SevSnp { .. } => VariantPlatform::SevSnp,
+        Platform::Tdx { .. } => VariantPlatform::Tdx,
+    }
+}
+
+/// The manifests whose variant is for the evidence's platform; none is a refusal naming the
+/// manifests' variants and the evidence's platform.
+fn for_platform(manifests: Vec<Manifest>, ev: &Evidence) -> Result<Vec<Manifest>, Refusal> {
+    let kind = platform_of(ev);
+    let (ok, other): (Vec<Manifest>, Vec<Manifest>) = manifests
+        .into_iter()
+        .partition(|m| variant_platform(&m.image.variant) == Some(kind));
+    if ok.is_empty() {
+        let list: Vec<String> = other
+            .iter()
+            .map(|m| {
+                format!(
+                    "manifest {} (phase {}) is of variant {} ({})",
+                    m.image.version,
+                    m.phase.as_deref().unwrap_or("-"),
+                    m.image.variant,
+                    match variant_platform(&m.image.variant) {
+                        Some(p) => format!("{p} evidence only"),
+                        None => "a variant of no known platform".into(),
+                    }
+                )
+            })
+            .collect();
+        return refuse(
+            Check::Platform,
+            format!(
+                "this is {kind} evidence, and no manifest is for {kind}: {}",
+                list.join("; ")
+            ),
+        );
+    }
+    Ok(ok)
+}
+
+fn system_now() -> Result<u64, Refusal> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .or_else(|_| refuse(Check::ManifestExpired, "the system clock is before 1970"))
+}
+
 /// The verifier for QEMU guests with a vTPM (swtpm).
 pub struct QemuVtpmVerifier {
     manifests: Vec<SignedManifest>,
     manifest_key: PublicKey,
     ak_trust: Box<dyn AkTrust>,
+    /// UNIX seconds manifests' lifetimes are judged at; `None`: the system clock.
+    now: Option<u64>,
 }
 
 impl QemuVtpmVerifier {
@@ -274,7 +423,36 @@ impl QemuVtpmVerifier {
             manifests,
             manifest_key,
             ak_trust,
+            now: None,
         }
+    }
+
+    /// Judge manifests' lifetimes (`not_after`) at this time (UNIX seconds) instead of the
+    /// system clock.
+    pub fn at_time(mut self, now: u64) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn now(&self) -> Result<u64, Refusal> {
+        match self.now {
+            Some(t) => Ok(t),
+            None => system_now(),
+        }
+    }
+
+    /// The TPM part for evidence whose platform part the caller verified, with the launch
+    /// values it verified: AK trust, quote, nonce, logs, and one manifest (of the evidence's
+    /// platform) that holds both the PCRs and `launch`. [`SevSnpVerifier`] and
+    /// [`TdxVerifier`] end with it; it proves nothing about `launch` itself.
+    pub fn verify_with_launch(
+        &self,
+        ev: &Evidence,
+        expect: &Expectation<'_>,
+        launch: &LaunchValues,
+    ) -> Result<Accepted, Refusal> {
+        let manifests = for_platform(self.manifests()?, ev)?;
+        self.check_tpm_with(ev, expect, manifests, Some(launch))
     }
 
     fn manifests(&self) -> Result<Vec<Manifest>, Refusal> {
@@ -321,23 +499,22 @@ impl Verifier for QemuVtpmVerifier {
                 )
             }
         }
-        self.check_tpm(ev, expect)
+        let manifests = for_platform(self.manifests()?, ev)?;
+        self.check_tpm_with(ev, expect, manifests, None)
     }
 }
 
 impl QemuVtpmVerifier {
-    /// Everything but the platform part: AK trust, quote, nonce, logs, manifests.
-    fn check_tpm(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
-        self.check_tpm_with(ev, expect, self.manifests()?)
-    }
-
-    /// [`Self::check_tpm`] with the manifests already checked and parsed.
+    /// Everything but the platform part: AK trust, quote, nonce, logs, manifests (already
+    /// checked, parsed and of the evidence's platform), and on CVMs the verified launch values.
     fn check_tpm_with(
         &self,
         ev: &Evidence,
         expect: &Expectation<'_>,
         manifests: Vec<Manifest>,
+        launch: Option<&LaunchValues>,
     ) -> Result<Accepted, Refusal> {
+        let now = self.now()?;
         if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
             return refuse(
                 Check::AkTrust,
@@ -463,6 +640,16 @@ impl QemuVtpmVerifier {
             )
             .collect();
         let mut refusals = Vec::new();
+        let mut expired = Vec::new();
+        let mut mixed = Vec::new();
+        let name = |m: &Manifest| {
+            format!(
+                "manifest {} (phase {}, uki {})",
+                m.image.version,
+                m.phase.as_deref().unwrap_or("-"),
+                m.image.uki_sha256
+            )
+        };
         for manifest in &manifests {
             let verdict = if expect.join == JoinKind::Either {
                 let mut m = manifest.clone();
@@ -472,6 +659,18 @@ impl QemuVtpmVerifier {
                 manifest.check_pcrs(&pcrs)
             };
             if verdict.ok() {
+                if let Some(Err(why)) = launch.map(|l| l.admitted_by(manifest)) {
+                    mixed.push(format!("{} matches the PCRs, but {why}", name(manifest)));
+                    continue;
+                }
+                if manifest.expired_at(now) {
+                    expired.push(format!(
+                        "{} matches, but is valid until {}",
+                        name(manifest),
+                        manifest.not_after.as_deref().unwrap_or("-")
+                    ));
+                    continue;
+                }
                 return Ok(Accepted {
                     image: manifest.image.clone(),
                     phase: manifest.phase.clone(),
@@ -525,6 +724,18 @@ impl QemuVtpmVerifier {
                 )
             });
         }
+        if !expired.is_empty() {
+            return refuse(Check::ManifestExpired, expired.join(" | "));
+        }
+        if !mixed.is_empty() {
+            return refuse(
+                Check::LaunchValues,
+                format!(
+                    "{} (the PCRs and the launch values must come from one manifest)",
+                    mixed.join(" | ")
+                ),
+            );
+        }
         refuse(Check::Measurements, refusals.join(" | "))
     }
 }
@@ -569,6 +780,12 @@ impl SevSnpVerifier {
             ),
         }
     }
+
+    /// Judge manifests' lifetimes at this time (UNIX seconds) instead of the system clock.
+    pub fn at_time(mut self, now: u64) -> Self {
+        self.tpm.now = Some(now);
+        self
+    }
 }
 
 impl Verifier for SevSnpVerifier {
@@ -589,9 +806,10 @@ impl Verifier for SevSnpVerifier {
         };
         let report = crate::snp::Report::parse(report).map_err(snp)?;
         self.chain.verify_report(vcek, &report).map_err(snp)?;
-        // Golden launch measurements: the configured ones and those of the signed manifests.
+        // Golden launch measurements: the configured ones and those of the signed manifests
+        // (of SEV-SNP variants); the one whose PCRs match must hold it (check_tpm_with).
         let mut policy = self.policy.clone();
-        let manifests = self.tpm.manifests()?;
+        let manifests = for_platform(self.tpm.manifests()?, ev)?;
         for m in &manifests {
             for v in &m.snp {
                 let mut d = [0u8; 48];
@@ -608,7 +826,12 @@ impl Verifier for SevSnpVerifier {
             expect.tls_public_key,
         )
         .map_err(snp)?;
-        self.tpm.check_tpm_with(ev, expect, manifests)
+        let launch = LaunchValues::SevSnp {
+            measurement: report.measurement,
+            configured: self.policy.measurements.contains(&report.measurement),
+        };
+        self.tpm
+            .check_tpm_with(ev, expect, manifests, Some(&launch))
     }
 }
 
@@ -667,6 +890,7 @@ impl TdxVerifier {
     /// collateral must be valid then.
     pub fn at_time(mut self, now: u64) -> Self {
         self.now = Some(now);
+        self.tpm.now = Some(now);
         self
     }
 
@@ -700,9 +924,10 @@ impl Verifier for TdxVerifier {
         let quote = crate::tdx::Quote::parse(quote).map_err(tdx)?;
         let tcb = crate::tdx::verify_quote(&quote, &self.collateral, &self.root_ca, self.now()?)
             .map_err(tdx)?;
-        // Golden MRTD and RTMR1/2: the configured ones and those of the signed manifests.
+        // Golden MRTD and RTMR1/2: the configured ones and those of the signed manifests (of
+        // TDX variants); the one whose PCRs match must hold them (check_tpm_with).
         let mut policy = self.policy.clone();
-        let manifests = self.tpm.manifests()?;
+        let manifests = for_platform(self.tpm.manifests()?, ev)?;
         let decode = |h: &str| {
             let mut d = [0u8; 48];
             hex::decode_to_slice(h, &mut d).ok().map(|_| d)
@@ -726,7 +951,22 @@ impl Verifier for TdxVerifier {
         .map_err(tdx)?;
         let rtmr3 = quote.body.rtmr[CLUSTER_ID_RTMR];
         check_first_join_rtmr3(&rtmr3, expect.join)?;
-        let mut accepted = self.tpm.check_tpm_with(ev, expect, manifests)?;
+        let body = &quote.body;
+        let configured = self.policy.mrtd.contains(&body.mr_td)
+            && (1..=2).all(|i| {
+                self.policy.rtmr[i]
+                    .as_ref()
+                    .is_none_or(|g| g.contains(&body.rtmr[i]))
+            });
+        let launch = LaunchValues::Tdx {
+            mrtd: body.mr_td,
+            rtmr1: body.rtmr[1],
+            rtmr2: body.rtmr[2],
+            configured,
+        };
+        let mut accepted = self
+            .tpm
+            .check_tpm_with(ev, expect, manifests, Some(&launch))?;
         // The runtime log is now proven by the TPM quote (it replays to PCR 15 and the rest).
         check_rtmr3_replay(&rtmr3, &ev.runtime_log)?;
         accepted.platform_warnings = warnings;

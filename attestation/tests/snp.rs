@@ -360,6 +360,7 @@ fn manifest_with_snp(
         stub: nacre_measure::uki::StubProfile::V252,
         secure_boot: false,
         phase: Some("sysinit".into()),
+        not_after: None,
         measurements: [(
             4u32,
             Expected {
@@ -379,4 +380,89 @@ fn manifest_with_snp(
         json,
         signature_b64: sig.into_bytes(),
     }
+}
+
+/// A manifest admits only evidence of its variant's platform: with the real Milan report (its
+/// chain and signature verify), a `qemu-vtpm` or TDX manifest, even one holding the report's
+/// launch measurement, is refused naming both; the `aws-sev-snp` one moves on to the report's
+/// binding.
+#[test]
+fn manifest_of_another_variant_is_refused_for_snp_evidence() {
+    use nacre_attestation::evidence::{Evidence, Platform, Quote};
+    use nacre_attestation::verify::{Check, Expectation, JoinKind, SevSnpVerifier, Verifier};
+    use nacre_measure::manifest::{Manifest, SnpLaunchValue};
+    let report = Report::parse(&fixture("milan-report.bin")).unwrap();
+    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+    let key = nacre_measure::sign::PublicKey::from_spki(
+        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
+    )
+    .unwrap();
+    let value = SnpLaunchValue {
+        vcpus: 4,
+        vcpu_type: "EPYC-Milan".into(),
+        vmm: "qemu".into(),
+        guest_features: 1,
+        ovmf_sha256: "00".repeat(32),
+        direct_boot: None,
+        measurement: hex::encode(report.measurement),
+    };
+    let with_variant = |variant: &str| {
+        let signed = manifest_with_snp(&signer, vec![value.clone()]);
+        let mut m = Manifest::from_json(&signed.json).unwrap();
+        m.image.variant = variant.into();
+        let json = m.to_json();
+        let sig = nacre_measure::sign::sign_blob(&signer, &json).unwrap();
+        nacre_attestation::verify::SignedManifest {
+            json,
+            signature_b64: sig.into_bytes(),
+        }
+    };
+    let ev = Evidence {
+        platform: Platform::SevSnp {
+            report: fixture("milan-report.bin"),
+            vcek: fixture("milan-vcek.der"),
+        },
+        quote: Quote {
+            attest: vec![],
+            signature: vec![],
+        },
+        ak_public: vec![1; 91],
+        firmware_log: vec![],
+        runtime_log: vec![],
+        ek: None,
+    };
+    let x = Expectation {
+        nonce: &[7; 32],
+        tls_public_key: b"tls",
+        join: JoinKind::First,
+    };
+    let policy = SnpPolicy {
+        measurements: vec![],
+        min_tcb: Tcb::default(),
+        allow_debug: false,
+        allow_migration_agent: false,
+        vmpl: None,
+        id_key_digest: None,
+        require_smt_off: false,
+    };
+    let verify = |variant: &str| {
+        SevSnpVerifier::new(
+            milan(),
+            policy.clone(),
+            vec![with_variant(variant)],
+            key.clone(),
+        )
+        .verify(&ev, &x)
+        .unwrap_err()
+    };
+    for variant in ["qemu-vtpm", "gcp-tdx"] {
+        let r = verify(variant);
+        assert_eq!(r.check, Check::Platform, "{r}");
+        assert!(
+            r.reason.contains("SEV-SNP evidence") && r.reason.contains(variant),
+            "{r}"
+        );
+    }
+    let r = verify("aws-sev-snp");
+    assert!(r.reason.contains("REPORT_DATA"), "{r}");
 }

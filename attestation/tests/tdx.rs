@@ -801,3 +801,72 @@ fn rtmr3_cluster_id_rules() {
     ]);
     assert!(check_rtmr3_replay(&twice.rtmr[3], &joined).is_err());
 }
+
+/// A manifest admits only evidence of its variant's platform: with the real v4 quote (its
+/// signatures and collateral verify), an SEV-SNP or QEMU vTPM manifest holding the quote's MRTD
+/// is refused naming both; the `gcp-tdx` one moves on to the quote's binding.
+#[test]
+fn manifest_of_another_variant_is_refused_for_tdx_evidence() {
+    use nacre_attestation::evidence::{Evidence, Platform, Quote as TpmQuote};
+    use nacre_attestation::verify::{Check, Expectation, JoinKind, TdxVerifier, Verifier};
+    use nacre_measure::manifest::Manifest;
+    let q = Quote::parse(&v4()).unwrap();
+    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+    let key = nacre_measure::sign::PublicKey::from_spki(
+        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
+    )
+    .unwrap();
+    let ev = Evidence {
+        platform: Platform::Tdx { quote: v4() },
+        quote: TpmQuote {
+            attest: vec![],
+            signature: vec![],
+        },
+        ak_public: vec![1; 91],
+        firmware_log: vec![],
+        runtime_log: vec![],
+        ek: None,
+    };
+    let x = Expectation {
+        nonce: &[7; 32],
+        tls_public_key: b"tls",
+        join: JoinKind::First,
+    };
+    let verify = |variant: &str| {
+        let signed = manifest_with(
+            &signer,
+            Some(serde_json::json!({
+                "mrtd": hex::encode(q.body.mr_td),
+                "page_add_order": "per-page",
+                "ovmf_sha256": "00".repeat(32),
+            })),
+        );
+        let mut m = Manifest::from_json(&signed.json).unwrap();
+        m.image.variant = variant.into();
+        let json = m.to_json();
+        let sig = nacre_measure::sign::sign_blob(&signer, &json).unwrap();
+        let signed = nacre_attestation::verify::SignedManifest {
+            json,
+            signature_b64: sig.into_bytes(),
+        };
+        TdxVerifier::new(
+            collateral("tdx_quote_collateral.json"),
+            TdxPolicy::default(),
+            vec![signed],
+            key.clone(),
+        )
+        .at_time(V4_TIME)
+        .verify(&ev, &x)
+        .unwrap_err()
+    };
+    for variant in ["qemu-vtpm", "azure-sev-snp"] {
+        let r = verify(variant);
+        assert_eq!(r.check, Check::Platform, "{r}");
+        assert!(
+            r.reason.contains("TDX evidence") && r.reason.contains(variant),
+            "{r}"
+        );
+    }
+    let r = verify("gcp-tdx");
+    assert!(r.reason.contains("REPORTDATA"), "{r}");
+}

@@ -204,6 +204,7 @@ pub fn run(
         stub: nacre_measure::uki::StubProfile::V252,
         secure_boot: false,
         phase: Some("sysinit".into()),
+        not_after: None,
         measurements,
         events: vec![],
         snp: vec![],

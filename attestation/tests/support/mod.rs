@@ -274,6 +274,7 @@ pub fn manifest_signed_by(
         stub: StubProfile::V252,
         secure_boot: false,
         phase: Some("enter-initrd".into()),
+        not_after: None,
         measurements,
         events: vec![],
         snp: vec![],

@@ -112,6 +112,13 @@ enum Cmd {
         /// per-section (QEMU 8.x TDX stacks).
         #[arg(long, default_value = "per-page")]
         tdx_page_add_order: String,
+        /// The end of the manifest's lifetime, RFC 3339 UTC (2027-01-31T00:00:00Z): verifiers
+        /// refuse it afterwards. Without it (and --lifetime-days) the manifest never expires.
+        #[arg(long, conflicts_with = "lifetime_days")]
+        not_after: Option<String>,
+        /// The manifest's lifetime in days from now (sets not_after).
+        #[arg(long)]
+        lifetime_days: Option<u64>,
     },
     /// Sign a file cosign-style (ECDSA P-256, base64 DER in <file>.sig).
     Sign {
@@ -516,7 +523,28 @@ fn run(cli: Cli) -> Result<()> {
             snp_direct_boot,
             tdx_ovmf,
             tdx_page_add_order,
+            not_after,
+            lifetime_days,
         } => {
+            let not_after = match (not_after, lifetime_days) {
+                (Some(t), _) => {
+                    nacre_measure::manifest::parse_rfc3339_utc(&t)
+                        .with_context(|| format!("--not-after {t:?}"))?;
+                    Some(t)
+                }
+                (None, Some(days)) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .context("the system clock is before 1970")?
+                        .as_secs();
+                    let end = days
+                        .checked_mul(86400)
+                        .and_then(|d| now.checked_add(d))
+                        .context("--lifetime-days is too large")?;
+                    Some(nacre_measure::manifest::format_rfc3339_utc(end))
+                }
+                (None, None) => None,
+            };
             let (files, cfg, p) = boot.predict()?;
             let tdx_value = match &tdx_ovmf {
                 Some(f) => Some(tdx_values(f, &tdx_page_add_order, Some(&boot))?.manifest_value()),
@@ -553,6 +581,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut m = Manifest::from_prediction(image, &p, phase, &warn_only);
             m.snp = snp_values;
             m.tdx = tdx_value;
+            m.not_after = not_after;
             let json = m.to_json();
             // Sign first, so a failing signer leaves nothing behind.
             let sig = match &key {
@@ -1124,6 +1153,23 @@ fn verify(o: VerifyOpts) -> Result<()> {
     }
     let mut report = serde_json::json!({"signature": "ok"});
     let mut failed = false;
+    if let Some(t) = &m.not_after {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the system clock is before 1970")?
+            .as_secs();
+        let expired = m.expired_at(now);
+        failed |= expired;
+        report["not_after"] = serde_json::json!(t);
+        report["expired"] = serde_json::json!(expired);
+        if !json {
+            if expired {
+                println!("lifetime: EXPIRED (manifest expired: not_after {t})");
+            } else {
+                println!("lifetime: OK (not_after {t})");
+            }
+        }
+    }
     let mut observed_pcrs = match &pcrs {
         Some(p) => Some(read_pcrs_json(p)?),
         None => None,
@@ -1198,7 +1244,7 @@ fn verify(o: VerifyOpts) -> Result<()> {
                 v.errors.len()
             );
         }
-        failed = !v.ok();
+        failed |= !v.ok();
         report["pcrs"] = serde_json::to_value(&v)?;
     }
     report["ok"] = serde_json::Value::Bool(!failed);

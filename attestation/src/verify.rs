@@ -1021,6 +1021,48 @@ pub fn check_rtmr3_replay(rtmr3: &[u8; 48], runtime_log: &[CelRecord]) -> Result
     )
 }
 
+/// A verifier that can be replaced while it is in use: the key service re-reads its manifests
+/// and revocation list (SIGHUP) and swaps in the verifier built from them. A verification in
+/// progress finishes with the verifier it started with; connections are not dropped.
+pub struct SwappableVerifier {
+    current: std::sync::RwLock<std::sync::Arc<dyn Verifier>>,
+}
+
+impl SwappableVerifier {
+    pub fn new(v: std::sync::Arc<dyn Verifier>) -> Self {
+        SwappableVerifier {
+            current: std::sync::RwLock::new(v),
+        }
+    }
+
+    /// The verifier in use now.
+    pub fn current(&self) -> std::sync::Arc<dyn Verifier> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replace it (atomically: every later verification uses `v`).
+    pub fn swap(&self, v: std::sync::Arc<dyn Verifier>) {
+        match self.current.write() {
+            Ok(mut g) => *g = v,
+            Err(p) => *p.into_inner() = v,
+        }
+    }
+}
+
+impl Verifier for SwappableVerifier {
+    fn name(&self) -> &'static str {
+        self.current().name()
+    }
+
+    fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
+        // The lock is held only to clone the Arc, not during the verification.
+        self.current().verify(ev, expect)
+    }
+}
+
 /// Routes evidence to the verifier of its platform: one service for QEMU vTPM, SEV-SNP and TDX
 /// nodes. A platform without a configured verifier is refused.
 #[derive(Default)]
@@ -1061,5 +1103,52 @@ impl Verifier for ByPlatform {
                 format!("no verifier is configured for {kind} evidence"),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Refuses everything, naming itself.
+    struct Named(&'static str);
+
+    impl Verifier for Named {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn verify(&self, _: &Evidence, _: &Expectation<'_>) -> Result<Accepted, Refusal> {
+            refuse(Check::Manifest, self.0)
+        }
+    }
+
+    #[test]
+    fn swappable_verifier_uses_the_latest() {
+        let v = Arc::new(SwappableVerifier::new(Arc::new(Named("old"))));
+        let shared: Arc<dyn Verifier> = v.clone();
+        let ev = Evidence {
+            platform: Platform::QemuVtpm,
+            quote: crate::evidence::Quote {
+                attest: vec![],
+                signature: vec![],
+            },
+            ak_public: vec![],
+            firmware_log: vec![],
+            runtime_log: vec![],
+            ek: None,
+        };
+        let x = Expectation {
+            nonce: b"n",
+            tls_public_key: b"k",
+            join: JoinKind::First,
+        };
+        assert_eq!(shared.verify(&ev, &x).unwrap_err().reason, "old");
+        let held = v.current();
+        v.swap(Arc::new(Named("new")));
+        assert_eq!(shared.name(), "new");
+        assert_eq!(shared.verify(&ev, &x).unwrap_err().reason, "new");
+        // One taken before the swap is still whole.
+        assert_eq!(held.name(), "old");
     }
 }

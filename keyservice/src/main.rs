@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use nacre_attestation::verify::SwappableVerifier;
 use nacre_attestation::{
     snp, tdx, ByPlatform, EnrolledAks, QemuVtpmVerifier, SevSnpVerifier, SignedManifest,
     TdxVerifier, Verifier,
@@ -10,6 +11,7 @@ use nacre_keyservice::overlay::OverlayRange;
 use nacre_keyservice::server::{load_identity, Server};
 use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
 use nacre_keyservice::{tls, Service};
+use nacre_measure::manifest::{compare_versions, Manifest, RevocationList};
 use ring::rand::SecureRandom;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -118,7 +120,7 @@ enum Cmd {
 }
 
 /// What `serve` verifies nodes with: the golden manifests and the platforms' trust anchors.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct VerifierArgs {
     /// A golden manifest (nacre-measure golden), signature in MANIFEST.sig; repeat. Give the
     /// image at phase sysinit (joins and disk keys) and at phase ready (peer refresh).
@@ -127,6 +129,16 @@ struct VerifierArgs {
     /// The public key the manifest must be signed with (PEM).
     #[arg(long)]
     manifest_key: PathBuf,
+    /// Skip manifests whose image.version is below this version (numeric dotted comparison:
+    /// 1.2 = 1.2.0 < 1.10, an optional leading v, 1.2.0-rc1 < 1.2.0); a version that is not
+    /// numeric ("dev", "test") is skipped too under a minimum.
+    #[arg(long)]
+    min_version: Option<String>,
+    /// Revoked manifests: SHA-256 digests, one a line ('#' comments), of manifest files
+    /// (sha256sum measurements.json) or of UKIs (a manifest's image.uki_sha256: all its
+    /// phases). Re-read with the manifests on SIGHUP and when it changes.
+    #[arg(long)]
+    revoked: Option<PathBuf>,
     /// An enrolled attestation key (PEM or DER SubjectPublicKeyInfo, from
     /// `nacre-keyservice ak`); repeat for each node. Enables QEMU vTPM nodes.
     #[arg(long = "ak")]
@@ -235,12 +247,39 @@ fn print_decision(d: &Decision) {
     );
 }
 
-/// The verifier `serve` checks nodes with: one per platform the flags enable (ByPlatform).
-/// Every file is read and checked now, so a bad one stops the service at start.
+/// What [`load`] built: the verifier, and which manifests it admits with and which the
+/// service's policy skipped (each with the reason).
+struct Loaded {
+    verifier: ByPlatform,
+    admitted: Vec<String>,
+    skipped: Vec<String>,
+}
+
+fn unix_now() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
+}
+
+/// The verifier `serve` checks nodes with (see [`load`]), at the system clock's time.
+#[cfg(test)]
 fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
+    Ok(load(a, unix_now()?, false)?.verifier)
+}
+
+/// The verifier `serve` checks nodes with: one per platform the flags enable (ByPlatform).
+/// Every file is read and checked now, so a bad one stops the service at start (and a reload
+/// fails, leaving the previous verifier in force). Manifests refused by the service's policy
+/// at `now` (expired, below `--min-version`, in `--revoked`) are skipped with a reason in
+/// [`Loaded::skipped`]; at start (`reload` false) at least one must remain, on a reload none
+/// may (every node is then refused: revoking the last release takes effect).
+fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
     let VerifierArgs {
         manifests,
         manifest_key,
+        min_version,
+        revoked,
         aks,
         ek_ca,
         snp_ark,
@@ -256,7 +295,21 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
     } = a;
     let key = nacre_measure::sign::PublicKey::from_pem_file(manifest_key)
         .with_context(|| format!("reading {}", manifest_key.display()))?;
+    if let Some(v) = min_version {
+        if compare_versions(v, v).is_none() {
+            bail!("--min-version {v:?}: not a numeric dotted version (e.g. 1.4 or v1.4.2)");
+        }
+    }
+    let revoked = match revoked {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--revoked: reading {}", p.display()))?;
+            RevocationList::parse(&text).with_context(|| format!("--revoked {}", p.display()))?
+        }
+        None => RevocationList::default(),
+    };
     let mut signed = Vec::new();
+    let (mut admitted, mut skipped) = (Vec::new(), Vec::new());
     for manifest in manifests {
         let mut sig = manifest.clone().into_os_string();
         sig.push(".sig");
@@ -270,7 +323,40 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
         // Checked now too, so a bad manifest stops the service at start.
         nacre_measure::sign::verify_blob(&key, &m.json, &m.signature_b64)
             .with_context(|| format!("{}: signature", manifest.display()))?;
-        signed.push(m);
+        let parsed =
+            Manifest::from_json(&m.json).with_context(|| format!("{}", manifest.display()))?;
+        let policy = parsed
+            .check_lifetime(now)
+            .and_then(|()| match min_version {
+                Some(v) => parsed.check_min_version(v),
+                None => Ok(()),
+            })
+            .and_then(|()| revoked.check(&m.json, &parsed));
+        let name = format!(
+            "{} (version {}, variant {}, phase {}{})",
+            manifest.display(),
+            parsed.image.version,
+            parsed.image.variant,
+            parsed.phase.as_deref().unwrap_or("-"),
+            parsed
+                .not_after
+                .as_deref()
+                .map(|t| format!(", valid until {t}"))
+                .unwrap_or_default()
+        );
+        match policy {
+            Ok(()) => {
+                admitted.push(name);
+                signed.push(m);
+            }
+            Err(e) => skipped.push(format!("{name}: {e}")),
+        }
+    }
+    if signed.is_empty() && !reload {
+        bail!(
+            "no manifest is left to admit nodes, the service's policy skipped every one: {}",
+            skipped.join("; ")
+        );
     }
     let mut verifier = ByPlatform::default();
     let mut trusts: Vec<Box<dyn nacre_attestation::AkTrust>> = Vec::new();
@@ -297,7 +383,7 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
         let chain =
             snp::AmdChain::new(&read(ark)?, &read(ask)?).context("AMD certificate chain")?;
         let measurements = hex48_list(snp_measurements, "--snp-measurement")?;
-        if measurements.is_empty() && !any_manifest(&signed, |m| !m.snp.is_empty()) {
+        if measurements.is_empty() && !reload && !any_manifest(&signed, |m| !m.snp.is_empty()) {
             bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
         }
         let t: Vec<u8> = snp_min_tcb
@@ -345,6 +431,7 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
             tdx_allow_tcb,
             signed.clone(),
             key.clone(),
+            reload,
         )?));
     } else if !tdx_mrtds.is_empty() || !tdx_allow_tcb.is_empty() {
         bail!("--tdx-mrtd and --tdx-allow-tcb need --tdx-collateral");
@@ -352,7 +439,105 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
     if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() && verifier.tdx.is_none() {
         bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM), --snp-ark/--snp-ask (SEV-SNP) and/or --tdx-collateral (TDX)");
     }
-    Ok(verifier)
+    Ok(Loaded {
+        verifier,
+        admitted,
+        skipped,
+    })
+}
+
+fn print_loaded(l: &Loaded, what: &str) {
+    for m in &l.admitted {
+        println!("nacre-keyservice: {what}: manifest {m}");
+    }
+    for m in &l.skipped {
+        println!("nacre-keyservice: {what}: WARNING: skipped {m}");
+    }
+    if l.admitted.is_empty() {
+        println!(
+            "nacre-keyservice: {what}: WARNING: no manifest admits nodes, every node is refused"
+        );
+    }
+}
+
+/// Set by SIGHUP: re-read the manifests and the revocation list.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    RELOAD.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The files whose change triggers a reload: the manifests, their signatures, the revocation
+/// list.
+fn watched(a: &VerifierArgs) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for m in &a.manifests {
+        let mut sig = m.clone().into_os_string();
+        sig.push(".sig");
+        files.push(m.clone());
+        files.push(PathBuf::from(sig));
+    }
+    files.extend(a.revoked.clone());
+    files
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Re-read the manifests and the revocation list and swap the verifier in (connections in
+/// flight finish with the one they started with); on an error the previous one stays.
+fn reload(args: &VerifierArgs, target: &SwappableVerifier, why: &str) -> Result<()> {
+    let loaded = load(args, unix_now()?, true)
+        .with_context(|| format!("reload ({why}) failed, the previous manifests stay in force"))?;
+    print_loaded(&loaded, &format!("reload ({why})"));
+    target.swap(Arc::new(loaded.verifier));
+    Ok(())
+}
+
+/// Reload on SIGHUP and when a watched file's modification time changes (checked every 2 s).
+fn watch(args: VerifierArgs, target: Arc<SwappableVerifier>) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); SA_RESTART keeps the
+    // accept loop's system calls from failing with EINTR.
+    let installed = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sighup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut())
+    };
+    if installed != 0 {
+        bail!(
+            "installing the SIGHUP handler: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let files = watched(&args);
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            let mut seen = mtimes(&files);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let now = mtimes(&files);
+                let why = if RELOAD.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    "SIGHUP"
+                } else if now != seen {
+                    "a manifest or the revocation list changed"
+                } else {
+                    continue;
+                };
+                seen = now;
+                if let Err(e) = reload(&args, &target, why) {
+                    eprintln!("nacre-keyservice: {e:#}");
+                }
+            }
+        })
+        .context("starting the reload thread")?;
+    Ok(())
 }
 
 /// The TDX verifier: Intel's collateral from `collateral` (checked now: it must parse), golden
@@ -363,6 +548,7 @@ fn tdx_verifier(
     allow_tcb: &[String],
     signed: Vec<SignedManifest>,
     key: nacre_measure::sign::PublicKey,
+    reload: bool,
 ) -> Result<TdxVerifier> {
     let json = std::fs::read(collateral)
         .with_context(|| format!("--tdx-collateral: reading {}", collateral.display()))?;
@@ -373,7 +559,8 @@ fn tdx_verifier(
         )
     })?;
     let mrtd = hex48_list(mrtds, "--tdx-mrtd")?;
-    if mrtd.is_empty() && !any_manifest(&signed, |m| m.tdx.is_some()) {
+    // On a reload, revoking the last TDX release leaves no MRTD: every TDX node is refused.
+    if mrtd.is_empty() && !reload && !any_manifest(&signed, |m| m.tdx.is_some()) {
         bail!("TDX nodes need golden MRTDs: in the manifests (nacre-measure golden --tdx-ovmf) or --tdx-mrtd");
     }
     let allowed_tcb = allow_tcb
@@ -459,7 +646,12 @@ fn main() -> Result<()> {
             attest_firmware_log,
             attest_runtime_log,
         } => {
-            let verifier: Arc<dyn Verifier> = Arc::new(build_verifier(&verify)?);
+            let loaded = load(&verify, unix_now()?, false)?;
+            print_loaded(&loaded, "start");
+            // Swapped on SIGHUP or when a manifest or the revocation list changes.
+            let swappable = Arc::new(SwappableVerifier::new(Arc::new(loaded.verifier)));
+            watch(verify.clone(), swappable.clone())?;
+            let verifier: Arc<dyn Verifier> = swappable;
             let store = Store::open(&state.join(DB_FILE))?;
             let mut service = Service::new(store, Box::new(print_decision))?;
             // The cluster configuration nodes of release images measure (written by `init
@@ -617,6 +809,7 @@ mod tests {
     /// A state-free `serve` setup: a signed manifest (with or without a `tdx` entry) and its key.
     struct Setup {
         dir: tempfile::TempDir,
+        signer: nacre_measure::sign::PemSigner,
     }
 
     impl Setup {
@@ -652,7 +845,47 @@ mod tests {
                 nacre_measure::sign::to_pem("PUBLIC KEY", &signer.public_key_spki()),
             )
             .unwrap();
-            Setup { dir }
+            Setup { dir, signer }
+        }
+
+        /// Another manifest signed with the same key: a `qemu-vtpm` one at phase sysinit,
+        /// changed by `tweak` (its JSON form). Returns its path.
+        fn manifest(&self, name: &str, tweak: impl Fn(&mut serde_json::Value)) -> String {
+            let mut text = serde_json::json!({
+                "schema": nacre_measure::manifest::SCHEMA,
+                "image": {"ref": "r", "version": "1.0.0", "variant": "qemu-vtpm", "uki_sha256": "00".repeat(32)},
+                "alg": "sha256",
+                "stub": "systemd-stub-252",
+                "secure_boot": false,
+                "phase": "sysinit",
+                "measurements": {"4": {"expected": "04".repeat(32), "warn_only": false}},
+                "events": [],
+            });
+            tweak(&mut text);
+            let json = Manifest::from_json(&serde_json::to_vec(&text).unwrap())
+                .unwrap()
+                .to_json();
+            let sig = nacre_measure::sign::sign_blob(&self.signer, &json).unwrap();
+            std::fs::write(self.dir.path().join(name), &json).unwrap();
+            std::fs::write(self.dir.path().join(format!("{name}.sig")), sig).unwrap();
+            self.path(name)
+        }
+
+        /// `serve`'s verifier arguments: these manifests, an enrolled AK (QEMU vTPM), `extra`.
+        fn args(&self, manifests: &[&str], extra: &[&str]) -> VerifierArgs {
+            let k = self.path("release.pub");
+            let ak = self.path("ak.der");
+            std::fs::write(&ak, [0x30, 0x00]).unwrap();
+            let mut argv = vec!["nacre-keyservice", "serve", "--state", "unused"];
+            for m in manifests {
+                argv.extend(["--manifest", m]);
+            }
+            argv.extend(["--manifest-key", &k, "--ak", &ak]);
+            argv.extend_from_slice(extra);
+            let Cmd::Serve { verify, .. } = Cli::try_parse_from(argv).unwrap().cmd else {
+                unreachable!()
+            };
+            verify
         }
 
         fn path(&self, name: &str) -> String {
@@ -774,5 +1007,158 @@ mod tests {
         assert!(e.contains("need --tdx-collateral"), "{e}");
         let e = err(s.build(&[]));
         assert!(e.contains("--tdx-collateral (TDX)"), "{e}");
+    }
+
+    /// 2026-01-01T00:00:00Z.
+    const NOW: u64 = 1_767_225_600;
+
+    fn load_err(a: &VerifierArgs) -> String {
+        match load(a, NOW, false) {
+            Ok(l) => panic!("loaded {:?}", l.admitted),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn policy_skips_expired_old_and_revoked_manifests() {
+        let s = Setup::new(false);
+        let new = s.manifest("new.json", |m| {
+            m["image"]["version"] = "v1.4.0".into();
+            m["image"]["uki_sha256"] = "ab".repeat(32).into();
+            m["not_after"] = "2026-06-30T00:00:00Z".into();
+        });
+        let old = s.manifest("old.json", |m| m["image"]["version"] = "1.2.9".into());
+        let expired = s.manifest("expired.json", |m| {
+            m["image"]["version"] = "1.5.0".into();
+            m["not_after"] = "2025-12-31T23:59:59Z".into();
+        });
+        let dev = s.manifest("dev.json", |m| m["image"]["version"] = "dev".into());
+        // Without a policy only the expired one is skipped.
+        let l = load(&s.args(&[&new, &old, &expired, &dev], &[]), NOW, false).unwrap();
+        assert_eq!(l.admitted.len(), 3, "{:?}", l.admitted);
+        assert_eq!(l.skipped.len(), 1);
+        assert!(
+            l.skipped[0].contains("expired.json") && l.skipped[0].contains("manifest expired"),
+            "{:?}",
+            l.skipped
+        );
+        // --min-version 1.3: the older release and "dev" are skipped too.
+        let l = load(
+            &s.args(&[&new, &old, &expired, &dev], &["--min-version", "1.3"]),
+            NOW,
+            false,
+        )
+        .unwrap();
+        assert_eq!(l.admitted.len(), 1);
+        assert!(l.admitted[0].contains("new.json"), "{:?}", l.admitted);
+        let skipped = l.skipped.join("\n");
+        assert!(
+            skipped.contains("old.json") && skipped.contains("below the minimum version"),
+            "{skipped}"
+        );
+        assert!(
+            skipped.contains("dev.json") && skipped.contains("not a numeric dotted version"),
+            "{skipped}"
+        );
+        // Nothing left at start: the service does not start, saying why.
+        let e = load_err(&s.args(&[&old, &expired], &["--min-version", "1.3"]));
+        assert!(
+            e.contains("no manifest is left")
+                && e.contains("below the minimum version")
+                && e.contains("manifest expired"),
+            "{e}"
+        );
+        let e = load_err(&s.args(&[&new], &["--min-version", "latest"]));
+        assert!(e.contains("--min-version \"latest\""), "{e}");
+
+        // Revoked by the manifest file's digest, and by the UKI's.
+        let revoked = s.path("revoked.txt");
+        let digest = nacre_measure::manifest::manifest_digest(&std::fs::read(&new).unwrap());
+        std::fs::write(
+            &revoked,
+            format!("# CVE-2026-0001\n{digest}  # v1.4.0 sysinit\n"),
+        )
+        .unwrap();
+        let l = load(&s.args(&[&new, &old], &["--revoked", &revoked]), NOW, false).unwrap();
+        assert!(l.admitted[0].contains("old.json"), "{:?}", l.admitted);
+        assert!(
+            l.skipped[0].contains("new.json") && l.skipped[0].contains("manifest digest"),
+            "{:?}",
+            l.skipped
+        );
+        std::fs::write(&revoked, "ab".repeat(32)).unwrap();
+        let l = load(&s.args(&[&new, &old], &["--revoked", &revoked]), NOW, false).unwrap();
+        assert!(
+            l.skipped[0].contains("new.json") && l.skipped[0].contains("uki_sha256"),
+            "{:?}",
+            l.skipped
+        );
+        let e = load_err(&s.args(&[&new], &["--revoked", &revoked]));
+        assert!(e.contains("manifest revoked"), "{e}");
+        std::fs::write(&revoked, "# fine\nnot-a-digest\n").unwrap();
+        let e = load_err(&s.args(&[&new], &["--revoked", &revoked]));
+        assert!(e.contains("--revoked") && e.contains("line 2"), "{e}");
+        let e = load_err(&s.args(&[&new], &["--revoked", &s.path("missing.txt")]));
+        assert!(e.contains("missing.txt"), "{e}");
+    }
+
+    /// A reload swaps the verifier in place: revoking the only manifest takes effect (every node
+    /// refused), and a revocation list that does not parse leaves the previous verifier.
+    #[test]
+    fn reload_swaps_the_verifier_or_keeps_the_previous_one() {
+        use nacre_attestation::evidence::{Evidence, Platform, Quote};
+        use nacre_attestation::verify::{Check, Expectation, JoinKind};
+        let s = Setup::new(false);
+        let m = s.manifest("m1.json", |_| {});
+        let revoked = s.path("revoked.txt");
+        std::fs::write(&revoked, "# nothing yet\n").unwrap();
+        let args = s.args(&[&m], &["--revoked", &revoked]);
+        let swappable = Arc::new(SwappableVerifier::new(Arc::new(
+            load(&args, NOW, false).unwrap().verifier,
+        )));
+        // What the server holds.
+        let shared: Arc<dyn Verifier> = swappable.clone();
+        let ev = Evidence {
+            platform: Platform::QemuVtpm,
+            quote: Quote {
+                attest: vec![],
+                signature: vec![],
+            },
+            ak_public: vec![1],
+            firmware_log: vec![],
+            runtime_log: vec![],
+            ek: None,
+        };
+        let x = Expectation {
+            nonce: b"n",
+            tls_public_key: b"k",
+            join: JoinKind::First,
+        };
+        // With a manifest, this evidence gets as far as the AK.
+        assert_eq!(shared.verify(&ev, &x).unwrap_err().check, Check::AkTrust);
+        std::fs::write(&revoked, "00".repeat(32)).unwrap();
+        reload(&args, &swappable, "test").unwrap();
+        let r = shared.verify(&ev, &x).unwrap_err();
+        assert_eq!(r.check, Check::Manifest);
+        assert!(r.reason.contains("no golden manifest"), "{r}");
+        // A broken list: the reload fails and the previous verifier stays.
+        std::fs::write(&revoked, "zz\n").unwrap();
+        let e = format!("{:#}", reload(&args, &swappable, "test").unwrap_err());
+        assert!(e.contains("previous manifests stay in force"), "{e}");
+        assert!(shared
+            .verify(&ev, &x)
+            .unwrap_err()
+            .reason
+            .contains("no golden manifest"));
+        // The revocation withdrawn: admitted again.
+        std::fs::write(&revoked, "").unwrap();
+        reload(&args, &swappable, "test").unwrap();
+        assert_eq!(shared.verify(&ev, &x).unwrap_err().check, Check::AkTrust);
+        // The files a change of which triggers a reload.
+        let w = watched(&args);
+        assert!(
+            w.iter().any(|p| p.ends_with("m1.json.sig"))
+                && w.iter().any(|p| p.ends_with("revoked.txt"))
+        );
     }
 }

@@ -756,7 +756,9 @@ impl AkTrust for BoundBySnpReport {
 /// The verifier for SEV-SNP guests with a vTPM (a paravisor/SVSM vTPM, or a TPM whose AK the
 /// report binds): the report's chain (AMD ARK → ASK → VCEK), signature, guest policy, TCB
 /// minimums, launch measurement and REPORT_DATA binding (nonce, AK, TLS key), then the TPM
-/// quote, logs and golden manifests as for QEMU.
+/// quote, logs and golden manifests as for QEMU; the manifest whose PCRs match must hold the
+/// report's launch measurement (or, without `snp` entries, it must be the policy's):
+/// [`LaunchValues`].
 pub struct SevSnpVerifier {
     chain: crate::snp::AmdChain,
     policy: crate::snp::SnpPolicy,
@@ -853,7 +855,8 @@ impl AkTrust for BoundByTdxQuote {
 /// identity, TCB level; [`crate::tdx::verify_quote`]), TD attributes, TCB status, MRTD,
 /// RTMR0..2 and the REPORTDATA binding (nonce, AK, TLS key; [`crate::tdx::check_td`]), then the
 /// TPM quote, logs and golden manifests as for QEMU. Golden MRTDs and RTMR1/RTMR2 values are the
-/// policy's and those of the signed manifests' `tdx` entries.
+/// policy's and those of the signed manifests' `tdx` entries; the manifest whose PCRs match must
+/// hold the quote's (or, without a `tdx` entry, they must be the policy's): [`LaunchValues`].
 pub struct TdxVerifier {
     collateral: crate::tdx::QuoteCollateralV3,
     root_ca: Vec<u8>,

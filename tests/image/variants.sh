@@ -45,11 +45,24 @@ echo "   qemu-vtpm: $ca" >&2; echo "   $variant: $cb" >&2
 [[ " $ca " == *" nacre.insecure-platform=1 "* ]] || die "qemu-vtpm lacks nacre.insecure-platform=1"
 [[ " $cb " != *"insecure-platform"* ]] || die "$variant has nacre.insecure-platform"
 [[ " $cb " == *" console=ttyS0"* ]] || die "$variant has no serial console"
+# The node's modules: 00-nacre's list, or the variant's own where it sets one (the TDX variants'
+# 7.x kernel names crc32c differently).
+node_modules=$(sed -n 's/^Environment=NACRE_NODE_MODULES=//p' "$root/mkosi.conf.d/20-$variant.conf")
+[[ -n "$node_modules" ]] || node_modules=$(sed -n 's/^Environment=NACRE_NODE_MODULES=//p' "$root/mkosi.conf.d/00-nacre/mkosi.conf")
 want=$(sed -n 's/^Environment=NACRE_MODULES=//p' "$root/mkosi.conf.d/20-$variant.conf" | tr , '\n'
-       sed -n 's/^Environment=NACRE_NODE_MODULES=//p' "$root/mkosi.conf.d/00-nacre/mkosi.conf" | tr , '\n')
+       tr , '\n' <<<"$node_modules")
 got=$(cd "$(mktemp -d)" && cpio -i --quiet --to-stdout etc/nacre/modules <"$b/initrd.cpio")
 [[ "$got" == "$want" ]] || die "initrd modules: $got; want $want"
 [[ $(j "$b/measurements-sysinit.json" 'd["image"]["variant"]') == "$variant" ]] || die "manifest variant"
+# The build checked the kernel for what the variant relies on (scripts/lib/check-kernel-config.sh);
+# a TDX variant's kernel must have the RTMR extend interface (Linux 6.16+, CONFIG_TSM_MEASUREMENTS).
+kcheck=$(grep -h "^check-kernel-config: $variant: kernel .* has all" "$b/mkosi.log") \
+  || die "no kernel check in $b/mkosi.log"
+echo "   $kcheck" >&2
+if [[ "$variant" == *-tdx ]]; then
+  krel=$(sed -E 's/.*: kernel ([0-9]+\.[0-9]+)\..*/\1/' <<<"$kcheck")
+  [[ $(printf '%s\n6.16\n' "$krel" | sort -V | head -n1) == 6.16 ]] || die "$variant: kernel $krel has no RTMR extend interface (needs 6.16+)"
+fi
 for pcr in 4 11; do
   [[ $(j "$a/measurements-sysinit.json" "d['measurements']['$pcr']['expected']") != \
      $(j "$b/measurements-sysinit.json" "d['measurements']['$pcr']['expected']") ]] || die "PCR $pcr equal"

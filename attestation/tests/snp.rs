@@ -18,6 +18,74 @@ fn milan() -> AmdChain {
     AmdChain::new(&fixture("milan-ark.pem"), &fixture("milan-ask.pem")).unwrap()
 }
 
+/// A throw-away signing key for golden manifests, and its public key.
+fn manifest_key() -> (
+    nacre_measure::sign::PemSigner,
+    nacre_measure::sign::PublicKey,
+) {
+    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+    let key = nacre_measure::sign::PublicKey::from_spki(
+        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
+    )
+    .unwrap();
+    (signer, key)
+}
+
+/// A launch value holding the real report's measurement (4 x EPYC-Milan under QEMU).
+fn milan_launch_value(report: &Report) -> nacre_measure::manifest::SnpLaunchValue {
+    nacre_measure::manifest::SnpLaunchValue {
+        vcpus: 4,
+        vcpu_type: "EPYC-Milan".into(),
+        vmm: "qemu".into(),
+        guest_features: 1,
+        ovmf_sha256: "00".repeat(32),
+        direct_boot: None,
+        measurement: hex::encode(report.measurement),
+    }
+}
+
+/// SEV-SNP evidence: this report with the real VCEK, and an empty TPM part (the SNP checks
+/// come first).
+fn snp_evidence(report: Vec<u8>) -> nacre_attestation::evidence::Evidence {
+    use nacre_attestation::evidence::{Evidence, Platform, Quote};
+    Evidence {
+        platform: Platform::SevSnp {
+            report,
+            vcek: fixture("milan-vcek.der"),
+        },
+        quote: Quote {
+            attest: vec![],
+            signature: vec![],
+        },
+        ak_public: vec![1; 91],
+        firmware_log: vec![],
+        runtime_log: vec![],
+        ek: None,
+    }
+}
+
+/// A policy with no launch measurement, TCB, VMPL or ID key rule of its own.
+fn open_policy() -> SnpPolicy {
+    SnpPolicy {
+        measurements: vec![],
+        min_tcb: Tcb::default(),
+        allow_debug: false,
+        allow_migration_agent: false,
+        vmpl: None,
+        id_key_digest: None,
+        require_smt_off: false,
+    }
+}
+
+/// A first join for nonce [7; 32] and TLS key "tls" (the real report binds neither).
+fn first_join() -> nacre_attestation::verify::Expectation<'static> {
+    nacre_attestation::verify::Expectation {
+        nonce: &[7; 32],
+        tls_public_key: b"tls",
+        join: nacre_attestation::verify::JoinKind::First,
+    }
+}
+
 #[test]
 fn real_milan_report_verifies() {
     let report = Report::parse(&fixture("milan-report.bin")).unwrap();
@@ -182,14 +250,10 @@ fn policy_tcb_measurement_and_binding_rules() {
 /// needs a report whose REPORT_DATA binds our nonce and keys, i.e. SNP hardware: not here.
 #[test]
 fn snp_verifier_refuses_what_the_report_does_not_prove() {
-    use nacre_attestation::evidence::{Evidence, Platform, Quote};
-    use nacre_attestation::verify::{Check, Expectation, JoinKind, SevSnpVerifier, Verifier};
+    use nacre_attestation::evidence::Platform;
+    use nacre_attestation::verify::{Check, SevSnpVerifier, Verifier};
     let report = Report::parse(&fixture("milan-report.bin")).unwrap();
-    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
-    let key = nacre_measure::sign::PublicKey::from_spki(
-        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
-    )
-    .unwrap();
+    let (signer, key) = manifest_key();
     let policy = SnpPolicy {
         measurements: vec![report.measurement],
         min_tcb: Tcb::default(),
@@ -205,25 +269,8 @@ fn snp_verifier_refuses_what_the_report_does_not_prove() {
         vec![manifest_with_snp(&signer, vec![])],
         key,
     );
-    let ev = |raw: Vec<u8>| Evidence {
-        platform: Platform::SevSnp {
-            report: raw,
-            vcek: fixture("milan-vcek.der"),
-        },
-        quote: Quote {
-            attest: vec![],
-            signature: vec![],
-        },
-        ak_public: vec![1; 91],
-        firmware_log: vec![],
-        runtime_log: vec![],
-        ek: None,
-    };
-    let x = Expectation {
-        nonce: &[7; 32],
-        tls_public_key: b"tls",
-        join: JoinKind::First,
-    };
+    let ev = snp_evidence;
+    let x = first_join();
     // Genuine report, but made for another nonce and keys: not bound.
     let r = v.verify(&ev(fixture("milan-report.bin")), &x).unwrap_err();
     assert_eq!(r.check, Check::SnpReport);
@@ -281,53 +328,15 @@ fn evidence_goes_to_its_platform_verifier() {
 /// refusal moves on to REPORT_DATA); without it, the measurement rule refuses.
 #[test]
 fn launch_measurements_from_signed_manifests() {
-    use nacre_attestation::evidence::{Evidence, Platform, Quote};
-    use nacre_attestation::verify::{Expectation, JoinKind, SevSnpVerifier, Verifier};
+    use nacre_attestation::verify::{SevSnpVerifier, Verifier};
     use nacre_measure::manifest::SnpLaunchValue;
     let report = Report::parse(&fixture("milan-report.bin")).unwrap();
-    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
-    let key = nacre_measure::sign::PublicKey::from_spki(
-        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
-    )
-    .unwrap();
+    let (signer, key) = manifest_key();
     let signed = |snp: Vec<SnpLaunchValue>| manifest_with_snp(&signer, snp);
-    let value = SnpLaunchValue {
-        vcpus: 4,
-        vcpu_type: "EPYC-Milan".into(),
-        vmm: "qemu".into(),
-        guest_features: 1,
-        ovmf_sha256: "00".repeat(32),
-        direct_boot: None,
-        measurement: hex::encode(report.measurement),
-    };
-    let policy = SnpPolicy {
-        measurements: vec![],
-        min_tcb: Tcb::default(),
-        allow_debug: false,
-        allow_migration_agent: false,
-        vmpl: None,
-        id_key_digest: None,
-        require_smt_off: false,
-    };
-    let ev = Evidence {
-        platform: Platform::SevSnp {
-            report: fixture("milan-report.bin"),
-            vcek: fixture("milan-vcek.der"),
-        },
-        quote: Quote {
-            attest: vec![],
-            signature: vec![],
-        },
-        ak_public: vec![1; 91],
-        firmware_log: vec![],
-        runtime_log: vec![],
-        ek: None,
-    };
-    let x = Expectation {
-        nonce: &[7; 32],
-        tls_public_key: b"tls",
-        join: JoinKind::First,
-    };
+    let value = milan_launch_value(&report);
+    let policy = open_policy();
+    let ev = snp_evidence(fixture("milan-report.bin"));
+    let x = first_join();
     let with = SevSnpVerifier::new(
         milan(),
         policy.clone(),
@@ -388,24 +397,11 @@ fn manifest_with_snp(
 /// binding.
 #[test]
 fn manifest_of_another_variant_is_refused_for_snp_evidence() {
-    use nacre_attestation::evidence::{Evidence, Platform, Quote};
-    use nacre_attestation::verify::{Check, Expectation, JoinKind, SevSnpVerifier, Verifier};
-    use nacre_measure::manifest::{Manifest, SnpLaunchValue};
+    use nacre_attestation::verify::{Check, SevSnpVerifier, Verifier};
+    use nacre_measure::manifest::Manifest;
     let report = Report::parse(&fixture("milan-report.bin")).unwrap();
-    let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
-    let key = nacre_measure::sign::PublicKey::from_spki(
-        &nacre_measure::sign::BlobSigner::public_key_spki(&signer),
-    )
-    .unwrap();
-    let value = SnpLaunchValue {
-        vcpus: 4,
-        vcpu_type: "EPYC-Milan".into(),
-        vmm: "qemu".into(),
-        guest_features: 1,
-        ovmf_sha256: "00".repeat(32),
-        direct_boot: None,
-        measurement: hex::encode(report.measurement),
-    };
+    let (signer, key) = manifest_key();
+    let value = milan_launch_value(&report);
     let with_variant = |variant: &str| {
         let signed = manifest_with_snp(&signer, vec![value.clone()]);
         let mut m = Manifest::from_json(&signed.json).unwrap();
@@ -417,34 +413,9 @@ fn manifest_of_another_variant_is_refused_for_snp_evidence() {
             signature_b64: sig.into_bytes(),
         }
     };
-    let ev = Evidence {
-        platform: Platform::SevSnp {
-            report: fixture("milan-report.bin"),
-            vcek: fixture("milan-vcek.der"),
-        },
-        quote: Quote {
-            attest: vec![],
-            signature: vec![],
-        },
-        ak_public: vec![1; 91],
-        firmware_log: vec![],
-        runtime_log: vec![],
-        ek: None,
-    };
-    let x = Expectation {
-        nonce: &[7; 32],
-        tls_public_key: b"tls",
-        join: JoinKind::First,
-    };
-    let policy = SnpPolicy {
-        measurements: vec![],
-        min_tcb: Tcb::default(),
-        allow_debug: false,
-        allow_migration_agent: false,
-        vmpl: None,
-        id_key_digest: None,
-        require_smt_off: false,
-    };
+    let ev = snp_evidence(fixture("milan-report.bin"));
+    let x = first_join();
+    let policy = open_policy();
     let verify = |variant: &str| {
         SevSnpVerifier::new(
             milan(),

@@ -418,20 +418,9 @@ fn read_fw_cfg(by_name: &Path, name: &str) -> Result<Vec<u8>, ConfigError> {
 mod tests {
     use super::*;
 
-    // A real self-signed certificate (openssl req -x509 -newkey ec -pkeyopt
-    // ec_paramgen_curve:P-256 -subj /CN=nacre-test -days 1 -nodes), made for this test.
-    const CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBgDCCASWgAwIBAgIUcpxy+inOJD+tUKlCkySW/MCAfuswCgYIKoZIzj0EAwIw
-FTETMBEGA1UEAwwKbmFjcmUtdGVzdDAeFw0yNjEyMDMxMzI5MDdaFw0yNjEyMDQx
-MzI5MDdaMBUxEzARBgNVBAMMCm5hY3JlLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAAQJBFvEdQjXmLJWwv/3mD2vwR8zdRM4cYlW89sAsSQnySUxB6AnFRHo
-6abDocKWEkhMFENtpafYZieO0U8SAZdLo1MwUTAdBgNVHQ4EFgQUpriWo64QXjAY
-J3zltiihdddsEYMwHwYDVR0jBBgwFoAUpriWo64QXjAYJ3zltiihdddsEYMwDwYD
-VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAk/N1cTm/nhjB0RD+jZYC
-bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
-58hxuA==
------END CERTIFICATE-----
-";
+    // A real self-signed certificate made for these tests (openssl req -x509 -newkey ec -pkeyopt
+    // ec_paramgen_curve:P-256 -subj /CN=nacre-test -days 1 -nodes); nacre-init's tests share it.
+    const CA: &str = include_str!("../tests/data/test-ca.pem");
 
     fn sample() -> ClusterConfig {
         ClusterConfig::new(

@@ -9,18 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBgDCCASWgAwIBAgIUcpxy+inOJD+tUKlCkySW/MCAfuswCgYIKoZIzj0EAwIw
-FTETMBEGA1UEAwwKbmFjcmUtdGVzdDAeFw0yNjEyMDMxMzI5MDdaFw0yNjEyMDQx
-MzI5MDdaMBUxEzARBgNVBAMMCm5hY3JlLXRlc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAAQJBFvEdQjXmLJWwv/3mD2vwR8zdRM4cYlW89sAsSQnySUxB6AnFRHo
-6abDocKWEkhMFENtpafYZieO0U8SAZdLo1MwUTAdBgNVHQ4EFgQUpriWo64QXjAY
-J3zltiihdddsEYMwHwYDVR0jBBgwFoAUpriWo64QXjAYJ3zltiihdddsEYMwDwYD
-VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAk/N1cTm/nhjB0RD+jZYC
-bDDU9XyRJj9Z4JD7OjsAwXQCIQDgQNMcG0LNeuiGJ08QN+NTxm/eNp3qbMT6ppkP
-58hxuA==
------END CERTIFICATE-----
-";
+const CA: &str = include_str!("data/test-ca.pem");
 
 fn config() -> String {
     nacre_cluster::ClusterConfig::new(

@@ -144,7 +144,7 @@ pub fn write_ca(cluster: &ClusterConfig, path: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const CA: &str = include_str!("../tests/data/cluster-ca.pem");
+    const CA: &str = include_str!("../../cluster/tests/data/test-ca.pem");
 
     fn cluster() -> ClusterConfig {
         ClusterConfig::new(

@@ -142,7 +142,7 @@ fn boot_from(cloud: &str, source: &str) {
         .expect("python3 is needed for this test");
 
     // The configuration the metadata server serves, and the digest the node must measure.
-    let ca = std::fs::read_to_string(repo().join("init/tests/data/cluster-ca.pem")).unwrap();
+    let ca = std::fs::read_to_string(repo().join("cluster/tests/data/test-ca.pem")).unwrap();
     let cluster = nacre_cluster::ClusterConfig::new(
         "cloud-test",
         "10.128.0.1:7443".parse().unwrap(),

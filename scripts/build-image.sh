@@ -19,7 +19,8 @@
 #   --formats   cloud formats to write instead of the variant's default (finish-image.sh)
 #   --no-finish no golden measurements, no cloud format
 #   --test      the TEST image (mkosi profile `test`, mkosi.conf.d/10-test-payload): busybox as
-#               /usr/bin/sh, ctr and a payload in kubelet's place that prints the PCRs and powers
+#               /usr/bin/sh, ctr, /usr/lib/nacre/nacre-cri-probe (a CRI client, cri-probe/) and a
+#               payload in kubelet's place that prints the PCRs and powers
 #               the node off (scripts/check-image.sh --boot). Without it: the release node, whose
 #               init.toml joins the cluster its configuration names (docs/cluster-config.md)
 #   --ovmf      ovmf/build.sh's output: qemu-snp/qemu-tdx record their launch values with it
@@ -108,6 +109,13 @@ install -m 0755 "$init" "$extra/usr/lib/nacre/nacre-init"
 # kubelet, checked against its pin above; the finalize script keeps it and its libraries.
 if [[ -n "$kubelet" ]]; then
   install -D -m 0755 "$kubelet" "$extra/usr/bin/kubelet"
+fi
+# The TEST image's CRI client (cri-probe/: the payload runs pods through containerd as kubelet
+# would); only --test puts it in the extra tree, so a release root never has it.
+if [[ "$profiles" == *test* ]]; then
+  cargo build --release -q --manifest-path "$root/Cargo.toml" -p nacre-cri-probe
+  install -m 0755 "$root/target/release/nacre-cri-probe" "$extra/usr/lib/nacre/nacre-cri-probe"
+  lap "nacre-cri-probe (cargo)"
 fi
 
 force=(-f); ((clean)) && force=(-ff)

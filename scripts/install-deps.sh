@@ -16,12 +16,15 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools tpm2-tools linux-image-amd64 busybox-static cpio
   # disk images assembled and checked in user space
   fdisk mtools dosfstools erofs-utils cryptsetup-bin
-  # the node's services in the init boot tests (kubelet cannot be downloaded here)
-  containerd runc
+  # the node's services in the init boot tests (kubelet cannot be downloaded here); the cluster
+  # e2e's nodes also get Debian's CNI plugins and a pause image made from catatonit
+  containerd runc containernetworking-plugins catatonit
   # DHCP server of the network tests (GCE-style /32 leases, option 121, renewal)
   dnsmasq-base
   # network namespaces and taps of the cluster tests
   iproute2 util-linux
+  # portmap (CNI) runs iptables: init/src/kube.rs runs the plugins on nacre-init's CNI list
+  iptables
   # systemd-measure (oracle for PCR 11) ships with systemd
   systemd
   # helpers used by the scripts
@@ -39,8 +42,8 @@ APT_PACKAGES=(
 COMMANDS=(
   cc pkg-config objcopy sbsign sbverify pesign openssl faketime clang
   qemu-system-x86_64 qemu-img swtpm swtpm_setup swtpm_localca tpm2_pcrread tpm2_eventlog busybox cpio
-  sfdisk mcopy mkfs.vfat mkfs.erofs veritysetup cryptsetup mkfs.ext4 containerd runc
-  python3 jq dnsmasq ip ss setsid dpkg apt-get
+  sfdisk mcopy mkfs.vfat mkfs.erofs veritysetup cryptsetup mkfs.ext4 containerd runc catatonit
+  python3 jq dnsmasq ip ss setsid dpkg apt-get iptables
 )
 
 missing_packages() { # the packages of APT_PACKAGES not installed, one per line
@@ -68,9 +71,10 @@ if ((${#missing[@]})); then
 fi
 absent=()
 for c in "${COMMANDS[@]}"; do command -v "$c" >/dev/null || absent+=("$c"); done
-# Files that are not commands: the PCR 11 oracle, the UKI stub, the firmware.
+# Files that are not commands: the PCR 11 oracle, the UKI stub, the firmware, the CNI plugins.
 for f in /usr/lib/systemd/systemd-measure /usr/lib/systemd/boot/efi/linuxx64.efi.stub \
-  /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
+  /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd \
+  /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/portmap; do
   [[ -e "$f" ]] || absent+=("$f")
 done
 if ((${#absent[@]})); then

@@ -43,12 +43,26 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Something that can produce evidence bound to `(nonce, tls_spki)`.
 pub trait Attest: Send + Sync {
     fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String>;
+    /// TPM2_ActivateCredential of a verifier's challenge with this TPM's EK and AK (when the
+    /// peer trusts the AK through the EK certificate, [`crate::credential`]).
+    fn activate_credential(
+        &self,
+        _challenge: &crate::credential::CredentialChallenge,
+    ) -> Result<Vec<u8>, String> {
+        Err("this attester has no TPM to activate a credential with".into())
+    }
 }
 
 /// A shared attester attests like the one it shares.
 impl<T: Attest + ?Sized> Attest for Arc<T> {
     fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
         (**self).evidence(nonce, tls_spki)
+    }
+    fn activate_credential(
+        &self,
+        challenge: &crate::credential::CredentialChallenge,
+    ) -> Result<Vec<u8>, String> {
+        (**self).activate_credential(challenge)
     }
 }
 
@@ -72,6 +86,14 @@ impl Attest for TpmAttest {
             )
             .map_err(|e| e.to_string())
     }
+    fn activate_credential(
+        &self,
+        challenge: &crate::credential::CredentialChallenge,
+    ) -> Result<Vec<u8>, String> {
+        self.attester
+            .activate_credential(challenge)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The TPM attester reading the logs fresh for every evidence (a running machine: nacre-init
@@ -93,6 +115,14 @@ impl Attest for LiveTpmAttest {
             .evidence(nonce, tls_spki, &self.pcrs, fw, rt)
             .map_err(|e| e.to_string())
     }
+    fn activate_credential(
+        &self,
+        challenge: &crate::credential::CredentialChallenge,
+    ) -> Result<Vec<u8>, String> {
+        self.attester
+            .activate_credential(challenge)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A fresh key and a self-signed certificate carrying evidence for `nonce`.
@@ -100,24 +130,34 @@ pub fn attested_cert(
     attest: &dyn Attest,
     nonce: &[u8],
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
-    use rcgen::PublicKeyData;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| format!("key generation: {e}"))?;
-    let spki = key.subject_public_key_info();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
     let evidence = attest.evidence(nonce, &spki)?;
-    let mut params = rcgen::CertificateParams::new(vec!["nacre-node".to_string()])
+    self_signed(&key, "nacre-node", Some(evidence.to_json()))
+}
+
+/// A self-signed short-lived certificate for `key`, with the evidence extension if given.
+fn self_signed(
+    key: &rcgen::KeyPair,
+    name: &str,
+    evidence: Option<Vec<u8>>,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
         .map_err(|e| format!("certificate parameters: {e}"))?;
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(1);
     params.not_after = now + CERT_LIFETIME;
-    params
-        .custom_extensions
-        .push(rcgen::CustomExtension::from_oid_content(
-            EVIDENCE_OID,
-            evidence.to_json(),
-        ));
+    if let Some(evidence) = evidence {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                EVIDENCE_OID,
+                evidence,
+            ));
+    }
     let cert = params
-        .self_signed(&key)
+        .self_signed(key)
         .map_err(|e| format!("self-signing: {e}"))?;
     Ok((
         cert.der().clone(),
@@ -132,9 +172,7 @@ pub fn evidence_from_cert(cert: &[u8], now: UnixTime) -> Result<(Evidence, Vec<u
     if !rest.is_empty() {
         return Err("trailing bytes after the certificate".into());
     }
-    let t = now.as_secs() as i64;
-    let v = x.validity();
-    if t < v.not_before.timestamp() || t > v.not_after.timestamp() {
+    if !crate::x509util::valid_at(&x, now.as_secs() as i64) {
         return Err("certificate is not valid now".into());
     }
     let ext = x

@@ -16,11 +16,13 @@ pub enum Platform {
     /// trusted through [`crate::verify::AkTrust`].
     QemuVtpm,
     /// An AMD SEV-SNP attestation report whose REPORT_DATA is
-    /// [`crate::snp::report_data`](nonce, AK, TLS key), and the VCEK (DER) that signed it.
+    /// [`crate::snp::report_data`](nonce, AK, TLS key), and the key that signed it as the
+    /// host's certificate table gave it: a VCEK or a VLEK (DER; the report's SIGNING_KEY says
+    /// which), or empty when the host gives none (the verifier then looks it up in its store).
     SevSnp {
         #[serde(with = "hex::serde")]
         report: Vec<u8>,
-        #[serde(with = "hex::serde")]
+        #[serde(with = "hex::serde", default)]
         vcek: Vec<u8>,
     },
     /// An Intel TDX DCAP quote (v4 or v5, ECDSA P-256, [`crate::tdx::Quote`]) whose REPORTDATA
@@ -49,7 +51,8 @@ pub struct Quote {
 pub struct Evidence {
     pub platform: Platform,
     pub quote: Quote,
-    /// The attestation key's public key: P-256 SubjectPublicKeyInfo DER.
+    /// The attestation key's public key, SubjectPublicKeyInfo DER: P-256 (nacre's AK, GCE's
+    /// ECC AK) or RSA 2048+ (Azure's `HCLAkPub`, GCE's RSA AK).
     #[serde(with = "hex::serde")]
     pub ak_public: Vec<u8>,
     /// The TCG PC Client crypto-agile firmware event log (binary_bios_measurements).
@@ -62,10 +65,18 @@ pub struct Evidence {
     /// certificate or no signing EK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ek: Option<EkBinding>,
+    /// What the cloud platform provides to bind the AK to the hardware (Azure's HCL report,
+    /// GCE's AK certificate, AWS's NitroTPM attestation document); which one a variant needs
+    /// is [`crate::binding`]'s policy. `None` where the platform provides none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<crate::binding::AkBinding>,
 }
 
-/// TPM2_Certify of the AK by the EK (swtpm's ECC P-384 EK at 0x81010016, created with
-/// `swtpm_setup --create-ek-cert --allow-signing`), over the quote's qualifying data.
+/// The EK certificate and the AK's public area (swtpm's ECC P-384 EK at 0x81010016, the TCG
+/// default decrypt-only template): the verifier proves the AK is in that TPM by credential
+/// activation ([`crate::credential`]). The `certify_*` fields are the old scheme's (a signing
+/// EK's TPM2_Certify of the AK): nodes leave them empty and verifiers refuse evidence that has
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EkBinding {
     /// The EK certificate (DER), as the TPM manufacturer (here: the operator's CA) issued it.
@@ -74,11 +85,11 @@ pub struct EkBinding {
     /// The AK's TPMT_PUBLIC (its name is nameAlg || H(this)).
     #[serde(with = "hex::serde")]
     pub ak_public_area: Vec<u8>,
-    /// TPMS_ATTEST of type certify.
-    #[serde(with = "hex::serde")]
+    /// Old scheme: TPMS_ATTEST of type certify (refused when present).
+    #[serde(with = "hex::serde", default, skip_serializing_if = "Vec::is_empty")]
     pub certify_attest: Vec<u8>,
-    /// TPMT_SIGNATURE by the EK (ECDSA P-384, SHA-384).
-    #[serde(with = "hex::serde")]
+    /// Old scheme: TPMT_SIGNATURE by a signing EK (refused when present).
+    #[serde(with = "hex::serde", default, skip_serializing_if = "Vec::is_empty")]
     pub certify_signature: Vec<u8>,
 }
 
@@ -167,6 +178,7 @@ mod tests {
             firmware_log: vec![6],
             runtime_log: vec![],
             ek: None,
+            binding: None,
         };
         assert_eq!(Evidence::from_json(&e.to_json()).unwrap(), e);
     }

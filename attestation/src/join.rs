@@ -10,7 +10,12 @@
 //! * `peers`: the current peer set, for a member (PCR 15 holds this cluster's id).
 //!
 //! The server is trusted through the CA in the node's measured configuration; the node through
-//! its evidence ([`crate::atls`]). A refused attestation ends the handshake with a TLS alert (the
+//! its evidence ([`crate::atls`]). A peer whose AK is trusted through its EK certificate is only
+//! *pending* after the handshake: the verifier sends an `{"activation":"challenge",...}` line
+//! (TPM2_MakeCredential for that AK and EK) and serves nothing until the peer's
+//! `{"activation":"credential",...}` line returns the credential ([`challenge_peer`],
+//! [`answer_challenge`], [`crate::credential`]). The node challenges an attested in-cluster
+//! service before its request; the service challenges a node after reading the request. A refused attestation ends the handshake with a TLS alert (the
 //! reason is in the service's decision log); a refused request gets a `refused` response.
 
 use crate::atls::{
@@ -78,8 +83,36 @@ pub struct PeerInfo {
 pub struct KubeletJoin {
     /// `https://host:port` of the API server, if the operator configured one.
     pub api_server: Option<String>,
+    /// The API server's CA certificate(s), PEM: the bootstrap kubeconfig's
+    /// `certificate-authority-data` (kubelet trusts the API server through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server_ca: Option<String>,
     /// A kubeadm-style bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`.
     pub bootstrap_token: String,
+    /// The cluster DNS service's address (KubeletConfiguration `clusterDNS`), if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_dns: Option<String>,
+    /// KubeletConfiguration `clusterDomain` (`cluster.local` unless configured otherwise).
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+
+/// The cluster's pod network as the service allocated it to this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodNetwork {
+    /// This node's pod range (`10.32.1.0/24`): its CNI bridge and host-local IPAM serve it; the
+    /// other nodes route it through wg0 to this node only (its WireGuard `allowed_ips`).
+    pub pod_range: String,
+    /// The whole cluster's pod range (`10.32.0.0/16`), each node's range inside it.
+    pub pod_cidr: String,
+    /// The cluster's service range (`10.96.0.0/12`), if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,11 +125,17 @@ pub struct Joined {
     /// The node's overlay address on wg0 (a host CIDR, `10.244.0.3/32`).
     pub overlay: String,
     pub peers: Vec<PeerInfo>,
+    /// The pod network (absent when the cluster was initialized without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodNetwork>,
     pub kubelet: KubeletJoin,
     /// Whether the service knew this node (same attestation key) from an earlier boot.
     pub rejoin: bool,
 }
 
+// One answer per connection: the size of `Joined` does not matter (and boxing it would change
+// every constructor of the shared contract).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Response {
@@ -216,6 +255,7 @@ impl Client {
             .and_then(|()| sock.set_write_timeout(Some(self.timeout)))
             .map_err(|e| unreachable(e.to_string()))?;
         let resolver = Arc::new(AttestedCertResolver::new(Box::new(self.attest.clone())));
+        let mut server_verifier = None;
         let (config, name) = match &self.trust {
             ServerTrust::Ca(roots) => (
                 client_config(roots.clone(), resolver)
@@ -230,6 +270,7 @@ impl Client {
                     AttestedServerVerifier::new(v.clone(), JoinKind::Rejoin).map_err(protocol)?,
                 );
                 let name = sv.server_name();
+                server_verifier = Some(sv.clone());
                 (
                     mutual_client_config(sv, resolver)
                         .map_err(|e| protocol(format!("TLS configuration: {e}")))?,
@@ -240,14 +281,42 @@ impl Client {
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| protocol(format!("TLS: {e}")))?;
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        let io_err = |e: std::io::Error| self.classify(e);
+        // An attested service whose AK is trusted through its EK certificate proves it by
+        // credential activation before the request is sent.
+        if let Some(sv) = &server_verifier {
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(tls.sock).map_err(io_err)?;
+            }
+            match sv.verdict() {
+                Some(Ok(accepted)) => {
+                    challenge_peer(&mut tls, accepted).map_err(|e| match e {
+                        ActivationError::Io(e) => io_err(e),
+                        ActivationError::Refused(reason) => CallError::Refused {
+                            endpoint: self.endpoint.clone(),
+                            reason: format!("the key service's credential activation: {reason}"),
+                        },
+                    })?;
+                }
+                _ => return Err(protocol("no verdict on the service's evidence".into())),
+            }
+        }
         let mut line = serde_json::to_vec(req).map_err(|e| protocol(e.to_string()))?;
         line.push(b'\n');
-        let io_err = |e: std::io::Error| self.classify(e);
         tls.write_all(&line).map_err(io_err)?;
         tls.flush().map_err(io_err)?;
-        let mut reader = BufReader::new(tls);
         let mut buf = Vec::new();
-        read_line(&mut reader, &mut buf).map_err(io_err)?;
+        read_line(&mut BufReader::new(&mut tls), &mut buf).map_err(io_err)?;
+        // The service trusts this node's AK through its EK certificate: it challenges first.
+        if let Ok(crate::credential::ActivationMessage::Challenge(c)) = serde_json::from_slice(&buf)
+        {
+            answer_challenge(&mut tls, &c, self.attest.as_ref()).map_err(|e| match e {
+                ActivationError::Io(e) => io_err(e),
+                ActivationError::Refused(reason) => protocol(reason),
+            })?;
+            buf.clear();
+            read_line(&mut BufReader::new(&mut tls), &mut buf).map_err(io_err)?;
+        }
         if buf.is_empty() {
             return Err(protocol("closed the connection without an answer".into()));
         }
@@ -289,6 +358,76 @@ impl Client {
             reason: e.to_string(),
         }
     }
+}
+
+/// Why a credential-activation exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn write_message(
+    s: &mut impl Write,
+    m: &crate::credential::ActivationMessage,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    s.flush()
+}
+
+/// The verifier's side of credential activation on an attested connection (after the
+/// handshake, before anything is served): a peer acceptance that is pending
+/// ([`crate::credential::Settled::Pending`], an AK trusted through an EK certificate) is
+/// completed only if the peer returns the credential; a ready one is returned as it is. Both
+/// directions: the key service checking a node, a node checking an in-cluster service.
+pub fn challenge_peer<S: std::io::Read + Write>(
+    stream: &mut S,
+    accepted: crate::verify::Accepted,
+) -> Result<crate::verify::Accepted, ActivationError> {
+    use crate::credential::{settle, ActivationMessage, Settled};
+    let pending = match settle(accepted) {
+        Settled::Ready(a) => return Ok(a),
+        Settled::Pending(p) => p,
+    };
+    write_message(
+        stream,
+        &ActivationMessage::Challenge(pending.challenge().clone()),
+    )?;
+    let mut buf = Vec::new();
+    read_line(&mut BufReader::new(&mut *stream), &mut buf)?;
+    if buf.is_empty() {
+        return Err(ActivationError::Refused(
+            "the peer closed the connection instead of answering the credential challenge".into(),
+        ));
+    }
+    match serde_json::from_slice(&buf) {
+        Ok(ActivationMessage::Credential { credential }) => pending
+            .finish(&credential)
+            .map_err(ActivationError::Refused),
+        Ok(ActivationMessage::Challenge(_)) | Err(_) => Err(ActivationError::Refused(
+            "the peer did not answer the credential challenge with a credential".into(),
+        )),
+    }
+}
+
+/// The prover's side: activate `challenge` with this TPM and send the credential back.
+pub fn answer_challenge<S: Write>(
+    stream: &mut S,
+    challenge: &crate::credential::CredentialChallenge,
+    attest: &dyn Attest,
+) -> Result<(), ActivationError> {
+    let credential = attest
+        .activate_credential(challenge)
+        .map_err(|e| ActivationError::Refused(format!("credential activation: {e}")))?;
+    write_message(
+        stream,
+        &crate::credential::ActivationMessage::Credential { credential },
+    )?;
+    Ok(())
 }
 
 /// Read one `\n`-terminated line of at most [`MAX_LINE`] bytes (without the newline).

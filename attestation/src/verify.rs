@@ -33,17 +33,21 @@
 //! the AK trusted because the platform part binds it: [`SevSnpVerifier`] ([`Check::SnpReport`])
 //! and [`TdxVerifier`] ([`Check::TdxQuote`]: quote format, the quote's signatures, the PCK chain
 //! and the offline collateral, TD attributes, TCB status, MRTD, RTMR0..2 and the REPORTDATA
-//! binding; RTMRs without golden values are returned in [`Accepted::platform_warnings`]), and
-//! then RTMR[3], the TDX counterpart of PCR 15 ([`Check::TdxRtmr3`]): zero for a first join, and
-//! always the replay of the runtime log's cluster-id records
-//! ([`nacre_eventlog::runtime::rtmr3_after`]), so RTMR[3] and PCR 15 say the same. Where the
-//! caller judges PCR 15 itself ([`JoinKind::Either`]: the key service), it gets RTMR[3] in
-//! [`Accepted::tdx_rtmr3`] and judges it with PCR 15 (zero, or its cluster's
-//! [`nacre_eventlog::runtime::member_rtmr3`]).
+//! binding; golden RTMR[1]/[2] are required — a TDX manifest without them admits nothing —
+//! and RTMR[0] without golden values is returned in [`Accepted::platform_warnings`]), and then
+//! RTMR[3] ([`Check::TdxRtmr3`]): always the replay of the runtime log's RTMR[3] records —
+//! stage 2's phases and the cluster events ([`nacre_eventlog::runtime::rtmr3_after`]) — whose
+//! phases must be nacre-init's sequence; no cluster id for a first join; and the phase it
+//! proves is [`Accepted::phase`] (the matched manifest's phase, from the vTPM's PCR 11, must
+//! agree). Where the caller judges PCR 15 itself ([`JoinKind::Either`]: the key service), it
+//! gets RTMR[3]'s cluster part in [`Accepted::tdx_rtmr3`] and judges it with PCR 15 (zero, or
+//! its cluster's [`nacre_eventlog::runtime::member_rtmr3`]).
 
-use crate::attest::{parse_ecdsa_signature, parse_quote, ALG_SHA256};
-use crate::evidence::{p256_point, qualifying_data, Evidence, Platform};
-use nacre_eventlog::runtime::{rtmr3_after, CLUSTER_ID_PCR, CLUSTER_ID_RTMR};
+use crate::attest::{parse_quote, ALG_SHA256};
+use crate::evidence::{qualifying_data, Evidence, Platform};
+use nacre_eventlog::runtime::{
+    cluster_rtmr3_after, rtmr3_after, rtmr3_state, Rtmr3State, CLUSTER_ID_PCR, CLUSTER_ID_RTMR,
+};
 use nacre_eventlog::{CelRecord, EventLog, HashAlg, RuntimeEvent};
 use nacre_measure::diff::Observed;
 use nacre_measure::manifest::{variant_platform, Finding, ImageRef, Manifest, VariantPlatform};
@@ -74,6 +78,11 @@ pub enum Check {
     TdxRtmr3,
     ManifestExpired,
     LaunchValues,
+    /// In-cluster mode: the key service's phase or cluster identity ([`crate::incluster`]).
+    ServiceIdentity,
+    /// AWS: the NitroTPM attestation document ([`crate::nitro`]): its signature and chain, its
+    /// binding (nonce, TLS key, AK), its sha384 PCRs against the golden values.
+    NitroDocument,
 }
 
 impl fmt::Display for Check {
@@ -93,9 +102,11 @@ impl fmt::Display for Check {
             Check::Measurements => "measurements",
             Check::SnpReport => "SEV-SNP report",
             Check::TdxQuote => "TDX quote",
-            Check::TdxRtmr3 => "cluster id (RTMR[3])",
+            Check::TdxRtmr3 => "phase and cluster id (RTMR[3])",
             Check::ManifestExpired => "manifest expired",
             Check::LaunchValues => "launch values (one manifest)",
+            Check::ServiceIdentity => "key service identity (phase, cluster)",
+            Check::NitroDocument => "NitroTPM attestation document",
         };
         f.write_str(s)
     }
@@ -137,10 +148,19 @@ pub struct Accepted {
     /// logs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platform_warnings: Vec<String>,
-    /// TDX: the quote's RTMR[3] (the cluster id nacre-init extended, like PCR 15), for a
-    /// caller that judges membership itself ([`JoinKind::Either`]); `None` on other platforms.
+    /// TDX: the cluster part of the quote's RTMR[3] — the replay of the cluster events
+    /// (configuration, id) of the runtime log that replays to RTMR[3]
+    /// ([`nacre_eventlog::runtime::cluster_rtmr3_after`]; RTMR[3] itself holds the phases too)
+    /// — for a caller that judges membership itself ([`JoinKind::Either`]) as it judges PCR 15;
+    /// `None` on other platforms.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex_option")]
     pub tdx_rtmr3: Option<[u8; 48]>,
+    /// Set when the AK is trusted only through an EK certificate: the acceptance is pending
+    /// until the peer activates this credential. Nothing may be served on it before:
+    /// [`crate::credential::settle`] splits it off, and the key service refuses an `Accepted`
+    /// that still carries one.
+    #[serde(skip)]
+    pub ek_activation: Option<crate::credential::Pending>,
 }
 
 fn hex_option<S: serde::Serializer>(v: &Option<[u8; 48]>, s: S) -> Result<S::Ok, S::Error> {
@@ -195,6 +215,16 @@ pub trait AkTrust: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Err(reason)` when the AK (P-256 SPKI DER) is not trusted.
     fn check(&self, ak_spki: &[u8], evidence: &Evidence) -> Result<(), String>;
+    /// Like [`AkTrust::check`], for a verifier that can run credential activation:
+    /// `Ok(Some(pending))` when the AK is trusted only once the peer activates that credential
+    /// (an EK certificate, [`crate::ek::EkCertified`]).
+    fn check_pending(
+        &self,
+        ak_spki: &[u8],
+        evidence: &Evidence,
+    ) -> Result<Option<crate::credential::Pending>, String> {
+        self.check(ak_spki, evidence).map(|()| None)
+    }
 }
 
 /// AKs an operator enrolled (read with `Attester::ak_public` on the node, or `tpm2_readpublic`):
@@ -250,6 +280,23 @@ impl AkTrust for AnyOf {
         }
         Err(why.join("; "))
     }
+    /// A trust that needs no activation wins over one that does.
+    fn check_pending(
+        &self,
+        ak_spki: &[u8],
+        evidence: &Evidence,
+    ) -> Result<Option<crate::credential::Pending>, String> {
+        let mut why = Vec::new();
+        let mut pending = None;
+        for t in &self.0 {
+            match t.check_pending(ak_spki, evidence) {
+                Ok(None) => return Ok(None),
+                Ok(Some(p)) => pending = pending.or(Some(p)),
+                Err(e) => why.push(format!("{}: {e}", t.name())),
+            }
+        }
+        pending.map(Some).ok_or_else(|| why.join("; "))
+    }
 }
 
 /// A golden manifest as published: its JSON bytes and the base64 DER signature (`.sig`).
@@ -267,15 +314,16 @@ pub enum LaunchValues {
     SevSnp {
         measurement: [u8; 48],
         /// The measurement is one of the operator's configured golden values
-        /// (`--snp-measurement`): a manifest without `snp` entries may pair with it.
+        /// (`--snp-measurement`): a manifest without `snp` entries may pair with it. Never set
+        /// for evidence bound by an Azure HCL report (that must pair with a manifest's own).
         configured: bool,
     },
     Tdx {
         mrtd: [u8; 48],
         rtmr1: [u8; 48],
         rtmr2: [u8; 48],
-        /// MRTD (and RTMR[1]/[2] where configured) are the operator's configured golden
-        /// values: a manifest without a `tdx` entry may pair with them.
+        /// MRTD and RTMR[1]/[2] are all the operator's configured golden values: a manifest
+        /// without a `tdx` entry may pair with them.
         configured: bool,
     },
 }
@@ -327,11 +375,15 @@ impl LaunchValues {
                 if !v.mrtd.eq_ignore_ascii_case(&hex::encode(mrtd)) {
                     why.push(format!("MRTD {} is not its {}", hex::encode(mrtd), v.mrtd));
                 }
+                // RTMR[1]/[2] are required: a TDX manifest without them admits no TD.
                 for (i, golden, got) in [(1, &v.rtmr1, rtmr1), (2, &v.rtmr2, rtmr2)] {
-                    if let Some(g) = golden {
-                        if !g.eq_ignore_ascii_case(&hex::encode(got)) {
-                            why.push(format!("RTMR{i} {} is not its {g}", hex::encode(got)));
-                        }
+                    match golden {
+                        Some(g) if g.eq_ignore_ascii_case(&hex::encode(got)) => {}
+                        Some(g) => why.push(format!("RTMR{i} {} is not its {g}", hex::encode(got))),
+                        None => why.push(format!(
+                            "it records no RTMR{i} (required on TDX; the quote's is {})",
+                            hex::encode(got)
+                        )),
                     }
                 }
                 if why.is_empty() {
@@ -515,29 +567,32 @@ impl QemuVtpmVerifier {
         launch: Option<&LaunchValues>,
     ) -> Result<Accepted, Refusal> {
         let now = self.now()?;
-        if let Err(reason) = self.ak_trust.check(&ev.ak_public, ev) {
-            return refuse(
-                Check::AkTrust,
-                format!("{}: {reason}", self.ak_trust.name()),
-            );
-        }
+        // An AK trusted through an EK certificate is accepted pending credential activation
+        // (`Accepted::ek_activation`, settled by `crate::credential::settle`).
+        let ek_activation = match self.ak_trust.check_pending(&ev.ak_public, ev) {
+            Ok(p) => p,
+            Err(reason) => {
+                return refuse(
+                    Check::AkTrust,
+                    format!("{}: {reason}", self.ak_trust.name()),
+                )
+            }
+        };
 
         let quote = parse_quote(&ev.quote.attest)
             .or_else(|e| refuse(Check::QuoteFormat, format!("TPMS_ATTEST: {e}")))?;
-        let rs = parse_ecdsa_signature(&ev.quote.signature)
-            .or_else(|e| refuse(Check::QuoteFormat, format!("TPMT_SIGNATURE: {e}")))?;
-        let point = p256_point(&ev.ak_public)
-            .ok_or(())
-            .or_else(|_| refuse(Check::QuoteFormat, "AK public key is not a P-256 SPKI"))?;
-        if ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
-            .verify(&ev.quote.attest, &rs)
-            .is_err()
-        {
-            return refuse(
-                Check::QuoteSignature,
-                "the AK's signature over TPMS_ATTEST does not verify",
-            );
-        }
+        // ECDSA P-256 AKs, and RSA AKs (Azure's HCLAkPub, GCE's RSA AK): crate::binding.
+        crate::binding::verify_ak_signature(&ev.ak_public, &ev.quote.attest, &ev.quote.signature)
+            .map_err(|e| match e {
+            crate::binding::SignatureError::Format(r) => Refusal {
+                check: Check::QuoteFormat,
+                reason: r,
+            },
+            crate::binding::SignatureError::Invalid(r) => Refusal {
+                check: Check::QuoteSignature,
+                reason: r,
+            },
+        })?;
 
         let want = qualifying_data(expect.nonce, expect.tls_public_key);
         if quote.extra_data != want {
@@ -680,20 +735,10 @@ impl QemuVtpmVerifier {
                     ak_public: ev.ak_public.clone(),
                     platform_warnings: Vec::new(),
                     tdx_rtmr3: None,
+                    ek_activation,
                 });
             }
-            let mut list: Vec<String> = verdict
-                .errors
-                .iter()
-                .map(|f| {
-                    format!(
-                        "PCR {} is {}, expected {}",
-                        f.pcr,
-                        f.observed.as_deref().unwrap_or("absent"),
-                        f.expected
-                    )
-                })
-                .collect();
+            let mut list = pcr_mismatches(&verdict.errors);
             // Which event differs, where the manifest carries its predicted events.
             if !manifest.events.is_empty() {
                 let failing: Vec<u32> = verdict.errors.iter().map(|f| f.pcr).collect();
@@ -740,6 +785,21 @@ impl QemuVtpmVerifier {
     }
 }
 
+/// One line per PCR that does not match: "PCR n is <observed or absent>, expected <value>".
+pub(crate) fn pcr_mismatches(errors: &[Finding]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|f| {
+            format!(
+                "PCR {} is {}, expected {}",
+                f.pcr,
+                f.observed.as_deref().unwrap_or("absent"),
+                f.expected
+            )
+        })
+        .collect()
+}
+
 /// The AK is trusted because a verified SEV-SNP report binds it ([`SevSnpVerifier`] checks the
 /// report first, then the TPM evidence with this trust).
 struct BoundBySnpReport;
@@ -760,21 +820,54 @@ impl AkTrust for BoundBySnpReport {
 /// report's launch measurement (or, without `snp` entries, it must be the policy's):
 /// [`LaunchValues`].
 pub struct SevSnpVerifier {
-    chain: crate::snp::AmdChain,
+    roots: crate::snp::AmdRoots,
     policy: crate::snp::SnpPolicy,
+    /// Where a VCEK/VLEK the evidence does not carry is looked up (the key service's store).
+    store: Option<std::sync::Arc<dyn crate::snp::VekSource>>,
+    /// How each variant's AK must be bound ([`crate::binding`]).
+    binding: crate::binding::BindingPolicy,
+    /// AWS: roots and sha384 manifests for NitroTPM documents ([`SevSnpVerifier::with_nitro`]).
+    nitro: Option<crate::nitro::NitroTrust>,
     tpm: QemuVtpmVerifier,
 }
 
 impl SevSnpVerifier {
+    /// Check NitroTPM attestation documents (`aws-sev-snp`) with these roots and sha384
+    /// manifests ([`crate::nitro::NitroTrust`]): the document is the AK's binding, and its
+    /// PCRs must match a sha384 manifest of the release whose sha256 manifest the quote
+    /// matched. Without it, evidence carrying a document is refused.
+    pub fn with_nitro(mut self, nitro: crate::nitro::NitroTrust) -> Self {
+        self.nitro = Some(nitro);
+        self
+    }
+
+    /// Look up the VCEK/VLEK of evidence that carries none in `store`.
+    pub fn with_store(mut self, store: std::sync::Arc<dyn crate::snp::VekSource>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The AK binding policy ([`crate::binding::BindingPolicy`]: the operator's opt-ins for
+    /// guest-bound AKs, GCE's roots); the default refuses a guest-bound AK on every variant.
+    pub fn with_binding_policy(mut self, binding: crate::binding::BindingPolicy) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// `roots`: AMD's ARK/ASK/ASVK per product ([`crate::snp::AmdRoots::bundled`], with the
+    /// operator's CRLs); `policy`: VMPL and minimum TCB per product, no permissive default.
     pub fn new(
-        chain: crate::snp::AmdChain,
+        roots: crate::snp::AmdRoots,
         policy: crate::snp::SnpPolicy,
         manifests: Vec<SignedManifest>,
         manifest_key: PublicKey,
     ) -> Self {
         SevSnpVerifier {
-            chain,
+            roots,
             policy,
+            store: None,
+            binding: crate::binding::BindingPolicy::default(),
+            nitro: None,
             tpm: QemuVtpmVerifier::with_manifests(
                 manifests,
                 manifest_key,
@@ -796,7 +889,11 @@ impl Verifier for SevSnpVerifier {
     }
 
     fn verify(&self, ev: &Evidence, expect: &Expectation<'_>) -> Result<Accepted, Refusal> {
-        let Platform::SevSnp { report, vcek } = &ev.platform else {
+        let Platform::SevSnp {
+            report: raw_report,
+            vcek,
+        } = &ev.platform
+        else {
             return refuse(
                 Check::Platform,
                 "not SEV-SNP evidence (this verifier accepts SEV-SNP guests only)",
@@ -806,8 +903,17 @@ impl Verifier for SevSnpVerifier {
             check: Check::SnpReport,
             reason: e.to_string(),
         };
-        let report = crate::snp::Report::parse(report).map_err(snp)?;
-        self.chain.verify_report(vcek, &report).map_err(snp)?;
+        // The report in its chip's layout, its VCEK/VLEK (from the evidence or the store) and
+        // chain, and the platform policy (VMPL, minimum TCB of its product, ...).
+        let mut report = crate::snp::verify_report_with_store(
+            raw_report,
+            vcek,
+            self.store.as_deref(),
+            &self.roots,
+            &self.policy,
+        )
+        .map_err(snp)?
+        .report;
         // Golden launch measurements: the configured ones and those of the signed manifests
         // (of SEV-SNP variants); the one whose PCRs match must hold it (check_tpm_with).
         let mut policy = self.policy.clone();
@@ -820,6 +926,42 @@ impl Verifier for SevSnpVerifier {
                 }
             }
         }
+        // The AK's platform binding (crate::binding). On Azure the HCL report binds the AK
+        // and its REPORT_DATA is the runtime data's digest, not SHA-512(nonce, AK, TLS key):
+        // verified here, it stands in for that rule (freshness and the TLS key come from the
+        // quote the HCL AK signs).
+        // AWS: a NitroTPM document (crate::nitro) binds the AK and carries the PCRs that
+        // count (sha384); checked here because it needs the expectation and the manifests.
+        let nitro = match (&ev.binding, &self.nitro) {
+            (Some(crate::binding::AkBinding::NitroDocument { .. }), None) => {
+                return refuse(
+                    Check::NitroDocument,
+                    "the evidence carries a NitroTPM document and this verifier has no Nitro roots or sha384 manifests to check it with",
+                )
+            }
+            (_, Some(n)) => n
+                .check_evidence(ev, expect, &self.tpm.manifest_key, self.tpm.now()?)
+                .map_err(|e| Refusal {
+                    check: Check::NitroDocument,
+                    reason: e.to_string(),
+                })?,
+            (_, None) => None,
+        };
+        let verified = match nitro {
+            Some(_) => Ok(Some(crate::binding::Verified::NitroDocument)),
+            None => self
+                .binding
+                .verify_binding(ev, Some(raw_report), self.tpm.now()?),
+        };
+        if matches!(ev.binding, Some(crate::binding::AkBinding::AzureHcl { .. })) {
+            match &verified {
+                Ok(_) => {
+                    report.report_data =
+                        crate::snp::report_data(expect.nonce, &ev.ak_public, expect.tls_public_key)
+                }
+                Err(why) => return refuse(Check::AkTrust, why.clone()),
+            }
+        }
         crate::snp::check_report(
             &report,
             &policy,
@@ -828,12 +970,38 @@ impl Verifier for SevSnpVerifier {
             expect.tls_public_key,
         )
         .map_err(snp)?;
+        let (manifests, binding_warnings) = self
+            .binding
+            .admit(manifests, ev, &verified)
+            .or_else(|why| refuse(Check::AkTrust, why))?;
+        // Evidence bound by an Azure HCL report pairs only with a manifest whose own `snp`
+        // values hold its measurement: elsewhere (GCE, EC2) the guest kernel runs at VMPL 0 and
+        // can wrap a genuine report naming a software HCLAkPub in an "HCLA" blob, so an
+        // operator-configured measurement (not tied to the azure variant) must not pair it.
+        let azure = matches!(verified, Ok(Some(crate::binding::Verified::AzureHcl)));
         let launch = LaunchValues::SevSnp {
             measurement: report.measurement,
-            configured: self.policy.measurements.contains(&report.measurement),
+            configured: !azure && self.policy.measurements.contains(&report.measurement),
         };
-        self.tpm
-            .check_tpm_with(ev, expect, manifests, Some(&launch))
+        let mut accepted = self
+            .tpm
+            .check_tpm_with(ev, expect, manifests, Some(&launch))?;
+        accepted.platform_warnings.extend(binding_warnings);
+        if let Some(n) = nitro {
+            crate::nitro::same_release((&accepted.image, accepted.phase.as_deref()), &n.pcrs)
+                .or_else(|why| refuse(Check::NitroDocument, why))?;
+            accepted
+                .platform_warnings
+                .extend(n.pcrs.warnings.iter().map(|f| {
+                    format!(
+                        "NitroTPM document: warn-only PCR {} is {}, expected {} (sha384)",
+                        f.pcr,
+                        f.observed.as_deref().unwrap_or("absent"),
+                        f.expected
+                    )
+                }));
+        }
+        Ok(accepted)
     }
 }
 
@@ -927,10 +1095,42 @@ impl Verifier for TdxVerifier {
         let quote = crate::tdx::Quote::parse(quote).map_err(tdx)?;
         let tcb = crate::tdx::verify_quote(&quote, &self.collateral, &self.root_ca, self.now()?)
             .map_err(tdx)?;
+        self.verify_verified_body(&quote.body, &tcb, ev, expect)
+    }
+}
+
+impl TdxVerifier {
+    /// Everything after the quote's signatures, PCK chain and collateral: `body` and `tcb`
+    /// MUST come from a quote [`crate::tdx::verify_quote`] verified ([`Verifier::verify`] does
+    /// both). The TD rules ([`crate::tdx::check_td`]) with golden MRTD and RTMR[1]/[2] — both
+    /// RTMRs required: a TDX manifest without them admits nothing, and without any golden value
+    /// the evidence is refused — then RTMR[3] ([`check_rtmr3_replay`]: the runtime log replays
+    /// to it; its phases are nacre-init's sequence; [`check_first_join_rtmr3`]), the TPM part,
+    /// and the phase: the one RTMR[3] proves, which the matched manifest's phase must agree
+    /// with ([`check_rtmr3_phase`]); [`Accepted::phase`] is RTMR[3]'s. Public so the rules can
+    /// be tested on changed bodies of real quotes (nothing is re-signed).
+    pub fn verify_verified_body(
+        &self,
+        body: &crate::tdx::TdReport,
+        tcb: &crate::tdx::TcbVerdict,
+        ev: &Evidence,
+        expect: &Expectation<'_>,
+    ) -> Result<Accepted, Refusal> {
+        let tdx = |e: crate::tdx::TdxError| Refusal {
+            check: Check::TdxQuote,
+            reason: e.to_string(),
+        };
         // Golden MRTD and RTMR1/2: the configured ones and those of the signed manifests (of
         // TDX variants); the one whose PCRs match must hold them (check_tpm_with).
         let mut policy = self.policy.clone();
         let manifests = for_platform(self.tpm.manifests()?, ev)?;
+        // The AK's platform binding (crate::binding): gcp-tdx needs GCE's AK certificate;
+        // qemu-tdx keeps REPORTDATA, every decision resting on MRTD and the RTMRs.
+        let verified =
+            crate::binding::BindingPolicy::default().verify_binding(ev, None, self.now()?);
+        let (manifests, binding_warnings) = crate::binding::BindingPolicy::default()
+            .admit(manifests, ev, &verified)
+            .or_else(|why| refuse(Check::AkTrust, why))?;
         let decode = |h: &str| {
             let mut d = [0u8; 48];
             hex::decode_to_slice(h, &mut d).ok().map(|_| d)
@@ -943,23 +1143,37 @@ impl Verifier for TdxVerifier {
                 }
             }
         }
+        // RTMR[1] (boot path, UKI) and RTMR[2] (command line, initrd) are what ties the TD to
+        // this image: without golden values any kernel would do. Required, never warn-only.
+        for i in 1..=2 {
+            if policy.rtmr[i].as_ref().is_none_or(|g| g.is_empty()) {
+                return refuse(
+                    Check::TdxQuote,
+                    format!(
+                        "no golden RTMR{i} value (required on TDX: neither the policy nor a TDX manifest gives one; `nacre-measure golden --tdx-ovmf` predicts it), the quote's is {}",
+                        hex::encode(body.rtmr[i])
+                    ),
+                );
+            }
+        }
         let warnings = crate::tdx::check_td(
-            &quote.body,
-            &tcb,
+            body,
+            tcb,
             &policy,
             expect.nonce,
             &ev.ak_public,
             expect.tls_public_key,
         )
         .map_err(tdx)?;
-        let rtmr3 = quote.body.rtmr[CLUSTER_ID_RTMR];
-        check_first_join_rtmr3(&rtmr3, expect.join)?;
-        let body = &quote.body;
+        // RTMR[3] is the TDX module's: the runtime log must replay to it, and then its phase
+        // and cluster events are the TD's, whatever the (host-side) vTPM says.
+        let state = check_rtmr3_replay(&body.rtmr[CLUSTER_ID_RTMR], &ev.runtime_log)?;
+        check_first_join_rtmr3(&state, expect.join)?;
         let configured = self.policy.mrtd.contains(&body.mr_td)
             && (1..=2).all(|i| {
                 self.policy.rtmr[i]
                     .as_ref()
-                    .is_none_or(|g| g.contains(&body.rtmr[i]))
+                    .is_some_and(|g| g.contains(&body.rtmr[i]))
             });
         let launch = LaunchValues::Tdx {
             mrtd: body.mr_td,
@@ -970,58 +1184,94 @@ impl Verifier for TdxVerifier {
         let mut accepted = self
             .tpm
             .check_tpm_with(ev, expect, manifests, Some(&launch))?;
-        // The runtime log is now proven by the TPM quote (it replays to PCR 15 and the rest).
-        check_rtmr3_replay(&rtmr3, &ev.runtime_log)?;
+        check_rtmr3_phase(&state, &mut accepted)?;
         accepted.platform_warnings = warnings;
-        accepted.tdx_rtmr3 = Some(rtmr3);
+        accepted.platform_warnings.extend(binding_warnings);
+        accepted.tdx_rtmr3 = Some(cluster_rtmr3_after(&state.cluster));
         Ok(accepted)
     }
 }
 
 /// The TDX counterpart of the first-join PCR 15 rule: a node joining for the first time has
-/// extended no cluster id into RTMR[3] in this boot.
-pub fn check_first_join_rtmr3(rtmr3: &[u8; 48], join: JoinKind) -> Result<(), Refusal> {
-    if join == JoinKind::First && rtmr3.iter().any(|b| *b != 0) {
+/// extended no cluster id into RTMR[3] in this boot (its phases and cluster configuration may
+/// be there).
+pub fn check_first_join_rtmr3(state: &Rtmr3State, join: JoinKind) -> Result<(), Refusal> {
+    if join == JoinKind::First && state.joined() {
+        let ids: Vec<String> = state.cluster.iter().map(|e| e.content()).collect();
         return refuse(
             Check::TdxRtmr3,
             format!(
-                "RTMR[3] is not zero (already joined in this boot): {}",
-                hex::encode(rtmr3)
+                "RTMR[3] holds a cluster id (already joined in this boot): {}",
+                ids.join(", ")
             ),
         );
     }
     Ok(())
 }
 
-/// RTMR[3] holds exactly the cluster-id events of the runtime log (nacre-init extends both or
-/// stops): an RTMR[3] the log does not explain is another cluster's id, an extension the log
-/// hides, or a vTPM the host reset after the node joined.
-pub fn check_rtmr3_replay(rtmr3: &[u8; 48], runtime_log: &[CelRecord]) -> Result<(), Refusal> {
-    let events: Vec<RuntimeEvent> = runtime_log
-        .iter()
-        .filter_map(|r| RuntimeEvent::from_cel(r).ok())
-        .collect();
-    let expected = rtmr3_after(&events);
-    if *rtmr3 == expected {
-        return Ok(());
+/// RTMR[3] holds exactly the runtime log's RTMR[3] events — stage 2's phases and the cluster
+/// events (nacre-init extends both or stops) — in nacre-init's order: an RTMR[3] the log does
+/// not explain is another cluster's id, an extension the log hides, or a vTPM the host reset;
+/// phases out of order are extensions nacre-init did not make (root in the TD extending
+/// `sysinit` after `ready`). Returns what RTMR[3] proves: the phase and the cluster events.
+pub fn check_rtmr3_replay(
+    rtmr3: &[u8; 48],
+    runtime_log: &[CelRecord],
+) -> Result<Rtmr3State, Refusal> {
+    let mut events = Vec::with_capacity(runtime_log.len());
+    for r in runtime_log {
+        match RuntimeEvent::from_cel(r) {
+            Ok(e) => events.push(e),
+            Err(e) => return refuse(Check::EventLog, format!("runtime record {}: {e}", r.recnum)),
+        }
     }
-    if expected == [0; 48] {
+    let expected = rtmr3_after(&events);
+    if *rtmr3 != expected {
+        let what = if expected == [0; 48] {
+            "RTMR[3] is not zero but the runtime log has nothing for it".to_string()
+        } else {
+            format!(
+                "RTMR[3] is {}, the runtime log's phases and cluster events replay to {}",
+                hex::encode(rtmr3),
+                hex::encode(expected)
+            )
+        };
         return refuse(
             Check::TdxRtmr3,
             format!(
-                "RTMR[3] is not zero (already joined in this boot) but the runtime log has no cluster id: {}",
+                "{what} (quoted RTMR[3] {}): another cluster's id, an extension the log hides, or a log of another boot",
                 hex::encode(rtmr3)
             ),
         );
     }
-    refuse(
-        Check::TdxRtmr3,
-        format!(
-            "RTMR[3] is {}, not {} (the runtime log's cluster id)",
-            hex::encode(rtmr3),
-            hex::encode(expected)
-        ),
-    )
+    rtmr3_state(&events).or_else(|e| refuse(Check::TdxRtmr3, e.to_string()))
+}
+
+/// The phase is RTMR[3]'s: the matched manifest's phase (PCR 11 of a vTPM the host may run)
+/// must agree with it — before `sysinit`, a stage-1 phase or none — and [`Accepted::phase`]
+/// becomes RTMR[3]'s word, so a TD at `ready` is never taken for one at `sysinit`.
+pub fn check_rtmr3_phase(state: &Rtmr3State, accepted: &mut Accepted) -> Result<(), Refusal> {
+    let rtmr = state.phase.map(|p| p.word());
+    let manifest = accepted.phase.as_deref();
+    let agree = match (rtmr, manifest) {
+        (Some(r), Some(m)) => r == m,
+        (None, m) => m.is_none_or(|m| m == "enter-initrd" || m == "leave-initrd"),
+        (Some(_), None) => true,
+    };
+    if !agree {
+        return refuse(
+            Check::TdxRtmr3,
+            format!(
+                "RTMR[3] shows phase {}, the matched manifest is of phase {}: the vTPM's PCR 11 is not the TD's phase",
+                rtmr.unwrap_or("none (before sysinit)"),
+                manifest.unwrap_or("-")
+            ),
+        );
+    }
+    if let Some(r) = rtmr {
+        accepted.phase = Some(r.to_owned());
+    }
+    Ok(())
 }
 
 /// A verifier that can be replaced while it is in use: the key service re-reads its manifests
@@ -1140,6 +1390,7 @@ mod tests {
             firmware_log: vec![],
             runtime_log: vec![],
             ek: None,
+            binding: None,
         };
         let x = Expectation {
             nonce: b"n",

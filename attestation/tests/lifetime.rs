@@ -236,7 +236,9 @@ fn tdx_value(mrtd: [u8; 48], rtmr2: Option<[u8; 48]>) -> TdxLaunchValue {
     TdxLaunchValue {
         mrtd: hex::encode(mrtd),
         page_add_order: "per-page".into(),
-        rtmr1: None,
+        // RTMR[1]/[2] are required on TDX (a manifest without them admits nothing): RTMR[1]
+        // is the launch values' below.
+        rtmr1: Some(hex::encode([0u8; 48])),
         rtmr2: rtmr2.map(hex::encode),
         ovmf_sha256: "00".repeat(32),
     }

@@ -15,6 +15,8 @@ use nacre_attestation::tdx::{
     INTEL_SGX_ROOT_CA,
 };
 
+mod support;
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/tests/fixtures/tdx/{name}",
@@ -556,6 +558,7 @@ fn tdx_verifier_refuses_what_the_quote_does_not_prove() {
     .unwrap();
     let policy = TdxPolicy {
         mrtd: vec![q.body.mr_td],
+        rtmr: [None, Some(vec![q.body.rtmr[1]]), Some(vec![q.body.rtmr[2]])],
         ..TdxPolicy::default()
     };
     let verifier = || {
@@ -577,6 +580,7 @@ fn tdx_verifier_refuses_what_the_quote_does_not_prove() {
         firmware_log: vec![],
         runtime_log: vec![],
         ek: None,
+        binding: None,
     };
     let x = Expectation {
         nonce: &[7; 32],
@@ -606,7 +610,10 @@ fn tdx_verifier_refuses_what_the_quote_does_not_prove() {
     // A TD whose MRTD is not golden.
     let strict = TdxVerifier::new(
         collateral("tdx_quote_collateral.json"),
-        TdxPolicy::default(),
+        TdxPolicy {
+            mrtd: vec![],
+            ..policy.clone()
+        },
         vec![manifest(&signer)],
         key.clone(),
     )
@@ -657,6 +664,7 @@ fn golden_values_from_signed_manifests() {
         firmware_log: vec![],
         runtime_log: vec![],
         ek: None,
+        binding: None,
     };
     let x = Expectation {
         nonce: &[7; 32],
@@ -687,8 +695,29 @@ fn golden_values_from_signed_manifests() {
     assert!(r.reason.contains("REPORTDATA"), "{r}");
     let r = verify(Some(entry(&[0; 48])));
     assert!(r.reason.contains("RTMR2"), "{r}");
+    // Without a `tdx` entry (and none configured) there is no golden RTMR[1]/[2]: refused,
+    // not warned.
     let r = verify(None);
-    assert!(r.reason.contains("MRTD"), "{r}");
+    assert_eq!(r.check, nacre_attestation::verify::Check::TdxQuote);
+    assert!(
+        r.reason.contains("no golden RTMR1 value (required on TDX"),
+        "{r}"
+    );
+    // A `tdx` entry without RTMR[2] (or RTMR[1]): the same.
+    let mut e = entry(&q.body.rtmr[2]);
+    e.as_object_mut().unwrap().remove("rtmr2");
+    let r = verify(Some(e));
+    assert!(
+        r.reason.contains("no golden RTMR2 value (required on TDX"),
+        "{r}"
+    );
+    let mut e = entry(&q.body.rtmr[2]);
+    e.as_object_mut().unwrap().remove("rtmr1");
+    let r = verify(Some(e));
+    assert!(
+        r.reason.contains("no golden RTMR1 value (required on TDX"),
+        "{r}"
+    );
 }
 
 fn manifest(signer: &nacre_measure::sign::PemSigner) -> nacre_attestation::verify::SignedManifest {
@@ -721,26 +750,22 @@ fn manifest_with(
         text["tdx"] = t;
     }
     let m = Manifest::from_json(&serde_json::to_vec(&text).unwrap()).unwrap();
-    let json = m.to_json();
-    let sig = nacre_measure::sign::sign_blob(signer, &json).unwrap();
-    nacre_attestation::verify::SignedManifest {
-        json,
-        signature_b64: sig.into_bytes(),
-    }
+    support::signed(&m, signer)
 }
 
-/// RTMR[3], the TDX counterpart of PCR 15 (the cluster id nacre-init extends), on the real v4
-/// body with RTMR[3] changed: zero for a first join; always what the runtime log's cluster-id
-/// records replay to (the log the TPM quote proves), so RTMR[3] and PCR 15 agree.
+/// RTMR[3] (stage 2's phases and the cluster events nacre-init extends), on the real v4 body
+/// with RTMR[3] changed: always what the runtime log's RTMR[3] records replay to, in
+/// nacre-init's phase order; no cluster id for a first join.
 #[test]
-fn rtmr3_cluster_id_rules() {
+fn rtmr3_phase_and_cluster_id_rules() {
     use nacre_attestation::verify::{check_first_join_rtmr3, check_rtmr3_replay, Check, JoinKind};
-    use nacre_eventlog::runtime::{member_rtmr3, Phase, RuntimeEvent};
-    use nacre_eventlog::HashAlg;
+    use nacre_eventlog::runtime::{cluster_rtmr3_after, member_rtmr3, rtmr3_after, Phase};
+    use nacre_eventlog::{HashAlg, RuntimeEvent};
     let q = Quote::parse(&v4()).unwrap();
     // The sample TD never extended RTMR[3].
     assert_eq!(q.body.rtmr[3], [0; 48]);
     let id = [0x42; 32];
+    let p = RuntimeEvent::Phase;
     let log = |events: &[RuntimeEvent]| {
         events
             .iter()
@@ -748,58 +773,67 @@ fn rtmr3_cluster_id_rules() {
             .map(|(i, e)| e.to_cel(i as u64, &[HashAlg::Sha256]).unwrap())
             .collect::<Vec<_>>()
     };
-    let not_joined = log(&[RuntimeEvent::Phase(Phase::Sysinit)]);
-    let joined = log(&[
-        RuntimeEvent::Phase(Phase::Sysinit),
-        RuntimeEvent::ClusterId(id),
-        RuntimeEvent::Phase(Phase::Ready),
-    ]);
+    let stage1 = [p(Phase::EnterInitrd), p(Phase::LeaveInitrd)];
+    let sysinit = [stage1.as_slice(), &[p(Phase::Sysinit)]].concat();
+    let joined = [sysinit.as_slice(), &[RuntimeEvent::ClusterId(id)]].concat();
+    let ready = [joined.as_slice(), &[p(Phase::Ready)]].concat();
+    let rtmr3 = |events: &[RuntimeEvent]| rtmr3_after(events);
 
-    // Not joined: RTMR[3] zero, the log without a cluster id.
-    let fresh = q.body.clone();
+    // Stage 1 only: RTMR[3] zero, no phase.
+    let s = check_rtmr3_replay(&q.body.rtmr[3], &log(&stage1)).unwrap();
+    assert_eq!(s.phase, None);
+    // At sysinit: RTMR[3] = extend(0, SHA-384("sysinit")), not a member yet.
+    let s = check_rtmr3_replay(&rtmr3(&sysinit), &log(&sysinit)).unwrap();
+    assert_eq!(s.phase, Some(Phase::Sysinit));
+    assert_ne!(rtmr3(&sysinit), [0; 48]);
     for join in [JoinKind::First, JoinKind::Either, JoinKind::Rejoin] {
-        check_first_join_rtmr3(&fresh.rtmr[3], join).unwrap();
+        check_first_join_rtmr3(&s, join).unwrap();
     }
-    check_rtmr3_replay(&fresh.rtmr[3], &not_joined).unwrap();
-
-    // A member: RTMR[3] = extend(0, SHA-384 of the cluster-id content).
-    let mut member = q.body.clone();
-    member.rtmr[3] = member_rtmr3(&id);
-    let r = check_first_join_rtmr3(&member.rtmr[3], JoinKind::First).unwrap_err();
+    // A member: the cluster part is member_rtmr3, RTMR[3] itself also holds sysinit.
+    let s = check_rtmr3_replay(&rtmr3(&joined), &log(&joined)).unwrap();
+    assert_eq!(cluster_rtmr3_after(&s.cluster), member_rtmr3(&id));
+    assert_ne!(rtmr3(&joined), member_rtmr3(&id));
+    let r = check_first_join_rtmr3(&s, JoinKind::First).unwrap_err();
     assert_eq!(r.check, Check::TdxRtmr3);
     assert!(
         r.reason
-            .contains("RTMR[3] is not zero (already joined in this boot)"),
+            .contains("RTMR[3] holds a cluster id (already joined in this boot)"),
         "{r}"
     );
-    check_first_join_rtmr3(&member.rtmr[3], JoinKind::Either).unwrap();
-    check_rtmr3_replay(&member.rtmr[3], &joined).unwrap();
+    check_first_join_rtmr3(&s, JoinKind::Either).unwrap();
+    // At ready.
+    let s = check_rtmr3_replay(&rtmr3(&ready), &log(&ready)).unwrap();
+    assert_eq!(s.phase, Some(Phase::Ready));
 
-    // RTMR[3] shows a join the TPM's log does not (a vTPM reset by the host after the join,
-    // or a hidden extension): refused whatever the join kind.
-    let r = check_rtmr3_replay(&member.rtmr[3], &not_joined).unwrap_err();
+    // RTMR[3] shows `ready`, the log (and a vTPM the host runs) stops at sysinit: refused.
+    let r = check_rtmr3_replay(&rtmr3(&ready), &log(&joined)).unwrap_err();
     assert_eq!(r.check, Check::TdxRtmr3);
-    assert!(
-        r.reason
-            .contains("RTMR[3] is not zero (already joined in this boot)"),
-        "{r}"
-    );
+    assert!(r.reason.contains("replay to"), "{r}");
+    // RTMR[3] shows a join the log does not (a vTPM reset by the host after the join).
+    let r = check_rtmr3_replay(&rtmr3(&joined), &log(&sysinit)).unwrap_err();
+    assert_eq!(r.check, Check::TdxRtmr3);
     // Another cluster's id in RTMR[3], this one's in the log.
-    let mut other = q.body.clone();
-    other.rtmr[3] = member_rtmr3(&[0x43; 32]);
-    let r = check_rtmr3_replay(&other.rtmr[3], &joined).unwrap_err();
-    assert!(r.reason.contains("not "), "{r}");
-    assert!(r.reason.contains(&hex::encode(member_rtmr3(&id))), "{r}");
-    // The log says joined, RTMR[3] is zero: the extension never happened (an unmeasured node).
-    let r = check_rtmr3_replay(&fresh.rtmr[3], &joined).unwrap_err();
+    let other = [sysinit.as_slice(), &[RuntimeEvent::ClusterId([0x43; 32])]].concat();
+    let r = check_rtmr3_replay(&rtmr3(&other), &log(&joined)).unwrap_err();
+    assert!(r.reason.contains(&hex::encode(rtmr3(&joined))), "{r}");
+    // The log has events, RTMR[3] is zero: the extensions never happened.
+    let r = check_rtmr3_replay(&[0; 48], &log(&sysinit)).unwrap_err();
     assert_eq!(r.check, Check::TdxRtmr3);
-    // Extended twice is not a member's value.
-    let mut twice = q.body.clone();
-    twice.rtmr[3] = nacre_eventlog::runtime::rtmr3_after(&[
-        RuntimeEvent::ClusterId(id),
-        RuntimeEvent::ClusterId(id),
-    ]);
-    assert!(check_rtmr3_replay(&twice.rtmr[3], &joined).is_err());
+    // Root at `ready` extends `sysinit` again, in RTMR[3] and in the log alike: the replay
+    // holds, the phase order does not.
+    let rooted = [ready.as_slice(), &[p(Phase::Sysinit)]].concat();
+    let r = check_rtmr3_replay(&rtmr3(&rooted), &log(&rooted)).unwrap_err();
+    assert_eq!(r.check, Check::TdxRtmr3);
+    assert!(r.reason.contains("sysinit extended after ready"), "{r}");
+    // A record that is not nacre's.
+    let mut bad = log(&sysinit);
+    bad[2].content.string = "sysinit2".into();
+    assert_eq!(
+        check_rtmr3_replay(&rtmr3(&sysinit), &bad)
+            .unwrap_err()
+            .check,
+        Check::EventLog
+    );
 }
 
 /// A manifest admits only evidence of its variant's platform: with the real v4 quote (its
@@ -826,6 +860,7 @@ fn manifest_of_another_variant_is_refused_for_tdx_evidence() {
         firmware_log: vec![],
         runtime_log: vec![],
         ek: None,
+        binding: None,
     };
     let x = Expectation {
         nonce: &[7; 32],
@@ -838,17 +873,14 @@ fn manifest_of_another_variant_is_refused_for_tdx_evidence() {
             Some(serde_json::json!({
                 "mrtd": hex::encode(q.body.mr_td),
                 "page_add_order": "per-page",
+                "rtmr1": hex::encode(q.body.rtmr[1]),
+                "rtmr2": hex::encode(q.body.rtmr[2]),
                 "ovmf_sha256": "00".repeat(32),
             })),
         );
         let mut m = Manifest::from_json(&signed.json).unwrap();
         m.image.variant = variant.into();
-        let json = m.to_json();
-        let sig = nacre_measure::sign::sign_blob(&signer, &json).unwrap();
-        let signed = nacre_attestation::verify::SignedManifest {
-            json,
-            signature_b64: sig.into_bytes(),
-        };
+        let signed = support::signed(&m, &signer);
         TdxVerifier::new(
             collateral("tdx_quote_collateral.json"),
             TdxPolicy::default(),
@@ -867,6 +899,10 @@ fn manifest_of_another_variant_is_refused_for_tdx_evidence() {
             "{r}"
         );
     }
-    let r = verify("gcp-tdx");
+    // A TDX manifest moves on to the quote's binding (qemu-tdx: REPORTDATA binds the AK;
+    // gcp-tdx needs GCE's AK certificate first, crate::binding).
+    let r = verify("qemu-tdx");
     assert!(r.reason.contains("REPORTDATA"), "{r}");
+    let r = verify("gcp-tdx");
+    assert_eq!(r.check, Check::AkTrust, "{r}");
 }

@@ -17,7 +17,9 @@
 //! """
 //!
 //! [network]
-//! cluster_ranges = ["10.244.0.0/16"]    # routed only through wg0 (fail closed)
+//! cluster_ranges = ["10.244.0.0/16", "10.32.0.0/16", "10.96.0.0/12"]
+//!                                       # overlay, pod and service CIDRs: routed only
+//!                                       # through wg0 (fail closed)
 //! ```
 //!
 //! `nacre-keyservice init` writes it (`STATE/cluster.toml`); the operator hands it to the
@@ -235,8 +237,11 @@ pub fn check_parts(name: &str, cluster_ranges: &[String]) -> Result<(), ConfigEr
             "none given (at least the overlay range)".into(),
         ));
     }
-    for r in cluster_ranges {
+    for (i, r) in cluster_ranges.iter().enumerate() {
         check_cidr(r).map_err(ConfigError::Ranges)?;
+        if cluster_ranges[..i].contains(r) {
+            return Err(ConfigError::Ranges(format!("{r:?} is listed twice")));
+        }
     }
     Ok(())
 }
@@ -492,6 +497,36 @@ mod tests {
             Err(ConfigError::TooLarge(_))
         ));
         assert!(ClusterConfig::new("x", "10.0.0.1:1".parse().unwrap(), "junk", vec![]).is_err());
+    }
+
+    /// What `nacre-keyservice init --pod-cidr --service-cidr` writes: the overlay, pod and
+    /// service CIDRs, in that order, each once.
+    #[test]
+    fn overlay_pod_and_service_ranges_round_trip_and_are_listed_once() {
+        let ranges = ["10.244.0.0/16", "10.32.0.0/16", "10.96.0.0/12"];
+        let c = ClusterConfig::new(
+            "test-1",
+            "10.0.2.2:7443".parse().unwrap(),
+            CA,
+            ranges.iter().map(|r| r.to_string()).collect(),
+        )
+        .unwrap();
+        let text = c.render().unwrap();
+        assert!(
+            text.contains(r#"cluster_ranges = ["10.244.0.0/16", "10.32.0.0/16", "10.96.0.0/12"]"#),
+            "{text}"
+        );
+        assert_eq!(
+            parse(text.as_bytes())
+                .unwrap()
+                .config
+                .network
+                .cluster_ranges,
+            ranges
+        );
+        let twice = text.replacen("\"10.96.0.0/12\"", "\"10.32.0.0/16\"", 1);
+        let e = parse(twice.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("\"10.32.0.0/16\" is listed twice"), "{e}");
     }
 
     #[test]

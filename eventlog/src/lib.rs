@@ -10,9 +10,9 @@
 //!   with a TPM quote.
 //!
 //! All parsers take untrusted bytes: they return typed errors naming the byte offset (or line)
-//! and never panic; the crate is fuzzed (see `fuzz/`). The lints below keep it that way
-//! outside unit tests: no slice indexing, no unchecked arithmetic or truncating casts, no
-//! unwrap/expect/panic.
+//! and never panic; the crate is fuzzed (the top-level `fuzz/`: `eventlog_tcg`, `eventlog_cel`).
+//! The lints below keep it that way outside unit tests: no slice indexing, no unchecked
+//! arithmetic or truncating casts, no unwrap/expect/panic.
 #![cfg_attr(
     not(test),
     deny(

@@ -26,12 +26,15 @@
 //! In every case the digest is the hash of the CEL record's `content.string`, so anyone can
 //! re-check a record without knowing nacre.
 //!
-//! * **RTMR[3], cluster identity on Intel TDX** — in a TDX guest nacre-init extends the same
-//!   cluster-id event into RTMR[3] as well (SHA-384 of the same content string, through the
-//!   kernel's `/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384`, Linux 6.16+).
-//!   RTMR[3] starts at 48 zero bytes and an extend is `SHA-384(old || digest)`, like a PCR; the
-//!   TDX module keeps it, so the host cannot reset it the way it could restart a vTPM it
-//!   emulates. [`member_rtmr3`] is its value for a member, [`rtmr3_after`] its replay.
+//! * **RTMR[3], phases and cluster identity on Intel TDX** — in a TDX guest nacre-init extends
+//!   stage 2's phases (`sysinit`, `ready`) and the cluster events (configuration, id) into
+//!   RTMR[3] as well (SHA-384 of the same content string, through the kernel's
+//!   `/sys/devices/virtual/misc/tdx_guest/measurements/rtmr3:sha384`, Linux 6.16+). RTMR[3]
+//!   starts at 48 zero bytes and an extend is `SHA-384(old || digest)`, like a PCR; the TDX
+//!   module keeps it, so the host cannot reset it the way it could restart a vTPM it emulates,
+//!   and root in the TD can only add to it. [`rtmr3_after`] is its replay, [`rtmr3_state`] the
+//!   phase and cluster events it proves, [`cluster_rtmr3_after`] / [`member_rtmr3`] its cluster
+//!   part (what PCR 15 shows).
 
 use std::fmt;
 use std::str::FromStr;
@@ -153,6 +156,9 @@ pub enum RuntimeError {
         /// The record's PCR.
         found: u32,
     },
+    /// RTMR[3]'s phases are not nacre-init's sequence (`sysinit`, then `ready`, once each).
+    #[error("RTMR[3] phases out of order: {0}")]
+    PhaseOrder(String),
     /// A digest is not the hash of the content.
     #[error("{alg} digest does not match the content {content:?}")]
     DigestMismatch {
@@ -197,12 +203,16 @@ impl RuntimeEvent {
         alg.hash(self.content().as_bytes())
     }
 
-    /// The TDX RTMR this event also extends in a TDX guest (the cluster id: RTMR[3]); boot
-    /// phases extend none (RTMR[1]/[2] already hold the UKI, measured by the firmware).
+    /// The TDX RTMR this event also extends in a TDX guest: RTMR[3] for the cluster
+    /// configuration, the cluster id and stage 2's phases (`sysinit`, `ready`: what the key
+    /// service's rules tell apart); stage 1's phases extend none (they happen before the
+    /// verified root, and RTMR[1]/[2] already hold the UKI, measured by the firmware).
     pub const fn rtmr(&self) -> Option<usize> {
         match self {
-            RuntimeEvent::Phase(_) => None,
-            RuntimeEvent::ClusterId(_) | RuntimeEvent::ClusterConfig(_) => Some(CLUSTER_ID_RTMR),
+            RuntimeEvent::Phase(Phase::EnterInitrd | Phase::LeaveInitrd) => None,
+            RuntimeEvent::Phase(Phase::Sysinit | Phase::Ready)
+            | RuntimeEvent::ClusterId(_)
+            | RuntimeEvent::ClusterConfig(_) => Some(CLUSTER_ID_RTMR),
         }
     }
 
@@ -334,8 +344,8 @@ pub fn rtmr_extend(old: &[u8; RTMR_LEN], digest: &[u8; RTMR_LEN]) -> [u8; RTMR_L
     sha384(&[old, digest])
 }
 
-/// RTMR[3] after nacre-init extended these events (those of them that go to RTMR[3]), from
-/// its initial 48 zero bytes: the replay of a runtime log's cluster-id records.
+/// RTMR[3] after nacre-init extended these events (those of them that go to RTMR[3]: stage 2's
+/// phases and the cluster events), from its initial 48 zero bytes: the replay of a runtime log.
 pub fn rtmr3_after<'a>(events: impl IntoIterator<Item = &'a RuntimeEvent>) -> [u8; RTMR_LEN] {
     events
         .into_iter()
@@ -343,10 +353,83 @@ pub fn rtmr3_after<'a>(events: impl IntoIterator<Item = &'a RuntimeEvent>) -> [u
         .fold([0u8; RTMR_LEN], |v, e| rtmr_extend(&v, &e.rtmr_digest()))
 }
 
-/// RTMR[3] of a TDX node that joined the cluster `cluster_id` in this boot (and extended
-/// nothing else there): the TDX counterpart of PCR 15 = extend(0, cluster id).
+/// The cluster part of RTMR[3]: the replay of the cluster events alone (configuration, id),
+/// without the phases. The key service compares it with its cluster's values (zero, this
+/// cluster's configuration, then its id), as it compares PCR 15.
+pub fn cluster_rtmr3_after<'a>(
+    events: impl IntoIterator<Item = &'a RuntimeEvent>,
+) -> [u8; RTMR_LEN] {
+    rtmr3_after(
+        events
+            .into_iter()
+            .filter(|e| !matches!(e, RuntimeEvent::Phase(_))),
+    )
+}
+
+/// The cluster part of RTMR[3] of a TDX node that joined the cluster `cluster_id` in this boot
+/// (and measured no cluster configuration): the TDX counterpart of PCR 15 = extend(0, id).
 pub fn member_rtmr3(cluster_id: &[u8; 32]) -> [u8; RTMR_LEN] {
     rtmr3_after(&[RuntimeEvent::ClusterId(*cluster_id)])
+}
+
+/// What a runtime log that replays to a TD's RTMR[3] proves: the stage-2 phase the TD has
+/// reached and its cluster events, in order. The TDX module keeps RTMR[3]: neither the host
+/// (which may emulate the vTPM) nor root in the TD can take an extension back, only add one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rtmr3State {
+    /// The last stage-2 phase extended (`None`: stage 2 has not measured `sysinit`).
+    pub phase: Option<Phase>,
+    /// The cluster configuration and cluster id events, in the order extended.
+    pub cluster: Vec<RuntimeEvent>,
+}
+
+impl Rtmr3State {
+    /// Whether a cluster id was extended (the TD joined or bootstrapped a cluster in this boot).
+    pub fn joined(&self) -> bool {
+        self.cluster
+            .iter()
+            .any(|e| matches!(e, RuntimeEvent::ClusterId(_)))
+    }
+}
+
+/// The RTMR[3] phases of a runtime log, which must be what nacre-init extends: `sysinit`, then
+/// `ready`, each at most once, nothing after `ready`. Anything else is a TD whose phases were
+/// extended by someone other than nacre-init (root extending `sysinit` again after `ready`, to
+/// look as if no service had run): refused, never read as the last phase seen.
+pub fn rtmr3_state<'a>(
+    events: impl IntoIterator<Item = &'a RuntimeEvent>,
+) -> Result<Rtmr3State, RuntimeError> {
+    let mut state = Rtmr3State {
+        phase: None,
+        cluster: Vec::new(),
+    };
+    for e in events
+        .into_iter()
+        .filter(|e| e.rtmr() == Some(CLUSTER_ID_RTMR))
+    {
+        match e {
+            RuntimeEvent::Phase(p) => {
+                let next = match state.phase {
+                    None => Phase::Sysinit,
+                    Some(Phase::Sysinit) => Phase::Ready,
+                    Some(other) => {
+                        return Err(RuntimeError::PhaseOrder(format!(
+                            "{p} extended after {other}"
+                        )))
+                    }
+                };
+                if *p != next {
+                    return Err(RuntimeError::PhaseOrder(format!(
+                        "{p} where {next} comes next (after {})",
+                        state.phase.map(|q| q.word()).unwrap_or("no phase")
+                    )));
+                }
+                state.phase = Some(*p);
+            }
+            other => state.cluster.push(*other),
+        }
+    }
+    Ok(state)
 }
 
 /// PCR 15 (sha256 bank) after these events, from zero: what a verifier expects of a node that
@@ -409,7 +492,10 @@ mod tests {
         let id = [0x5a; 32];
         let ev = RuntimeEvent::ClusterId(id);
         assert_eq!(ev.rtmr(), Some(3));
-        assert_eq!(RuntimeEvent::Phase(Phase::Ready).rtmr(), None);
+        assert_eq!(RuntimeEvent::Phase(Phase::Ready).rtmr(), Some(3));
+        assert_eq!(RuntimeEvent::Phase(Phase::Sysinit).rtmr(), Some(3));
+        assert_eq!(RuntimeEvent::Phase(Phase::EnterInitrd).rtmr(), None);
+        assert_eq!(RuntimeEvent::Phase(Phase::LeaveInitrd).rtmr(), None);
         // The RTMR digest is the sha384 bank's digest of the same record.
         assert_eq!(
             ev.rtmr_digest().to_vec(),
@@ -426,13 +512,52 @@ mod tests {
             member_rtmr3(&id).as_slice(),
             ring::digest::digest(&ring::digest::SHA384, &by_hand).as_ref()
         );
-        // Phases do not touch RTMR[3]; nothing extended leaves it zero.
-        let phases = [RuntimeEvent::Phase(Phase::Sysinit), ev];
-        assert_eq!(rtmr3_after(&phases), member_rtmr3(&id));
+        // Stage 2's phases are in RTMR[3] too, but not in its cluster part; stage 1's are not
+        // in it; nothing extended leaves it zero.
+        let phases = [
+            RuntimeEvent::Phase(Phase::EnterInitrd),
+            RuntimeEvent::Phase(Phase::Sysinit),
+            ev,
+        ];
+        assert_eq!(cluster_rtmr3_after(&phases), member_rtmr3(&id));
+        let sysinit = rtmr_extend(&[0; 48], &sha384(&[b"sysinit"]));
+        assert_eq!(
+            rtmr3_after(&phases),
+            rtmr_extend(&sysinit, &ev.rtmr_digest())
+        );
+        assert_ne!(rtmr3_after(&phases), member_rtmr3(&id));
         assert_eq!(rtmr3_after(&[] as &[RuntimeEvent]), [0u8; 48]);
         assert_ne!(member_rtmr3(&[0x5b; 32]), member_rtmr3(&id));
         // Twice is not once.
         assert_ne!(rtmr3_after(&[ev, ev]), member_rtmr3(&id));
+    }
+
+    #[test]
+    fn rtmr3_state_takes_the_phase_nacre_init_extended_and_nothing_else() {
+        use Phase::*;
+        let id = RuntimeEvent::ClusterId([7; 32]);
+        let cfg = RuntimeEvent::ClusterConfig([8; 32]);
+        let p = RuntimeEvent::Phase;
+        let st = |evs: &[RuntimeEvent]| rtmr3_state(evs);
+        // Stage 1 only: no stage-2 phase yet.
+        assert_eq!(st(&[p(EnterInitrd), p(LeaveInitrd)]).unwrap().phase, None);
+        let s = st(&[p(EnterInitrd), p(LeaveInitrd), p(Sysinit), cfg, id]).unwrap();
+        assert_eq!(s.phase, Some(Sysinit));
+        assert_eq!(s.cluster, vec![cfg, id]);
+        assert!(s.joined());
+        let s = st(&[p(Sysinit), cfg, id, p(Ready)]).unwrap();
+        assert_eq!(s.phase, Some(Ready));
+        assert!(!st(&[p(Sysinit), cfg]).unwrap().joined());
+        // Root at `ready` extends `sysinit` again: refused, not read as the last phase.
+        let e = st(&[p(Sysinit), id, p(Ready), p(Sysinit)]).unwrap_err();
+        assert_eq!(
+            e,
+            RuntimeError::PhaseOrder("sysinit extended after ready".into())
+        );
+        // `ready` without `sysinit`, `sysinit` twice, `ready` twice.
+        assert!(matches!(st(&[p(Ready)]), Err(RuntimeError::PhaseOrder(_))));
+        assert!(st(&[p(Sysinit), p(Sysinit)]).is_err());
+        assert!(st(&[p(Sysinit), p(Ready), p(Ready)]).is_err());
     }
 
     #[test]

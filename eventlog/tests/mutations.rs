@@ -1,7 +1,8 @@
 //! A fuzzer that runs with `cargo test`: ~100k deterministic mutations of the real logs (and
 //! of a CEL log) through every parser and decoder, checking that nothing panics and that
 //! whatever parses also writes back and re-parses to the same log. The coverage-guided
-//! cargo-fuzz targets in `fuzz/` go further; this keeps the property checked on every build.
+//! cargo-fuzz targets `eventlog_tcg` and `eventlog_cel` in the top-level `fuzz/` go further;
+//! this keeps the property checked on every build.
 
 mod common;
 
@@ -71,7 +72,7 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>) {
     }
 }
 
-/// What the fuzz target `parse_tcg` does.
+/// What the fuzz target `eventlog_tcg` (fuzz/src/lib.rs) does.
 fn exercise_tcg(data: &[u8]) -> bool {
     let Ok(log) = EventLog::parse(data) else {
         return false;

@@ -131,7 +131,7 @@ fn phases_match_live_systemd_measure() {
 #[test]
 fn independently_written_cel_log_verifies() {
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parse_cel/nacre.jsonl");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/cel/nacre.jsonl");
     let records = cel::read(&path).unwrap();
     let events: Vec<RuntimeEvent> = records
         .iter()

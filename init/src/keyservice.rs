@@ -13,7 +13,20 @@
 //! # server_manifests = ["/etc/nacre/control-plane-ready.json"]   # + .sig next to each
 //! # server_manifest_key = "/etc/nacre/release.pub"
 //! # server_ek_ca = "/etc/nacre/ek-ca.pem"      # how the service's TPM is trusted
+//! # server_platforms = ["tdx"]                 # default: this node's own platform
+//! # server_tdx_collateral = "/etc/nacre/tdx-collateral.json"
+//! # server_snp_min_tcb = ["milan=4,0,24,219"]  # sev-snp: minimum TCB per product (required)
+//! # server_accept_guest_bound_ak = ["qemu-snp"] # sev-snp: opt in to a guest-bound AK
+//! # server_allow_no_expiry = true              # accept manifests without not_after (default: refused)
+//! # server_phases = ["ready"]                  # the default: a running service
+//! # server_cluster_id = "<64 hex digits>"      # else: the measured [cluster] configuration
 //! ```
+//!
+//! In-cluster mode checks the service as the service checks nodes
+//! ([`nacre_attestation::incluster`]): its platform evidence (a node in a CVM takes no TPM
+//! quote alone unless `server_platforms` says so), its phase, and its membership of this
+//! cluster (PCR 15, on TDX RTMR[3]: this cluster's configuration and id; the id given at the
+//! join is checked on every later request).
 //!
 //! Unreachable: retried with exponential backoff (1 s doubling to 10 s) until `timeout_s`.
 //! Refused (attestation failed, or a rule of the service): the step fails at once and the node
@@ -59,6 +72,43 @@ pub struct Config {
     pub server_manifests: Vec<String>,
     pub server_manifest_key: Option<String>,
     pub server_ek_ca: Option<String>,
+    /// In-cluster mode: the platforms whose evidence the service may present (`qemu-vtpm`:
+    /// a TPM quote alone, `tdx`: a TDX quote binding it); default: this node's own platform, so
+    /// a node in a CVM accepts only a service that proves its CVM too.
+    #[serde(default)]
+    pub server_platforms: Vec<String>,
+    /// The phases a running service may be in (default `ready`).
+    #[serde(default = "default_server_phases")]
+    pub server_phases: Vec<String>,
+    /// This cluster's id (64 hex digits), if the node knows it before joining; otherwise the
+    /// service must show the cluster configuration this node measured, and after the join
+    /// the id it was given.
+    pub server_cluster_id: Option<String>,
+    /// `tdx` in `server_platforms`: the offline collateral for the service's platform (dcap-qvl
+    /// QuoteCollateralV3 JSON, as `nacre-keyservice serve --tdx-collateral`).
+    pub server_tdx_collateral: Option<String>,
+    /// `sev-snp` in `server_platforms`: the minimum TCB per product of the service's chip
+    /// (`PRODUCT=TCB` as `nacre-keyservice serve --snp-min-tcb`, e.g. `milan=4,0,24,219`); a
+    /// product without one is refused.
+    #[serde(default)]
+    pub server_snp_min_tcb: Vec<String>,
+    /// The VMPL the service's SEV-SNP report must come from (default 0).
+    #[serde(default)]
+    pub server_snp_vmpl: u32,
+    /// `sev-snp`: variants whose AK nothing but the service's own REPORT_DATA binds, accepted
+    /// anyway (`qemu-snp`; as `nacre-keyservice serve --accept-guest-bound-ak`); default none,
+    /// so a qemu-snp service is refused. Variants with a platform binding are refused here.
+    #[serde(default)]
+    pub server_accept_guest_bound_ak: Vec<String>,
+    /// In-cluster mode: accept `server_manifests` without `not_after` (they never expire), each
+    /// warned about; default false, so such a manifest stops the mode (as `nacre-keyservice
+    /// serve --allow-no-expiry`).
+    #[serde(default)]
+    pub server_allow_no_expiry: bool,
+}
+
+fn default_server_phases() -> Vec<String> {
+    vec!["ready".into()]
 }
 
 fn default_ca() -> String {
@@ -84,13 +134,40 @@ impl Attest for NodeAttest {
             std::fs::read(FIRMWARE_LOG).map_err(|e| format!("{FIRMWARE_LOG}: {e}"))?;
         let runtime_log = nacre_eventlog::cel::read(std::path::Path::new(&self.runtime_log))
             .map_err(|e| format!("{}: {e}", self.runtime_log))?;
-        let mut ev = Attester::device()
-            .evidence(nonce, tls_spki, &QUOTED, firmware_log, runtime_log)
-            .map_err(|e| e.to_string())?;
+        // Cloud vTPMs announce themselves by their NV indices (nacre_attestation::binding):
+        // Azure's paravisor holds the HCL report, whose SNP report binds its own AK (that AK
+        // quotes; the VCEK comes from IMDS's THIM endpoint, checked against the report with
+        // AMD's roots; if that fails none is sent, logged, and the key service needs it in its
+        // store); GCE holds an AK template and
+        // Google's certificate for the AK it yields (that AK quotes, the report names it).
         // On SEV-SNP the report, on TDX the quote binds the AK and the TLS key to the nonce:
-        // REPORT_DATA / REPORTDATA = SHA-512(nonce || AK || TLS key) on both.
-        ev.platform = platform_part(self.tee, nonce, &ev.ak_public, tls_spki, &Fetch::Kernel)?;
-        Ok(ev)
+        // REPORT_DATA / REPORTDATA = SHA-512(nonce || AK || TLS key) on both. EC2
+        // (aws-sev-snp): AWS's NitroTPM document binds the AK (not exercised against AWS by
+        // this project). The in-cluster key service attests by the same function.
+        let cvm = self.tee.map(|t| match t {
+            Tee::SevSnp => nacre_attestation::tpm::Cvm::SevSnp,
+            Tee::Tdx => nacre_attestation::tpm::Cvm::Tdx,
+        });
+        Attester::device()
+            .with_log(|m| crate::warn!("{m}"))
+            .cvm_evidence(
+                cvm,
+                nonce,
+                tls_spki,
+                &QUOTED,
+                firmware_log,
+                runtime_log,
+                &|ak| platform_part(self.tee, nonce, ak, tls_spki, &Fetch::Kernel),
+            )
+    }
+    /// The service trusts this TPM's AK through its EK certificate: prove the AK is in it.
+    fn activate_credential(
+        &self,
+        challenge: &nacre_attestation::credential::CredentialChallenge,
+    ) -> Result<Vec<u8>, String> {
+        Attester::device()
+            .activate_credential(challenge)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -148,6 +225,8 @@ pub struct KeyService {
     joined: Option<Joined>,
     /// The disk key last released (format, then open, ask for the same disk: one request).
     disk_key: Option<(String, Zeroizing<Vec<u8>>)>,
+    /// In-cluster mode: the cluster id the join gave; later requests check the service's.
+    learned_id: Arc<std::sync::OnceLock<[u8; 32]>>,
 }
 
 impl KeyService {
@@ -164,9 +243,12 @@ impl KeyService {
             tee,
         });
         let timeout = Duration::from_secs(30);
+        let learned_id = Arc::new(std::sync::OnceLock::new());
         let client = match &cfg.server_manifest_key {
             Some(key) => {
-                Client::attested(&cfg.endpoint, server_verifier(&cfg, key)?, attest, timeout)
+                let identity = server_identity(&cfg, runtime_log, learned_id.clone())?;
+                let v = server_verifier(&cfg, key, tee, identity)?;
+                Client::attested(&cfg.endpoint, v, attest, timeout)
             }
             None => {
                 let ca = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca))?;
@@ -179,6 +261,7 @@ impl KeyService {
             cfg,
             joined: None,
             disk_key: None,
+            learned_id,
         })
     }
 
@@ -206,15 +289,125 @@ impl KeyService {
     }
 }
 
-/// The verifier of the service's own evidence (in-cluster mode).
+/// What this node knows of its cluster to check an in-cluster service against: the configured
+/// id, the one the join gives (`learned_id`), and the cluster configuration this node measured
+/// (its runtime log's `cluster-config` record).
+fn server_identity(
+    cfg: &Config,
+    runtime_log: &str,
+    learned_id: Arc<std::sync::OnceLock<[u8; 32]>>,
+) -> Result<nacre_attestation::incluster::ClusterIdentity, String> {
+    let cluster_id = match &cfg.server_cluster_id {
+        Some(h) => {
+            let mut id = [0u8; 32];
+            hex::decode_to_slice(h, &mut id)
+                .map_err(|e| format!("server_cluster_id {h:?}: not 64 hex digits: {e}"))?;
+            Some(id)
+        }
+        None => None,
+    };
+    let log = nacre_eventlog::cel::read(std::path::Path::new(runtime_log))
+        .map_err(|e| format!("{runtime_log}: {e}"))?;
+    let config = log
+        .iter()
+        .filter_map(|r| nacre_eventlog::RuntimeEvent::from_cel(r).ok())
+        .find_map(|e| match e {
+            nacre_eventlog::RuntimeEvent::ClusterConfig(d) => Some(d),
+            _ => None,
+        });
+    if cluster_id.is_none() && config.is_none() {
+        return Err("in-cluster mode (server_manifest_key) needs this cluster's identity to check the service against: server_cluster_id, or a cluster configuration ([cluster]) measured before".into());
+    }
+    Ok(nacre_attestation::incluster::ClusterIdentity {
+        cluster_id,
+        learned_id,
+        config,
+    })
+}
+
+/// The platforms the service may attest on: `server_platforms`, or this node's own.
+fn server_platforms(cfg: &Config, tee: Option<Tee>) -> Result<Vec<&'static str>, String> {
+    if cfg.server_platforms.is_empty() {
+        return Ok(vec![match tee {
+            None => "qemu-vtpm",
+            Some(Tee::Tdx) => "tdx",
+            Some(Tee::SevSnp) => "sev-snp",
+        }]);
+    }
+    cfg.server_platforms
+        .iter()
+        .map(|p| match p.as_str() {
+            "qemu-vtpm" => Ok("qemu-vtpm"),
+            "tdx" => Ok("tdx"),
+            "sev-snp" => Ok("sev-snp"),
+            other => Err(format!(
+                "server_platforms: unknown platform {other:?} (qemu-vtpm, tdx, sev-snp)"
+            )),
+        })
+        .collect()
+}
+
+/// `sev-snp` for the service: its minimum TCB per product (required) and VMPL; launch
+/// measurements come from the signed manifests.
+fn server_snp_policy(cfg: &Config) -> Result<nacre_attestation::snp::SnpPolicy, String> {
+    use nacre_attestation::snp::{Generation, SnpPolicy, Tcb};
+    if cfg.server_snp_min_tcb.is_empty() {
+        return Err("server_platforms sev-snp needs server_snp_min_tcb (e.g. [\"milan=4,0,24,219\"]): no minimum TCB is assumed".into());
+    }
+    let mut min = std::collections::BTreeMap::new();
+    for t in &cfg.server_snp_min_tcb {
+        let (product, tcb) = t
+            .split_once('=')
+            .ok_or_else(|| format!("server_snp_min_tcb {t:?}: PRODUCT=TCB"))?;
+        let g: Generation = product
+            .parse()
+            .map_err(|e| format!("server_snp_min_tcb {t:?}: {e}"))?;
+        let tcb = Tcb::parse(tcb, g).map_err(|e| format!("server_snp_min_tcb {t:?}: {e}"))?;
+        if min.insert(g, tcb).is_some() {
+            return Err(format!("server_snp_min_tcb: {product} is given twice"));
+        }
+    }
+    Ok(SnpPolicy::new(cfg.server_snp_vmpl, min))
+}
+
+/// `server_accept_guest_bound_ak`: only variants whose platform binds the AK with nothing but
+/// the guest's REPORT_DATA (nacre_attestation::binding::Mechanism::GuestBoundReportData).
+fn server_binding_policy(
+    cfg: &Config,
+) -> Result<nacre_attestation::binding::BindingPolicy, String> {
+    use nacre_attestation::binding::{mechanism, BindingPolicy, Mechanism};
+    let mut p = BindingPolicy::default();
+    for v in &cfg.server_accept_guest_bound_ak {
+        match mechanism(v) {
+            Some(Mechanism::GuestBoundReportData) => {
+                crate::warn!("server_accept_guest_bound_ak {v}: a {v} key service is accepted with an AK only its own REPORT_DATA binds (a guest can bind a software AK)");
+                p.accept_guest_bound.insert(v.clone());
+            }
+            Some(m) => {
+                return Err(format!(
+                    "server_accept_guest_bound_ak {v}: {v} binds its AK with {m}, which is always required"
+                ))
+            }
+            None => return Err(format!("server_accept_guest_bound_ak {v}: not a known variant")),
+        }
+    }
+    Ok(p)
+}
+
+/// The verifier of the service's own evidence (in-cluster mode): the platform verifiers of
+/// `server_platforms` (a platform not listed is refused), then the phase of a running service
+/// and membership of this cluster ([`nacre_attestation::incluster::ServiceVerifier`]).
 fn server_verifier(
     cfg: &Config,
     key: &str,
+    tee: Option<Tee>,
+    cluster: nacre_attestation::incluster::ClusterIdentity,
 ) -> Result<Arc<dyn nacre_attestation::Verifier>, String> {
     let read = |p: &str| std::fs::read(p).map_err(|e| format!("{p}: {e}"));
     if cfg.server_manifests.is_empty() {
         return Err("server_manifest_key without server_manifests".into());
     }
+    let platforms = server_platforms(cfg, tee)?;
     let manifests = cfg
         .server_manifests
         .iter()
@@ -225,16 +418,77 @@ fn server_verifier(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    // A manifest without a lifetime never expires: refused unless server_allow_no_expiry.
+    for (path, m) in cfg.server_manifests.iter().zip(&manifests) {
+        let parsed = nacre_measure::manifest::Manifest::from_json(&m.json)
+            .map_err(|e| format!("{path}: {e}"))?;
+        if parsed.not_after.is_none() {
+            if !cfg.server_allow_no_expiry {
+                return Err(format!(
+                    "server manifest {path} has no not_after: it would never expire; sign it with a lifetime (nacre-measure golden gives one by default) or set server_allow_no_expiry"
+                ));
+            }
+            crate::warn!("server manifest {path} has no not_after: it NEVER EXPIRES (server_allow_no_expiry)");
+        }
+    }
+    // sha384 manifests (aws-sev-snp) hold the golden values of NitroTPM documents, as serve
+    // splits them; the quote's verifiers take the others.
+    let (nitro, manifests): (Vec<_>, Vec<_>) = manifests.into_iter().partition(|m| {
+        nacre_measure::manifest::Manifest::from_json(&m.json)
+            .is_ok_and(|p| p.alg == nacre_eventlog::HashAlg::Sha384)
+    });
+    let binding = server_binding_policy(cfg)?;
     let key = nacre_measure::sign::PublicKey::from_pem_file(std::path::Path::new(key))
         .map_err(|e| format!("{key}: {e}"))?;
-    let ek_ca = cfg
-        .server_ek_ca
-        .as_deref()
-        .ok_or("server_manifest_key needs server_ek_ca (how the service's TPM is trusted)")?;
-    let trust = nacre_attestation::ek::EkCertified::from_pem(&read(ek_ca)?)?;
-    Ok(Arc::new(
-        nacre_attestation::QemuVtpmVerifier::with_manifests(manifests, key, Box::new(trust)),
-    ))
+    let mut by = nacre_attestation::ByPlatform::default();
+    for p in platforms {
+        match p {
+            "qemu-vtpm" => {
+                let ek_ca = cfg.server_ek_ca.as_deref().ok_or(
+                    "server_platforms qemu-vtpm needs server_ek_ca (how the service's TPM is trusted)",
+                )?;
+                let trust = nacre_attestation::ek::EkCertified::from_pem(&read(ek_ca)?)?;
+                by.qemu_vtpm = Some(Box::new(
+                    nacre_attestation::QemuVtpmVerifier::with_manifests(
+                        manifests.clone(),
+                        key.clone(),
+                        Box::new(trust),
+                    ),
+                ));
+            }
+            "tdx" => {
+                let path = cfg.server_tdx_collateral.as_deref().ok_or(
+                    "server_platforms tdx needs server_tdx_collateral (the service platform's collateral)",
+                )?;
+                let collateral = nacre_attestation::tdx::collateral_from_json(&read(path)?)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                by.tdx = Some(Box::new(nacre_attestation::TdxVerifier::new(
+                    collateral,
+                    nacre_attestation::tdx::TdxPolicy::default(),
+                    manifests.clone(),
+                    key.clone(),
+                )));
+            }
+            _ => {
+                by.sev_snp = Some(Box::new(
+                    nacre_attestation::SevSnpVerifier::new(
+                        nacre_attestation::snp::AmdRoots::bundled()
+                            .map_err(|e| format!("AMD's built-in SEV-SNP roots: {e}"))?,
+                        server_snp_policy(cfg)?,
+                        manifests.clone(),
+                        key.clone(),
+                    )
+                    .with_binding_policy(binding.clone())
+                    .with_nitro(nacre_attestation::nitro::NitroTrust::aws(nitro.clone())),
+                ));
+            }
+        }
+    }
+    Ok(Arc::new(nacre_attestation::incluster::ServiceVerifier {
+        platforms: Arc::new(by),
+        phases: cfg.server_phases.clone(),
+        cluster,
+    }))
 }
 
 /// Retry while unreachable, with backoff, until `budget` is spent; anything else returns.
@@ -322,6 +576,10 @@ impl PeerSource for KeyService {
             .overlay
             .parse()
             .map_err(|e| PeerError::Source(format!("overlay {}: {e}", j.overlay)))?;
+        let mut id = [0u8; 32];
+        if hex::decode_to_slice(&j.cluster_id, &mut id).is_ok() {
+            let _ = self.learned_id.set(id);
+        }
         self.joined = Some(j);
         Ok(Some(overlay))
     }
@@ -332,6 +590,28 @@ impl PeerSource for KeyService {
             .as_ref()
             .ok_or_else(|| PeerError::Source("peers asked before the join".into()))?;
         j.peers.iter().map(peer_from).collect()
+    }
+
+    /// The pod range the service allocated this node (`Joined::pods`); nacre-network checks
+    /// it lies inside a cluster range and serves it on cni0.
+    fn pod_range(&self) -> Result<Option<Cidr>, PeerError> {
+        let j = self
+            .joined
+            .as_ref()
+            .ok_or_else(|| PeerError::Source("pod range asked before the join".into()))?;
+        pod_range_of(j)
+    }
+}
+
+/// The join's pod range (`Joined::pods`), parsed; `None` when the service allocates none.
+fn pod_range_of(j: &Joined) -> Result<Option<Cidr>, PeerError> {
+    match &j.pods {
+        None => Ok(None),
+        Some(p) => {
+            p.pod_range.parse().map(Some).map_err(|e| {
+                PeerError::Source(format!("the join's pod range {:?}: {e}", p.pod_range))
+            })
+        }
     }
 }
 
@@ -551,6 +831,195 @@ mod tests {
         Err("/sys/kernel/config/tsm/report is missing".into())
     }
 
+    fn in_cluster(extra: &str) -> Config {
+        toml::from_str(&format!(
+            "endpoint = \"10.0.2.2:7443\"\nserver_manifests = [\"/nonexistent/m.json\"]\nserver_manifest_key = \"/nonexistent/k.pub\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn runtime_log(dir: &std::path::Path, events: &[nacre_eventlog::RuntimeEvent]) -> String {
+        let p = dir.join("runtime.cel");
+        let _ = std::fs::remove_file(&p);
+        let mut w = nacre_eventlog::CelWriter::open(&p).unwrap();
+        for e in events {
+            let rec = e
+                .to_cel(w.next_recnum(), &[nacre_eventlog::HashAlg::Sha256])
+                .unwrap();
+            w.append(&rec).unwrap();
+        }
+        p.to_string_lossy().into_owned()
+    }
+
+    /// In-cluster mode: the service's platforms default to this node's own (a node in a CVM
+    /// never takes a TPM quote alone), the phase to `ready`, and the cluster identity comes
+    /// from `server_cluster_id` or the configuration this node measured; without either the
+    /// node refuses to start the mode (fail closed).
+    #[test]
+    fn in_cluster_service_identity_and_platforms() {
+        use nacre_eventlog::{Phase, RuntimeEvent};
+        let cfg = in_cluster("");
+        assert_eq!(cfg.server_phases, vec!["ready".to_string()]);
+        assert_eq!(server_platforms(&cfg, None).unwrap(), vec!["qemu-vtpm"]);
+        assert_eq!(server_platforms(&cfg, Some(Tee::Tdx)).unwrap(), vec!["tdx"]);
+        assert_eq!(
+            server_platforms(&cfg, Some(Tee::SevSnp)).unwrap(),
+            vec!["sev-snp"]
+        );
+        let listed = in_cluster("server_platforms = [\"tdx\", \"qemu-vtpm\"]");
+        assert_eq!(
+            server_platforms(&listed, Some(Tee::Tdx)).unwrap(),
+            vec!["tdx", "qemu-vtpm"]
+        );
+        let bad = in_cluster("server_platforms = [\"sgx\"]");
+        assert!(server_platforms(&bad, None)
+            .unwrap_err()
+            .contains("unknown platform \"sgx\""));
+
+        let dir = std::env::temp_dir().join(format!("nacre-init-incluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let learned = Arc::new(std::sync::OnceLock::new());
+        // Nothing known: refused.
+        let log = runtime_log(&dir, &[RuntimeEvent::Phase(Phase::Sysinit)]);
+        let e = server_identity(&cfg, &log, learned.clone()).unwrap_err();
+        assert!(e.contains("needs this cluster's identity"), "{e}");
+        // The measured configuration, from this node's runtime log.
+        let log = runtime_log(
+            &dir,
+            &[
+                RuntimeEvent::Phase(Phase::Sysinit),
+                RuntimeEvent::ClusterConfig([0xc0; 32]),
+            ],
+        );
+        let id = server_identity(&cfg, &log, learned.clone()).unwrap();
+        assert_eq!(id.config, Some([0xc0; 32]));
+        assert_eq!(id.cluster_id, None);
+        // The configured id.
+        let with_id = in_cluster(&format!("server_cluster_id = \"{}\"", "42".repeat(32)));
+        let id = server_identity(&with_id, &log, learned.clone()).unwrap();
+        assert_eq!(id.cluster_id, Some([0x42; 32]));
+        let bad_id = in_cluster("server_cluster_id = \"42\"");
+        assert!(server_identity(&bad_id, &log, learned).is_err());
+        // SEV-SNP for the service needs a minimum TCB: none is assumed.
+        let snp = in_cluster("server_platforms = [\"sev-snp\"]");
+        let key = dir.join("k.pub");
+        let m = dir.join("m.json");
+        let manifest = |not_after: Option<&str>| {
+            let mut j = serde_json::json!({
+                "schema": nacre_measure::manifest::SCHEMA,
+                "image": {"ref": "r", "version": "1.0.0", "variant": "qemu-vtpm", "uki_sha256": "00".repeat(32)},
+                "alg": "sha256",
+                "stub": "systemd-stub-252",
+                "secure_boot": false,
+                "phase": "ready",
+                "measurements": {"4": {"expected": "04".repeat(32), "warn_only": false}},
+                "events": [],
+            });
+            if let Some(t) = not_after {
+                j["not_after"] = t.into();
+            }
+            serde_json::to_vec(&j).unwrap()
+        };
+        std::fs::write(&m, manifest(Some("2099-12-31T23:59:59Z"))).unwrap();
+        std::fs::write(dir.join("m.json.sig"), b"x").unwrap();
+        let forever = dir.join("forever.json");
+        std::fs::write(&forever, manifest(None)).unwrap();
+        std::fs::write(dir.join("forever.json.sig"), b"x").unwrap();
+        let (signer, _) = nacre_measure::sign::PemSigner::generate().unwrap();
+        let spki = nacre_measure::sign::BlobSigner::public_key_spki(&signer);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&spki)
+        );
+        std::fs::write(&key, pem).unwrap();
+        let snp = Config {
+            server_manifests: vec![m.to_string_lossy().into_owned()],
+            ..snp
+        };
+        let ident = server_identity(&with_id, &log, Arc::default()).unwrap();
+        let e = server_verifier(&snp, &key.to_string_lossy(), None, ident.clone())
+            .err()
+            .unwrap();
+        assert!(e.contains("needs server_snp_min_tcb"), "{e}");
+        let with_tcb = Config {
+            server_snp_min_tcb: vec!["milan=4,0,24,219".into()],
+            ..snp.clone()
+        };
+        assert!(server_verifier(&with_tcb, &key.to_string_lossy(), None, ident.clone()).is_ok());
+        // A manifest without not_after (it never expires): refused, named, unless opted in.
+        let no_expiry = Config {
+            server_manifests: vec![
+                m.to_string_lossy().into_owned(),
+                forever.to_string_lossy().into_owned(),
+            ],
+            ..with_tcb.clone()
+        };
+        let e = server_verifier(&no_expiry, &key.to_string_lossy(), None, ident.clone())
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("forever.json")
+                && e.contains("no not_after")
+                && e.contains("server_allow_no_expiry"),
+            "{e}"
+        );
+        assert!(!in_cluster("").server_allow_no_expiry);
+        let opted_in = Config {
+            server_allow_no_expiry: in_cluster("server_allow_no_expiry = true")
+                .server_allow_no_expiry,
+            ..no_expiry
+        };
+        assert!(server_verifier(&opted_in, &key.to_string_lossy(), None, ident.clone()).is_ok());
+        let bad_tcb = Config {
+            server_snp_min_tcb: vec!["rome=1,2,3,4".into()],
+            ..snp.clone()
+        };
+        let e = server_verifier(&bad_tcb, &key.to_string_lossy(), None, ident.clone())
+            .err()
+            .unwrap();
+        assert!(e.contains("server_snp_min_tcb \"rome=1,2,3,4\""), "{e}");
+        // A guest-bound AK (qemu-snp) only by opt-in, and only for variants without a binding.
+        assert!(server_binding_policy(&with_tcb)
+            .unwrap()
+            .accept_guest_bound
+            .is_empty());
+        let opt_in = Config {
+            server_accept_guest_bound_ak: vec!["qemu-snp".into()],
+            ..with_tcb.clone()
+        };
+        assert!(server_binding_policy(&opt_in)
+            .unwrap()
+            .accept_guest_bound
+            .contains("qemu-snp"));
+        assert!(server_verifier(&opt_in, &key.to_string_lossy(), None, ident.clone()).is_ok());
+        for (v, why) in [("azure-sev-snp", "always required"), ("sgx", "not a known")] {
+            let bad = Config {
+                server_accept_guest_bound_ak: vec![v.into()],
+                ..with_tcb.clone()
+            };
+            let e = server_binding_policy(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        // tdx without collateral, qemu-vtpm without an EK CA: named.
+        let tdx = Config {
+            server_platforms: vec!["tdx".into()],
+            ..snp.clone()
+        };
+        let e = server_verifier(&tdx, &key.to_string_lossy(), None, ident.clone())
+            .err()
+            .unwrap();
+        assert!(e.contains("needs server_tdx_collateral"), "{e}");
+        let qemu = Config {
+            server_platforms: vec![],
+            ..snp
+        };
+        let e = server_verifier(&qemu, &key.to_string_lossy(), None, ident)
+            .err()
+            .unwrap();
+        assert!(e.contains("needs server_ek_ca"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn tdx_evidence_carries_a_quote_bound_like_snp() {
         let (nonce, ak, tls) = (b"nonce".as_slice(), b"ak".as_slice(), b"tls".as_slice());
@@ -577,5 +1046,38 @@ mod tests {
         // No quote, no evidence: the request fails (and the node with it), never a plain one.
         let e = platform_part(Some(Tee::Tdx), nonce, ak, tls, &Fetch::Fake(refuse)).unwrap_err();
         assert!(e.starts_with("TDX quote: "), "{e}");
+    }
+
+    /// The pod range handed to nacre-network comes from the join's `pods`; a malformed one
+    /// stops the node with the join's value named.
+    #[test]
+    fn pod_range_from_the_join() {
+        let mut j: Joined = serde_json::from_value(serde_json::json!({
+            "node": "node-1",
+            "cluster_id": "00".repeat(32),
+            "overlay": "10.244.0.3/32",
+            "peers": [],
+            "kubelet": {
+                "api_server": "https://10.244.0.1:6443",
+                "bootstrap_token": "abcdef.0123456789abcdef"
+            },
+            "rejoin": false,
+        }))
+        .unwrap();
+        assert_eq!(pod_range_of(&j).unwrap(), None);
+        j.pods = Some(nacre_attestation::join::PodNetwork {
+            pod_range: "10.32.1.0/24".into(),
+            pod_cidr: "10.32.0.0/16".into(),
+            service_cidr: None,
+        });
+        assert_eq!(
+            pod_range_of(&j).unwrap(),
+            Some("10.32.1.0/24".parse().unwrap())
+        );
+        if let Some(p) = j.pods.as_mut() {
+            p.pod_range = "10.32.1.0".into();
+        }
+        let e = pod_range_of(&j).unwrap_err().to_string();
+        assert!(e.starts_with("the join's pod range \"10.32.1.0\": "), "{e}");
     }
 }

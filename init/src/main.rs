@@ -14,6 +14,7 @@ mod cmdline;
 mod config;
 mod fail;
 mod keyservice;
+mod kube;
 mod log;
 mod measure;
 mod services;

@@ -2,9 +2,10 @@
 //! nacre-measure predicts from) is extended into every active PCR bank and appended to the
 //! runtime log, `/run/nacre/runtime.cel`, which a verifier replays after the firmware log.
 //!
-//! In a TDX guest an event with an RTMR (the cluster id: RTMR[3]) is extended there too, with
-//! the SHA-384 of the same content, through the kernel's RTMR extend interface ([`Rtmr`], Linux
-//! 6.16+). Fail closed: a TDX node that cannot extend RTMR[3] stops, it never goes on with a
+//! In a TDX guest an event with an RTMR (stage 2's phases `sysinit` and `ready`, the cluster
+//! configuration and the cluster id: RTMR[3]) is extended there too, with the SHA-384 of the
+//! same content, through the kernel's RTMR extend interface ([`Rtmr`], Linux 6.16+). Fail
+//! closed: a TDX node that cannot extend RTMR[3] stops, it never goes on with a phase or a
 //! membership only its (host-emulatable) vTPM shows.
 
 use crate::tpm::{Tpm, TpmError};
@@ -160,16 +161,22 @@ mod tests {
     }
 
     #[test]
-    fn cluster_id_goes_to_rtmr3_in_a_tdx_guest() {
+    fn phases_and_cluster_id_go_to_rtmr3_in_a_tdx_guest() {
         let d = tmp("rtmr");
         let sysfs = d.join("measurements");
         std::fs::create_dir_all(&sysfs).unwrap();
         std::fs::write(sysfs.join("rtmr3:sha384"), b"").unwrap();
         let mut m = Measurer::with_log(None, &d.join("runtime.cel")).unwrap();
         m.set_rtmr(Rtmr::open(&sysfs).unwrap());
-        // A phase has no RTMR: nothing written.
-        m.phase(Phase::Sysinit).unwrap();
+        // Stage 1's phases have no RTMR: nothing written.
+        m.phase(Phase::LeaveInitrd).unwrap();
         assert_eq!(std::fs::read(sysfs.join("rtmr3:sha384")).unwrap(), b"");
+        // `sysinit` goes to RTMR[3]: SHA-384 of the word (a plain file keeps the last write).
+        m.phase(Phase::Sysinit).unwrap();
+        assert_eq!(
+            std::fs::read(sysfs.join("rtmr3:sha384")).unwrap(),
+            ring_sha384(b"sysinit")
+        );
         let ev = RuntimeEvent::ClusterId([0x11; 32]);
         m.event(ev).unwrap();
         // The 48-byte SHA-384 digest of the content, the one definition the verifier replays.
@@ -179,8 +186,21 @@ mod tests {
             written,
             ring_sha384(format!("nacre.cluster-id={}", "11".repeat(32)).as_bytes())
         );
+        m.phase(Phase::Ready).unwrap();
+        assert_eq!(
+            std::fs::read(sysfs.join("rtmr3:sha384")).unwrap(),
+            ring_sha384(b"ready")
+        );
         let log = nacre_eventlog::cel::read(&d.join("runtime.cel")).unwrap();
-        assert_eq!(log.len(), 2);
+        assert_eq!(log.len(), 4);
+        // The log's RTMR[3] events, replayed, give the phase nacre-init reached.
+        let events: Vec<RuntimeEvent> = log
+            .iter()
+            .map(|r| RuntimeEvent::from_cel(r).unwrap())
+            .collect();
+        let state = nacre_eventlog::runtime::rtmr3_state(&events).unwrap();
+        assert_eq!(state.phase, Some(Phase::Ready));
+        assert_eq!(state.cluster, vec![ev]);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -168,6 +168,9 @@ fn containerd_then_payload_a_container_a_restart_and_a_clean_poweroff() {
         ready < started && started < is_ready && is_ready < payload,
         "{c}"
     );
+    // The one-shot task (ready = "exited") completed before its dependent started.
+    let oneshot = b.at("oneshot completed (exited with status 0");
+    assert!(is_ready < oneshot && oneshot < payload, "{c}");
     // What kubelet would need.
     for check in [
         "NACRE-CHECK root read-only",

@@ -8,10 +8,17 @@
 //! * [`store`]: the redb database (cluster secrets, nodes, disks, decision log).
 //! * [`service`]: the rules on top of attestation (PCR 15, disk ownership) and key derivation.
 //! * [`server`]: TCP + rustls, one attested connection per request.
+//! * [`limits`]: what unauthenticated clients can cost (deadline, per-source limits, event budget).
 //! * [`tls`]: the service's CA and server certificate.
+//! * [`podnet`]: the cluster's pod network (each node's pod range) and the checks of `init`'s
+//!   pod, service and DNS settings and API server CA.
 
 pub mod bench;
+pub mod certstore;
+pub mod incluster;
+pub mod limits;
 pub mod overlay;
+pub mod podnet;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -8,6 +8,7 @@ use nacre_attestation::{
     TdxVerifier, Verifier,
 };
 use nacre_keyservice::overlay::OverlayRange;
+use nacre_keyservice::podnet;
 use nacre_keyservice::server::{load_identity, Server};
 use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
 use nacre_keyservice::{tls, Service};
@@ -55,9 +56,27 @@ enum Cmd {
         /// The cluster's name in cluster.toml (a-z, 0-9, '-').
         #[arg(long, default_value = "nacre")]
         name: String,
-        /// Ranges routed only through wg0, in cluster.toml (repeat; default: the overlay).
+        /// Further ranges routed only through wg0, in cluster.toml (repeat); the overlay, pod
+        /// and service CIDRs always are.
         #[arg(long = "cluster-range")]
         cluster_ranges: Vec<String>,
+        /// The cluster's pod CIDR (IPv4, e.g. 10.32.0.0/16): each node gets one
+        /// /--pod-prefix range of it, the one of its overlay host index. Without it, no pod
+        /// network (nodes get no pod range).
+        #[arg(long)]
+        pod_cidr: Option<String>,
+        /// The size of each node's pod range (default 24).
+        #[arg(long, requires = "pod_cidr")]
+        pod_prefix: Option<u8>,
+        /// The cluster's service CIDR (IPv4, e.g. 10.96.0.0/12).
+        #[arg(long, requires = "pod_cidr")]
+        service_cidr: Option<String>,
+        /// kubelet's cluster DNS address (inside --service-cidr, e.g. 10.96.0.10).
+        #[arg(long, requires = "service_cidr")]
+        cluster_dns: Option<String>,
+        /// The API server's CA certificate(s), PEM, handed to kubelet with the join.
+        #[arg(long, requires = "api_server")]
+        api_server_ca: Option<PathBuf>,
     },
     /// Serve nodes: verify their evidence against the signed golden manifest, then answer.
     Serve {
@@ -79,6 +98,11 @@ enum Cmd {
         attest_firmware_log: PathBuf,
         #[arg(long, default_value = "/run/nacre/runtime.cel")]
         attest_runtime_log: PathBuf,
+        /// In-cluster mode on a confidential VM: add the platform's report (TDX quote,
+        /// SEV-SNP report through configfs-tsm) binding the nonce, the AK and the TLS key, as
+        /// nodes do; nodes in a CVM refuse a service without it.
+        #[arg(long, value_enum, default_value = "qemu-vtpm")]
+        attest_platform: nacre_keyservice::incluster::AttestPlatform,
     },
     /// Read a TPM's attestation key (what `serve --ak` enrolls), e.g. from a node's swtpm.
     Ak {
@@ -109,6 +133,16 @@ enum Cmd {
         firmware_log: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Instead: the cost of verifying one piece of evidence per platform (QEMU vTPM,
+        /// SEV-SNP, TDX) on the real fixtures in --fixtures, one core (bench::verification_cost).
+        #[arg(long)]
+        verification: bool,
+        /// Verifications timed per platform (with --verification).
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+        /// The SNP and TDX fixtures (snp/milan-*, tdx/tdx_quote*), with --verification.
+        #[arg(long, default_value = "attestation/tests/fixtures")]
+        fixtures: PathBuf,
     },
     /// The decision log.
     Log {
@@ -117,6 +151,140 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// SEV-SNP certificates for nodes whose host gives no VCEK/VLEK: what to fetch from AMD's
+    /// KDS, and importing it into the store `serve` looks keys up in.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// The KDS URLs of the VCEKs (and the product's cert chains and CRLs) for reports
+    /// (--report) or chip ids at a TCB (--product, --chip-id, --tcb).
+    Urls {
+        /// An ATTESTATION_REPORT (raw); repeat.
+        #[arg(long = "report")]
+        reports: Vec<PathBuf>,
+        /// milan, genoa or turin (needed with --chip-id, and for version 2 reports).
+        #[arg(long)]
+        product: Option<nacre_attestation::snp::Generation>,
+        /// A chip id (hex: 128 digits, Turin 16); repeat.
+        #[arg(long = "chip-id")]
+        chip_ids: Vec<String>,
+        /// The TCB: bootloader,tee,snp,microcode (Turin: fmc,bootloader,tee,snp,microcode).
+        #[arg(long)]
+        tcb: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check VCEKs, VLEKs and AMD CRLs (DER or PEM) against AMD's roots and store them in
+    /// STATE/snp-certs (or --store).
+    Import {
+        #[arg(long, required_unless_present = "store")]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        store: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn certs(cmd: CertsCmd) -> Result<()> {
+    use nacre_keyservice::certstore::{self, CertStore, Imported};
+    match cmd {
+        CertsCmd::Urls {
+            reports,
+            product,
+            chip_ids,
+            tcb,
+            json,
+        } => {
+            let mut urls = Vec::new();
+            for r in &reports {
+                let b = std::fs::read(r).with_context(|| format!("reading {}", r.display()))?;
+                urls.push(
+                    certstore::kds_urls_for_report(&b, product)
+                        .with_context(|| format!("{}", r.display()))?,
+                );
+            }
+            if !chip_ids.is_empty() {
+                let (Some(g), Some(t)) = (product, tcb.as_deref()) else {
+                    bail!("--chip-id needs --product and --tcb");
+                };
+                let t = snp::Tcb::parse(t, g).map_err(|e| anyhow::anyhow!("--tcb: {e}"))?;
+                for c in &chip_ids {
+                    let id = hex::decode(c).with_context(|| format!("--chip-id {c}"))?;
+                    urls.push(
+                        certstore::kds_urls(g, &id, &t)
+                            .map_err(|e| anyhow::anyhow!("--chip-id {c}: {e}"))?,
+                    );
+                }
+            }
+            if urls.is_empty() {
+                bail!("give --report FILE, or --product, --chip-id and --tcb");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&urls)?);
+            } else {
+                for u in &urls {
+                    println!("# {} chip {} TCB {}", u.product, u.chip_id, u.tcb);
+                    println!("{}", u.vcek);
+                    println!("{}", u.vcek_crl);
+                    println!("{}", u.vlek_crl);
+                }
+            }
+        }
+        CertsCmd::Import {
+            state,
+            store,
+            files,
+            json,
+        } => {
+            let dir = match (store, state) {
+                (Some(d), _) => d,
+                (None, Some(s)) => s.join("snp-certs"),
+                (None, None) => bail!("give --state or --store"),
+            };
+            let mut st = CertStore::open(&dir)
+                .with_context(|| format!("the certificate store {}", dir.display()))?;
+            let mut done = Vec::new();
+            for f in &files {
+                let b = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let i = st
+                    .import(&b)
+                    .with_context(|| format!("{}: not imported", f.display()))?;
+                if !json {
+                    match &i {
+                        Imported::Vcek { product, hwid, tcb, file } => println!(
+                            "{}: {product} VCEK for chip {hwid} at TCB {tcb} -> {}",
+                            f.display(),
+                            file.display()
+                        ),
+                        Imported::Vlek { product, csp_id, tcb, file } => println!(
+                            "{}: {product} VLEK ({}) at TCB {tcb} -> {}",
+                            f.display(),
+                            csp_id.as_deref().unwrap_or("no cspID"),
+                            file.display()
+                        ),
+                        Imported::Crl { product, revoked, file } => println!(
+                            "{}: {product} CRL signed by the ARK, {revoked} revoked -> {} (honoured by serve from its next start or reload)",
+                            f.display(),
+                            file.display()
+                        ),
+                    }
+                }
+                done.push(i);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `serve` verifies nodes with: the golden manifests and the platforms' trust anchors.
@@ -144,24 +312,34 @@ struct VerifierArgs {
     #[arg(long = "ak")]
     aks: Vec<PathBuf>,
     /// The operator's EK CA (PEM bundle: root and intermediates): QEMU vTPM nodes whose
-    /// EK certificate chains to it and whose EK certified their AK are trusted.
+    /// EK certificate (EKU and TPM SAN checked) chains to it are trusted once they prove their
+    /// AK is in that TPM by credential activation (TCG default, decrypt-only ECC EK).
     #[arg(long)]
     ek_ca: Option<PathBuf>,
-    /// AMD's root key (ARK, PEM/DER, from AMD's KDS) for SEV-SNP nodes (with --snp-ask).
-    #[arg(long)]
-    snp_ark: Option<PathBuf>,
-    /// AMD's signing key (ASK) of the same product line.
-    #[arg(long)]
-    snp_ask: Option<PathBuf>,
-    /// A golden SEV-SNP launch measurement (96 hex digits); repeat.
+    /// SEV-SNP nodes: the minimum TCB accepted for a product, `PRODUCT=bootloader,tee,snp,microcode`
+    /// (Milan, Genoa) or `turin=fmc,bootloader,tee,snp,microcode`; repeat per product. Enables
+    /// SEV-SNP nodes (AMD's ARK/ASK/ASVK of Milan, Genoa and Turin are built in); a node of a
+    /// product without a minimum is refused. No default: take it from AMD's current security
+    /// bulletins for the product.
+    #[arg(long = "snp-min-tcb")]
+    snp_min_tcb: Vec<String>,
+    /// A golden SEV-SNP launch measurement (96 hex digits); repeat. It lets a manifest without
+    /// `snp` values pair with it, except for azure-sev-snp nodes (HCL-bound): those need a
+    /// manifest holding their measurement.
     #[arg(long = "snp-measurement")]
     snp_measurements: Vec<String>,
-    /// Minimum TCB: bootloader,tee,snp,microcode.
-    #[arg(long, default_value = "0,0,0,0")]
-    snp_min_tcb: String,
-    /// The VMPL reports must come from (absent: any).
+    /// The VMPL SEV-SNP reports must come from (nacre's guests run at VMPL0).
+    #[arg(long, default_value_t = 0)]
+    snp_vmpl: u32,
+    /// An AMD revocation list (KDS `.../vcek/v1/PRODUCT/crl` or `.../vlek/v1/PRODUCT/crl`, DER
+    /// or PEM), checked against the product's ARK; repeat. CRLs imported into the certificate
+    /// store (`nacre-keyservice certs import`) are honoured too.
+    #[arg(long = "snp-crl")]
+    snp_crls: Vec<PathBuf>,
+    /// The VCEK/VLEK certificate store (`nacre-keyservice certs import`), looked up when a
+    /// node's evidence carries no VCEK/VLEK (`serve` uses STATE/snp-certs when not given).
     #[arg(long)]
-    snp_vmpl: Option<u32>,
+    snp_cert_store: Option<PathBuf>,
     /// Require guests launched with an ID block signed by this ID key (96 hex digits:
     /// its digest, as `nacre-measure snp-id-block` prints it).
     #[arg(long)]
@@ -169,6 +347,12 @@ struct VerifierArgs {
     /// Refuse SEV-SNP nodes whose host runs with SMT enabled (the report's PLATFORM_INFO).
     #[arg(long)]
     snp_require_smt_off: bool,
+    /// Accept nodes of this variant although only the guest's own REPORT_DATA binds their AK
+    /// (`qemu-snp`: the host's swtpm, no SVSM vTPM; a guest can bind a software AK). Each
+    /// acceptance is logged as a warning. Cloud variants cannot be opted in: their platform
+    /// binding (Azure HCL report, GCE AK certificate, NitroTPM document) is always required.
+    #[arg(long = "accept-guest-bound-ak", value_name = "VARIANT")]
+    accept_guest_bound_ak: Vec<String>,
     /// TDX nodes: Intel's collateral for the nodes' platform (dcap-qvl QuoteCollateralV3 JSON:
     /// PCK CRL, root CA CRL, TCB info, QE identity with their issuer chains, from Intel PCS or a
     /// PCCS for the platform's FMSPC). The PCK chain is checked to Intel's SGX Root CA, pinned
@@ -183,6 +367,12 @@ struct VerifierArgs {
     /// TDRelaunchAdvised, TDRelaunchAdvisedConfigurationNeeded); repeat. Revoked never is.
     #[arg(long = "tdx-allow-tcb")]
     tdx_allow_tcb: Vec<String>,
+    /// Load manifests without `not_after` (they never expire: they admit nodes until removed
+    /// or revoked), each warned about by name. Without it such a manifest stops the service at
+    /// start (a reload keeps the previous manifests). Sign manifests with a lifetime instead
+    /// (`nacre-measure golden` gives one by default).
+    #[arg(long)]
+    allow_no_expiry: bool,
 }
 
 /// The cluster configuration for nodes of release images, in the state directory.
@@ -253,6 +443,8 @@ struct Loaded {
     verifier: ByPlatform,
     admitted: Vec<String>,
     skipped: Vec<String>,
+    /// Logged at load (stale AMD CRLs, ...); nothing refused.
+    warnings: Vec<String>,
 }
 
 fn unix_now() -> Result<u64> {
@@ -273,7 +465,9 @@ fn build_verifier(a: &VerifierArgs) -> Result<ByPlatform> {
 /// fails, leaving the previous verifier in force). Manifests refused by the service's policy
 /// at `now` (expired, below `--min-version`, in `--revoked`) are skipped with a reason in
 /// [`Loaded::skipped`]; at start (`reload` false) at least one must remain, on a reload none
-/// may (every node is then refused: revoking the last release takes effect).
+/// may (every node is then refused: revoking the last release takes effect). A manifest
+/// without `not_after` (and no `--allow-no-expiry`) stops the service at start; on a reload
+/// it is skipped with that reason instead, so the rest of the reload still takes effect.
 fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
     let VerifierArgs {
         manifests,
@@ -282,17 +476,20 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
         revoked,
         aks,
         ek_ca,
-        snp_ark,
-        snp_ask,
-        snp_measurements,
         snp_min_tcb,
+        snp_measurements,
         snp_vmpl,
+        snp_crls,
+        snp_cert_store,
         snp_id_key_digest,
         snp_require_smt_off,
+        accept_guest_bound_ak,
         tdx_collateral,
         tdx_mrtds,
         tdx_allow_tcb,
+        allow_no_expiry,
     } = a;
+    let binding = binding_policy(accept_guest_bound_ak)?;
     let key = nacre_measure::sign::PublicKey::from_pem_file(manifest_key)
         .with_context(|| format!("reading {}", manifest_key.display()))?;
     if let Some(v) = min_version {
@@ -310,6 +507,7 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
     };
     let mut signed = Vec::new();
     let (mut admitted, mut skipped) = (Vec::new(), Vec::new());
+    let mut warnings = Vec::new();
     for manifest in manifests {
         let mut sig = manifest.clone().into_os_string();
         sig.push(".sig");
@@ -325,6 +523,20 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
             .with_context(|| format!("{}: signature", manifest.display()))?;
         let parsed =
             Manifest::from_json(&m.json).with_context(|| format!("{}", manifest.display()))?;
+        // A manifest without a lifetime never expires: refused unless opted in. At start the
+        // service does not start; on a reload it is skipped (named, with the reason), so the
+        // rest of the load, `--revoked` and `--min-version` included, still takes effect.
+        if parsed.not_after.is_none() && !allow_no_expiry {
+            let why = format!(
+                "manifest {} has no not_after: it would never expire (admit nodes until removed or revoked); sign it with a lifetime (nacre-measure golden gives one by default, or --lifetime-days N / --not-after T) or pass --allow-no-expiry",
+                manifest.display()
+            );
+            if reload {
+                skipped.push(why);
+                continue;
+            }
+            bail!("{why}");
+        }
         let policy = parsed
             .check_lifetime(now)
             .and_then(|()| match min_version {
@@ -346,6 +558,13 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
         );
         match policy {
             Ok(()) => {
+                // Such a manifest never expires: loaded only with --allow-no-expiry, and
+                // warned about by name.
+                if parsed.not_after.is_none() {
+                    warnings.push(format!(
+                        "manifest {name} has no not_after: it NEVER EXPIRES and admits nodes until removed or revoked (loaded by --allow-no-expiry; sign one with a lifetime: nacre-measure golden gives one by default)"
+                    ));
+                }
                 admitted.push(name);
                 signed.push(m);
             }
@@ -358,6 +577,12 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
             skipped.join("; ")
         );
     }
+    // sha384 manifests (`nacre-measure golden --bank sha384`) hold the golden values of AWS's
+    // NitroTPM attestation documents (nacre_attestation::nitro, aws-sev-snp), not of quotes.
+    let (nitro_signed, signed): (Vec<SignedManifest>, Vec<SignedManifest>) =
+        signed.into_iter().partition(|m| {
+            Manifest::from_json(&m.json).is_ok_and(|p| p.alg == nacre_eventlog::HashAlg::Sha384)
+        });
     let mut verifier = ByPlatform::default();
     let mut trusts: Vec<Box<dyn nacre_attestation::AkTrust>> = Vec::new();
     if let Some(ca) = &ek_ca {
@@ -377,52 +602,80 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
             Box::new(nacre_attestation::verify::AnyOf(trusts)),
         )));
     }
-    if let (Some(ark), Some(ask)) = (&snp_ark, &snp_ask) {
-        let read =
-            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let chain =
-            snp::AmdChain::new(&read(ark)?, &read(ask)?).context("AMD certificate chain")?;
+    if !snp_min_tcb.is_empty() {
+        let mut min_tcb = std::collections::BTreeMap::new();
+        for t in snp_min_tcb {
+            let (product, tcb) = t.split_once('=').with_context(|| {
+                format!(
+                    "--snp-min-tcb {t:?}: PRODUCT=TCB, e.g. milan=4,0,24,219 or turin=0,1,0,2,71"
+                )
+            })?;
+            let g: snp::Generation = product
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--snp-min-tcb {t:?}: {e}"))?;
+            let tcb = snp::Tcb::parse(tcb, g).map_err(|e| anyhow::anyhow!("--snp-min-tcb: {e}"))?;
+            if min_tcb.insert(g, tcb).is_some() {
+                bail!("--snp-min-tcb: {g} is given twice");
+            }
+        }
+        let mut roots = snp::AmdRoots::bundled().context("AMD's built-in SEV-SNP roots")?;
+        // A CRL past its nextUpdate still revokes (an old list revokes no less): warned.
+        let mut stale = |der: &[u8], what: &str| -> Result<()> {
+            let der = snp::certs::crl_der(der).with_context(|| what.to_string())?;
+            if let Some(why) = snp::certs::stale_crl(&der, now).with_context(|| what.to_string())? {
+                warnings.push(format!("{what}: {why}"));
+            }
+            Ok(())
+        };
+        for crl in snp_crls {
+            let b = std::fs::read(crl).with_context(|| format!("reading {}", crl.display()))?;
+            roots
+                .add_crl(&b)
+                .with_context(|| format!("--snp-crl {}", crl.display()))?;
+            stale(&b, &format!("--snp-crl {}", crl.display()))?;
+        }
+        let store = match snp_cert_store {
+            Some(dir) => Some(std::sync::Arc::new(
+                nacre_keyservice::certstore::CertStore::open(dir)
+                    .with_context(|| format!("the SEV-SNP certificate store {}", dir.display()))?,
+            )),
+            None => None,
+        };
+        if let Some(s) = &store {
+            for crl in s.crls().context("the certificate store's CRLs")? {
+                roots
+                    .add_crl(&crl)
+                    .context("a CRL in the certificate store")?;
+                stale(&crl, "a CRL in the certificate store")?;
+            }
+        }
         let measurements = hex48_list(snp_measurements, "--snp-measurement")?;
         if measurements.is_empty() && !reload && !any_manifest(&signed, |m| !m.snp.is_empty()) {
             bail!("SEV-SNP nodes need golden launch measurements: in the manifests (nacre-measure golden --snp-ovmf) or --snp-measurement");
         }
-        let t: Vec<u8> = snp_min_tcb
-            .split(',')
-            .map(|x| x.trim().parse::<u8>())
-            .collect::<Result<_, _>>()
-            .context("--snp-min-tcb: bootloader,tee,snp,microcode")?;
-        let [bootloader, tee, snp_v, microcode] = t[..] else {
-            bail!("--snp-min-tcb: four numbers, bootloader,tee,snp,microcode");
-        };
-        verifier.sev_snp = Some(Box::new(SevSnpVerifier::new(
-            chain,
-            snp::SnpPolicy {
-                measurements,
-                min_tcb: snp::Tcb {
-                    bootloader,
-                    tee,
-                    snp: snp_v,
-                    microcode,
-                },
-                allow_debug: false,
-                allow_migration_agent: false,
-                vmpl: *snp_vmpl,
-                id_key_digest: snp_id_key_digest
-                    .as_deref()
-                    .map(|h| {
-                        let mut d = [0u8; 48];
-                        hex::decode_to_slice(h, &mut d)
-                            .with_context(|| format!("--snp-id-key-digest {h}"))
-                            .map(|()| d)
-                    })
-                    .transpose()?,
-                require_smt_off: *snp_require_smt_off,
-            },
-            signed.clone(),
-            key.clone(),
-        )));
-    } else if snp_ark.is_some() || snp_ask.is_some() {
-        bail!("--snp-ark and --snp-ask go together");
+        let mut policy = snp::SnpPolicy::new(*snp_vmpl, min_tcb);
+        policy.measurements = measurements;
+        policy.id_key_digest = snp_id_key_digest
+            .as_deref()
+            .map(|h| {
+                let mut d = [0u8; 48];
+                hex::decode_to_slice(h, &mut d)
+                    .with_context(|| format!("--snp-id-key-digest {h}"))
+                    .map(|()| d)
+            })
+            .transpose()?;
+        policy.require_smt_off = *snp_require_smt_off;
+        let mut v = SevSnpVerifier::new(roots, policy, signed.clone(), key.clone())
+            .with_binding_policy(binding)
+            .with_nitro(nacre_attestation::nitro::NitroTrust::aws(
+                nitro_signed.clone(),
+            ));
+        if let Some(s) = store {
+            v = v.with_store(s);
+        }
+        verifier.sev_snp = Some(Box::new(v));
+    } else if !snp_measurements.is_empty() || !snp_crls.is_empty() {
+        bail!("--snp-measurement and --snp-crl need --snp-min-tcb (which enables SEV-SNP nodes)");
     }
     if let Some(path) = tdx_collateral {
         verifier.tdx = Some(Box::new(tdx_verifier(
@@ -437,13 +690,34 @@ fn load(a: &VerifierArgs, now: u64, reload: bool) -> Result<Loaded> {
         bail!("--tdx-mrtd and --tdx-allow-tcb need --tdx-collateral");
     }
     if verifier.qemu_vtpm.is_none() && verifier.sev_snp.is_none() && verifier.tdx.is_none() {
-        bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM), --snp-ark/--snp-ask (SEV-SNP) and/or --tdx-collateral (TDX)");
+        bail!("no node can attest: give --ek-ca or --ak (QEMU vTPM), --snp-min-tcb (SEV-SNP) and/or --tdx-collateral (TDX)");
     }
     Ok(Loaded {
         verifier,
         admitted,
         skipped,
+        warnings,
     })
+}
+
+/// The AK binding policy: `--accept-guest-bound-ak` only for variants whose platform provides
+/// no binding (nacre_attestation::binding::Mechanism::GuestBoundReportData).
+fn binding_policy(variants: &[String]) -> Result<nacre_attestation::binding::BindingPolicy> {
+    use nacre_attestation::binding::{mechanism, BindingPolicy, Mechanism};
+    let mut p = BindingPolicy::default();
+    for v in variants {
+        match mechanism(v) {
+            Some(Mechanism::GuestBoundReportData) => {
+                eprintln!("warning: --accept-guest-bound-ak {v}: {v} nodes are admitted with an AK only their own REPORT_DATA binds (a guest can bind a software AK)");
+                p.accept_guest_bound.insert(v.clone());
+            }
+            Some(m) => bail!(
+                "--accept-guest-bound-ak {v}: {v} binds its AK with {m}, which is always required"
+            ),
+            None => bail!("--accept-guest-bound-ak {v}: not a known variant"),
+        }
+    }
+    Ok(p)
 }
 
 fn print_loaded(l: &Loaded, what: &str) {
@@ -452,6 +726,9 @@ fn print_loaded(l: &Loaded, what: &str) {
     }
     for m in &l.skipped {
         println!("nacre-keyservice: {what}: WARNING: skipped {m}");
+    }
+    for w in &l.warnings {
+        println!("nacre-keyservice: {what}: WARNING: {w}");
     }
     if l.admitted.is_empty() {
         println!(
@@ -592,8 +869,33 @@ fn main() -> Result<()> {
             endpoint,
             name,
             cluster_ranges,
+            pod_cidr,
+            pod_prefix,
+            service_cidr,
+            cluster_dns,
+            api_server_ca,
         } => {
             let overlay: OverlayRange = overlay.parse().map_err(anyhow::Error::msg)?;
+            let pods = pod_cidr
+                .map(|c| {
+                    podnet::PodSettings::new(
+                        overlay,
+                        &c,
+                        pod_prefix.unwrap_or(podnet::DEFAULT_POD_PREFIX),
+                        service_cidr.as_deref(),
+                        cluster_dns.as_deref(),
+                    )
+                })
+                .transpose()?;
+            let api_server_ca = api_server_ca
+                .map(|p| -> Result<String> {
+                    let pem = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading --api-server-ca {}", p.display()))?;
+                    podnet::check_api_server_ca(&pem)
+                        .with_context(|| format!("--api-server-ca {}", p.display()))?;
+                    Ok(format!("{}\n", pem.trim()))
+                })
+                .transpose()?;
             std::fs::create_dir_all(&state)
                 .with_context(|| format!("creating {}", state.display()))?;
             if state.join(tls::CA_CERT).exists() || state.join(DB_FILE).exists() {
@@ -605,13 +907,12 @@ fn main() -> Result<()> {
                 overlay,
                 bootstrap_token: bootstrap_token()?,
                 api_server,
+                pods,
+                api_server_ca,
             };
             // The cluster configuration is checked before anything is written.
-            let ranges = if cluster_ranges.is_empty() {
-                vec![cluster.overlay.to_string()]
-            } else {
-                cluster_ranges
-            };
+            let ranges =
+                podnet::cluster_ranges(cluster.overlay, cluster.pods.as_ref(), cluster_ranges);
             if endpoint.is_some() {
                 nacre_cluster::check_parts(&name, &ranges)?;
             }
@@ -632,9 +933,21 @@ fn main() -> Result<()> {
                 );
             }
             println!(
-                "cluster {} (overlay {}); nodes must trust {}",
+                "cluster {} (overlay {}{}); nodes must trust {}",
                 hex::encode(cluster.cluster_id),
                 cluster.overlay,
+                match &cluster.pods {
+                    Some(p) => format!(
+                        ", pods {} in /{} ranges{}",
+                        p.pod_cidr,
+                        p.pod_prefix,
+                        match p.service_cidr {
+                            Some(s) => format!(", services {s}"),
+                            None => String::new(),
+                        }
+                    ),
+                    None => String::new(),
+                },
                 state.join(tls::CA_CERT).display()
             );
         }
@@ -645,7 +958,12 @@ fn main() -> Result<()> {
             attest_with,
             attest_firmware_log,
             attest_runtime_log,
+            attest_platform,
         } => {
+            let mut verify = verify;
+            if verify.snp_cert_store.is_none() {
+                verify.snp_cert_store = Some(state.join("snp-certs"));
+            }
             let loaded = load(&verify, unix_now()?, false)?;
             print_loaded(&loaded, "start");
             // Swapped on SIGHUP or when a manifest or the revocation list changes.
@@ -686,11 +1004,15 @@ fn main() -> Result<()> {
                 Some(tcti) => Server::attested(
                     service,
                     verifier,
-                    Arc::new(nacre_attestation::atls::LiveTpmAttest {
-                        attester: nacre_attestation::tpm::Attester::with_tcti(&tcti),
-                        pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15],
-                        firmware_log: attest_firmware_log,
-                        runtime_log: attest_runtime_log,
+                    Arc::new(nacre_keyservice::incluster::PlatformAttest {
+                        tpm: nacre_attestation::atls::LiveTpmAttest {
+                            attester: nacre_attestation::tpm::Attester::with_tcti(&tcti),
+                            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15],
+                            firmware_log: attest_firmware_log,
+                            runtime_log: attest_runtime_log,
+                        },
+                        platform: attest_platform,
+                        fetch: nacre_keyservice::incluster::kernel_report,
                     }),
                 ),
                 None => {
@@ -725,9 +1047,10 @@ fn main() -> Result<()> {
             } else {
                 for (ak, r) in nodes {
                     println!(
-                        "{} {} {} endpoint {} joins {} image {} (ak {})",
+                        "{} {} pods {} {} endpoint {} joins {} image {} (ak {})",
                         r.name,
                         r.overlay,
+                        r.pod_range.as_deref().unwrap_or("-"),
                         r.wg_public_key,
                         r.endpoint,
                         r.joins,
@@ -742,9 +1065,22 @@ fn main() -> Result<()> {
             seconds,
             firmware_log,
             json,
+            verification,
+            iterations,
+            fixtures,
         } => {
             let fw = std::fs::read(&firmware_log)
                 .with_context(|| format!("reading {}", firmware_log.display()))?;
+            if verification {
+                let c = nacre_keyservice::bench::verification_cost(&fixtures, &fw, iterations)
+                    .map_err(anyhow::Error::msg)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&c)?);
+                } else {
+                    print!("{c}");
+                }
+                return Ok(());
+            }
             let dir =
                 std::env::temp_dir().join(format!("nacre-keyservice-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
@@ -762,6 +1098,7 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::Certs { cmd } => certs(cmd)?,
         Cmd::Log { state, json } => {
             let store = Store::open(&state.join(DB_FILE))?;
             let log = store.decisions()?;
@@ -806,6 +1143,9 @@ mod tests {
     use super::*;
     use nacre_measure::sign::BlobSigner;
 
+    /// The test manifests' lifetime, unless a test takes it away.
+    const FAR: &str = "2099-12-31T23:59:59Z";
+
     /// A state-free `serve` setup: a signed manifest (with or without a `tdx` entry) and its key.
     struct Setup {
         dir: tempfile::TempDir,
@@ -823,6 +1163,7 @@ mod tests {
                 "stub": "systemd-stub-252",
                 "secure_boot": false,
                 "phase": "sysinit",
+                "not_after": FAR,
                 "measurements": {"4": {"expected": "04".repeat(32), "warn_only": false}},
                 "events": [],
             });
@@ -858,6 +1199,7 @@ mod tests {
                 "stub": "systemd-stub-252",
                 "secure_boot": false,
                 "phase": "sysinit",
+                "not_after": FAR,
                 "measurements": {"4": {"expected": "04".repeat(32), "warn_only": false}},
                 "events": [],
             });
@@ -1027,16 +1369,41 @@ mod tests {
             m["image"]["uki_sha256"] = "ab".repeat(32).into();
             m["not_after"] = "2026-06-30T00:00:00Z".into();
         });
-        let old = s.manifest("old.json", |m| m["image"]["version"] = "1.2.9".into());
+        let no_expiry = |v: &'static str| {
+            move |m: &mut serde_json::Value| {
+                m["image"]["version"] = v.into();
+                m.as_object_mut().unwrap().remove("not_after");
+            }
+        };
+        let old = s.manifest("old.json", no_expiry("1.2.9"));
         let expired = s.manifest("expired.json", |m| {
             m["image"]["version"] = "1.5.0".into();
             m["not_after"] = "2025-12-31T23:59:59Z".into();
         });
-        let dev = s.manifest("dev.json", |m| m["image"]["version"] = "dev".into());
+        let dev = s.manifest("dev.json", no_expiry("dev"));
+        // Manifests without not_after never expire: refused, the first one named, unless
+        // --allow-no-expiry.
+        let e = load_err(&s.args(&[&new, &old, &expired, &dev], &[]));
+        assert!(
+            e.contains("old.json") && e.contains("no not_after") && e.contains("--allow-no-expiry"),
+            "{e}"
+        );
+        let e = load_err(&s.args(&[&new, &dev], &[]));
+        assert!(e.contains("dev.json") && e.contains("no not_after"), "{e}");
+        let optin = ["--allow-no-expiry"];
         // Without a policy only the expired one is skipped.
-        let l = load(&s.args(&[&new, &old, &expired, &dev], &[]), NOW, false).unwrap();
+        let l = load(&s.args(&[&new, &old, &expired, &dev], &optin), NOW, false).unwrap();
         assert_eq!(l.admitted.len(), 3, "{:?}", l.admitted);
         assert_eq!(l.skipped.len(), 1);
+        // The two admitted without not_after are warned about, each by name.
+        let never: Vec<_> = l
+            .warnings
+            .iter()
+            .filter(|w| w.contains("NEVER EXPIRES"))
+            .collect();
+        assert_eq!(never.len(), 2, "{:?}", l.warnings);
+        assert!(never.iter().any(|w| w.contains("old.json")), "{never:?}");
+        assert!(never.iter().any(|w| w.contains("dev.json")), "{never:?}");
         assert!(
             l.skipped[0].contains("expired.json") && l.skipped[0].contains("manifest expired"),
             "{:?}",
@@ -1044,7 +1411,10 @@ mod tests {
         );
         // --min-version 1.3: the older release and "dev" are skipped too.
         let l = load(
-            &s.args(&[&new, &old, &expired, &dev], &["--min-version", "1.3"]),
+            &s.args(
+                &[&new, &old, &expired, &dev],
+                &["--allow-no-expiry", "--min-version", "1.3"],
+            ),
             NOW,
             false,
         )
@@ -1061,7 +1431,10 @@ mod tests {
             "{skipped}"
         );
         // Nothing left at start: the service does not start, saying why.
-        let e = load_err(&s.args(&[&old, &expired], &["--min-version", "1.3"]));
+        let e = load_err(&s.args(
+            &[&old, &expired],
+            &["--allow-no-expiry", "--min-version", "1.3"],
+        ));
         assert!(
             e.contains("no manifest is left")
                 && e.contains("below the minimum version")
@@ -1079,7 +1452,12 @@ mod tests {
             format!("# CVE-2026-0001\n{digest}  # v1.4.0 sysinit\n"),
         )
         .unwrap();
-        let l = load(&s.args(&[&new, &old], &["--revoked", &revoked]), NOW, false).unwrap();
+        let l = load(
+            &s.args(&[&new, &old], &["--allow-no-expiry", "--revoked", &revoked]),
+            NOW,
+            false,
+        )
+        .unwrap();
         assert!(l.admitted[0].contains("old.json"), "{:?}", l.admitted);
         assert!(
             l.skipped[0].contains("new.json") && l.skipped[0].contains("manifest digest"),
@@ -1087,7 +1465,12 @@ mod tests {
             l.skipped
         );
         std::fs::write(&revoked, "ab".repeat(32)).unwrap();
-        let l = load(&s.args(&[&new, &old], &["--revoked", &revoked]), NOW, false).unwrap();
+        let l = load(
+            &s.args(&[&new, &old], &["--allow-no-expiry", "--revoked", &revoked]),
+            NOW,
+            false,
+        )
+        .unwrap();
         assert!(
             l.skipped[0].contains("new.json") && l.skipped[0].contains("uki_sha256"),
             "{:?}",
@@ -1100,6 +1483,66 @@ mod tests {
         assert!(e.contains("--revoked") && e.contains("line 2"), "{e}");
         let e = load_err(&s.args(&[&new], &["--revoked", &s.path("missing.txt")]));
         assert!(e.contains("missing.txt"), "{e}");
+    }
+
+    /// On a reload a manifest without not_after is skipped, named with the reason, instead of
+    /// failing the reload: a later `--revoked`/`--min-version` change still takes effect. At
+    /// start it still stops the service.
+    #[test]
+    fn reload_skips_a_manifest_without_not_after() {
+        let s = Setup::new(false);
+        let good = s.manifest("good.json", |m| m["image"]["version"] = "1.4.0".into());
+        let forever = s.manifest("forever.json", |m| {
+            m["image"]["version"] = "1.5.0".into();
+            m.as_object_mut().unwrap().remove("not_after");
+        });
+        let revoked = s.path("revoked.txt");
+        std::fs::write(&revoked, "# nothing yet\n").unwrap();
+        let args = s.args(&[&good, &forever], &["--revoked", &revoked]);
+        let e = load_err(&args);
+        assert!(
+            e.contains("forever.json") && e.contains("no not_after"),
+            "{e}"
+        );
+        let l = load(&args, NOW, true).unwrap();
+        assert_eq!(l.admitted.len(), 1, "{:?}", l.admitted);
+        assert!(l.admitted[0].contains("good.json"), "{:?}", l.admitted);
+        assert_eq!(l.skipped.len(), 1, "{:?}", l.skipped);
+        assert!(
+            l.skipped[0].contains("forever.json")
+                && l.skipped[0].contains("no not_after")
+                && l.skipped[0].contains("--allow-no-expiry"),
+            "{:?}",
+            l.skipped
+        );
+        // The revocation list changes: it takes effect despite the manifest without not_after.
+        let digest = nacre_measure::manifest::manifest_digest(&std::fs::read(&good).unwrap());
+        std::fs::write(&revoked, format!("{digest}\n")).unwrap();
+        let l = load(&args, NOW, true).unwrap();
+        assert!(l.admitted.is_empty(), "{:?}", l.admitted);
+        let skipped = l.skipped.join("\n");
+        assert!(
+            skipped.contains("good.json") && skipped.contains("manifest digest"),
+            "{skipped}"
+        );
+        assert!(skipped.contains("forever.json") && skipped.contains("no not_after"));
+        // So does --min-version.
+        std::fs::write(&revoked, "").unwrap();
+        let l = load(
+            &s.args(
+                &[&good, &forever],
+                &["--revoked", &revoked, "--min-version", "1.5"],
+            ),
+            NOW,
+            true,
+        )
+        .unwrap();
+        assert!(l.admitted.is_empty(), "{:?}", l.admitted);
+        assert!(
+            l.skipped.join("\n").contains("below the minimum version"),
+            "{:?}",
+            l.skipped
+        );
     }
 
     /// A reload swaps the verifier in place: revoking the only manifest takes effect (every node
@@ -1128,6 +1571,7 @@ mod tests {
             firmware_log: vec![],
             runtime_log: vec![],
             ek: None,
+            binding: None,
         };
         let x = Expectation {
             nonce: b"n",
@@ -1160,5 +1604,75 @@ mod tests {
             w.iter().any(|p| p.ends_with("m1.json.sig"))
                 && w.iter().any(|p| p.ends_with("revoked.txt"))
         );
+    }
+
+    #[test]
+    fn accept_guest_bound_ak_only_for_variants_without_a_platform_binding() {
+        let p = binding_policy(&["qemu-snp".to_string()]).unwrap();
+        assert!(p.accept_guest_bound.contains("qemu-snp"));
+        for v in [
+            "azure-sev-snp",
+            "gcp-sev-snp",
+            "aws-sev-snp",
+            "gcp-tdx",
+            "my-snp",
+        ] {
+            let e = binding_policy(&[v.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(v), "{e}");
+        }
+        assert!(binding_policy(&[]).unwrap().accept_guest_bound.is_empty());
+    }
+
+    #[test]
+    fn snp_flags_need_a_minimum_tcb_per_product() {
+        let s = Setup::new(false);
+        let m = "ab".repeat(48);
+        let v = s
+            .build(&[
+                "--snp-min-tcb",
+                "milan=4,0,24,219",
+                "--snp-min-tcb",
+                "turin=0,1,0,2,71",
+                "--snp-measurement",
+                &m,
+            ])
+            .unwrap();
+        assert!(v.sev_snp.is_some());
+        // No minimum TCB: SEV-SNP is not enabled, and its other flags are refused.
+        let e = err(s.build(&["--snp-measurement", &m]));
+        assert!(e.contains("need --snp-min-tcb"), "{e}");
+        // Malformed minimums name the product's form.
+        for (bad, why) in [
+            ("4,0,24,219", "PRODUCT=TCB"),
+            ("rome=1,2,3,4", "not milan, genoa or turin"),
+            ("turin=1,0,2,71", "five numbers"),
+            ("genoa=0,1,0,2,71", "four numbers"),
+        ] {
+            let e = err(s.build(&["--snp-min-tcb", bad, "--snp-measurement", &m]));
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = err(s.build(&[
+            "--snp-min-tcb",
+            "milan=1,0,1,1",
+            "--snp-min-tcb",
+            "milan=2,0,1,1",
+            "--snp-measurement",
+            &m,
+        ]));
+        assert!(e.contains("given twice"), "{e}");
+        // A CRL AMD's ARK did not sign stops the service.
+        let crl = format!(
+            "{}/../attestation/tests/fixtures/snp/test-made/test-made-crl-other.der",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let e = err(s.build(&[
+            "--snp-min-tcb",
+            "milan=1,0,1,1",
+            "--snp-crl",
+            &crl,
+            "--snp-measurement",
+            &m,
+        ]));
+        assert!(e.contains("not by a configured AMD ARK"), "{e}");
     }
 }

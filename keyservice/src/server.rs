@@ -2,7 +2,13 @@
 //! own [`AttestedClientVerifier`] (its own nonce), one request line, one response line.
 //! Attestation refusals end the handshake with a TLS alert and are recorded with the check that
 //! failed; nothing is answered to a connection that did not attest.
+//!
+//! What a client costs before it attested is bounded ([`crate::limits`]): one deadline per
+//! connection from accept to close, connections in flight per source and overall, and
+//! unauthenticated events recorded in full only within a budget, the rest counted and summed up
+//! in one decision per source and window.
 
+use crate::limits::{ConnectionLimits, DeadlineStream, EventBudget, Rejected, SourceSlots};
 use crate::service::Service;
 use nacre_attestation::atls::{
     mutual_server_config, server_config, Attest, AttestedClientVerifier, AttestedServerResolver,
@@ -13,13 +19,14 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Connections handled at once; more are closed at once (and logged).
+/// Connections handled at once by default; more are closed at once (and counted).
 pub const MAX_IN_FLIGHT: usize = 256;
-/// A connection that sends nothing for this long is dropped.
+/// The longest one read or write waits (each connection also has a deadline as a whole:
+/// [`ConnectionLimits::deadline`]).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How the service proves itself to nodes.
@@ -38,7 +45,9 @@ pub struct Server {
     service: Arc<Service>,
     verifier: Arc<dyn Verifier>,
     identity: Identity,
-    in_flight: Arc<AtomicUsize>,
+    limits: ConnectionLimits,
+    slots: Arc<SourceSlots>,
+    events: EventBudget,
 }
 
 /// The service's TLS identity from the state directory (`server.pem` with its chain, `server.key`).
@@ -68,8 +77,11 @@ impl Server {
             service,
             verifier,
             identity: Identity::Certificate { chain, key },
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            limits: ConnectionLimits::default(),
+            slots: SourceSlots::new(8, MAX_IN_FLIGHT),
+            events: EventBudget::new(ConnectionLimits::default()),
         }
+        .with_limits(ConnectionLimits::default())
     }
 
     /// A server that attests itself with `attest` (mutual attested TLS).
@@ -82,18 +94,64 @@ impl Server {
             service,
             verifier,
             identity: Identity::Attested(attest),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            limits: ConnectionLimits::default(),
+            slots: SourceSlots::new(8, MAX_IN_FLIGHT),
+            events: EventBudget::new(ConnectionLimits::default()),
         }
+        .with_limits(ConnectionLimits::default())
+    }
+
+    /// These limits on unauthenticated clients instead of the defaults.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.slots = SourceSlots::new(limits.per_source, limits.max_in_flight);
+        self.events = EventBudget::new(limits.clone());
+        self.limits = limits;
+        self
     }
 
     /// Accept until `stop` is set (checked between connections), then wait for the connections
-    /// in flight: when `run` returns, no thread of this server holds it (or its database).
+    /// in flight (at most their deadline) and write the counted unauthenticated events: when
+    /// `run` returns, no thread of this server holds it (or its database).
     pub fn run(self: Arc<Self>, listener: TcpListener, stop: Arc<AtomicBool>) {
-        let in_flight = self.in_flight.clone();
-        self.accept(listener, stop);
-        let deadline = std::time::Instant::now() + IO_TIMEOUT * 2;
-        while in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let me = self.clone();
+            let done = done.clone();
+            let tick = (self.limits.log_window / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
+            std::thread::Builder::new()
+                .name("event-summaries".into())
+                .spawn(move || {
+                    while !done.load(Ordering::Acquire) {
+                        std::thread::sleep(tick);
+                        me.write_summaries(false);
+                    }
+                })
+        };
+        self.clone().accept(listener, stop);
+        let deadline = std::time::Instant::now() + self.limits.deadline + Duration::from_secs(1);
+        while self.slots.in_flight() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, Ordering::Release);
+        if let Ok(t) = ticker {
+            let _ = t.join();
+        }
+        self.write_summaries(true);
+    }
+
+    /// The summaries of the unauthenticated events counted in a window that is over (`force`:
+    /// whatever was counted), one decision each.
+    fn write_summaries(&self, force: bool) {
+        for s in self.events.take_due(force) {
+            let _ = self.service.record_summary(&s);
+        }
+    }
+
+    /// An unauthenticated event: `record` it if the budget allows, else only count it.
+    fn unauthenticated(&self, peer: SocketAddr, kind: &str, record: impl FnOnce()) {
+        if self.events.note(peer.ip(), kind) {
+            record();
         }
     }
 
@@ -104,32 +162,31 @@ impl Server {
             }
             let Ok(sock) = conn else { continue };
             let Ok(peer) = sock.peer_addr() else { continue };
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                let _ = self.service.record(
-                    peer,
-                    None,
-                    "connect",
-                    Err((
-                        "overload".into(),
-                        format!("more than {MAX_IN_FLIGHT} connections in flight"),
-                    )),
-                );
-                continue;
-            }
+            // Closed before any TLS: no handshake, no thread for the excess.
+            let slot = match self.slots.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(rejected) => {
+                    drop(sock);
+                    let check = match rejected {
+                        Rejected::Source(_) => "per-source limit",
+                        Rejected::Overload(_) => "overload",
+                    };
+                    self.unauthenticated(peer, check, || {
+                        self.refuse(peer, None, "connect", check, rejected.to_string())
+                    });
+                    continue;
+                }
+            };
             let me = self.clone();
-            let counter = self.in_flight.clone();
-            let spawned = std::thread::Builder::new()
+            // A failed spawn drops the closure: the socket is closed and the slot given back.
+            let _ = std::thread::Builder::new()
                 .name("conn".into())
                 .spawn(move || {
                     me.connection(sock, peer);
-                    // The server (and its database) is released before the count drops.
+                    // The server (and its database) is released before the slot is.
                     drop(me);
-                    counter.fetch_sub(1, Ordering::AcqRel);
+                    drop(slot);
                 });
-            if spawned.is_err() {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
         }
     }
 
@@ -140,10 +197,44 @@ impl Server {
     }
 
     /// One connection: handshake (attestation), one request, one answer.
-    pub fn connection(&self, mut sock: TcpStream, peer: SocketAddr) {
-        let _ = sock.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = sock.set_write_timeout(Some(IO_TIMEOUT));
+    ///
+    /// A client that trusts this (attested, in-cluster) service through its EK certificate
+    /// sends a credential challenge as its first line: answer it and read the request after
+    /// it into `line`. Then, if the client's own acceptance is pending (its AK is trusted
+    /// through its EK certificate), challenge it; only a completed acceptance is returned.
+    fn activation<S: std::io::Read + Write>(
+        &self,
+        tls: &mut S,
+        accepted: nacre_attestation::Accepted,
+        line: &mut Vec<u8>,
+    ) -> Result<nacre_attestation::Accepted, ActivationFailure> {
+        use nacre_attestation::credential::ActivationMessage;
+        use nacre_attestation::join::{answer_challenge, challenge_peer, ActivationError};
+        use ActivationFailure::{Aborted, Refused};
+        if let Ok(ActivationMessage::Challenge(c)) = serde_json::from_slice(line) {
+            let Identity::Attested(a) = &self.identity else {
+                return Err(Refused(
+                    "a credential challenge for a service that does not attest".into(),
+                ));
+            };
+            answer_challenge(tls, &c, a.as_ref()).map_err(|e| {
+                Refused(format!("answering the client's credential challenge: {e}"))
+            })?;
+            line.clear();
+            read_line(&mut BufReader::new(&mut *tls), line)
+                .map_err(|e| Refused(format!("reading the request: {e}")))?;
+        }
+        challenge_peer(tls, accepted).map_err(|e| match e {
+            // The peer went away (powered off, killed, gave up): not a verdict on its evidence.
+            ActivationError::Io(e) if is_abort(e.kind()) => Aborted(e.to_string()),
+            other => Refused(other.to_string()),
+        })
+    }
+
+    pub fn connection(&self, sock: TcpStream, peer: SocketAddr) {
         let _ = sock.set_nodelay(true);
+        // Every read and write below ends at one deadline, whatever the client sends.
+        let mut sock = DeadlineStream::new(sock, self.limits.deadline, self.limits.idle);
         // PCR 15 is the service's own rule (zero to join, this cluster's id for a member).
         let verifier = match AttestedClientVerifier::new(self.verifier.clone(), JoinKind::Either) {
             Ok(v) => Arc::new(v),
@@ -182,33 +273,41 @@ impl Server {
         }
         let accepted = match verifier.verdict() {
             Some(Ok(a)) => a,
+            // Refusals before the client is authenticated: within the event budget.
             Some(Err(refusal)) => {
-                return self.refuse(
+                let check = refusal.check.to_string();
+                return self.unauthenticated(
                     peer,
-                    None,
-                    "attest",
-                    &refusal.check.to_string(),
-                    refusal.reason,
-                )
+                    &format!("refused attestation ({check})"),
+                    || self.refuse(peer, None, "attest", &check, refusal.reason),
+                );
             }
             None => {
-                use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
                 return match read {
-                    Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe) => {
+                    Err(e) if is_abort(e.kind()) => self.unauthenticated(peer, "aborted", || {
                         let _ = self
                             .service
                             .record_aborted(peer, format!("TLS handshake: {e}"));
-                    }
+                    }),
                     Err(e) => {
-                        self.refuse(peer, None, "attest", "tls", format!("TLS handshake: {e}"))
+                        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+                            "timed out"
+                        } else {
+                            "tls"
+                        };
+                        self.unauthenticated(peer, kind, || {
+                            self.refuse(peer, None, "attest", "tls", format!("TLS handshake: {e}"))
+                        })
                     }
-                    Ok(()) => self.refuse(
-                        peer,
-                        None,
-                        "attest",
-                        "tls",
-                        "no attested client certificate".into(),
-                    ),
+                    Ok(()) => self.unauthenticated(peer, "tls", || {
+                        self.refuse(
+                            peer,
+                            None,
+                            "attest",
+                            "tls",
+                            "no attested client certificate".into(),
+                        )
+                    }),
                 };
             }
         };
@@ -221,6 +320,32 @@ impl Server {
                 format!("reading the request: {e}"),
             );
         }
+        // Credential activation (EK-certified AKs), both directions, before anything is served.
+        let fingerprint = accepted.ak_fingerprint();
+        let accepted = match self.activation(&mut tls, accepted, &mut line) {
+            Ok(a) => a,
+            Err(ActivationFailure::Aborted(detail)) => {
+                let _ = self
+                    .service
+                    .record_aborted_activation(peer, fingerprint, detail);
+                return;
+            }
+            Err(ActivationFailure::Refused(reason)) => {
+                self.refuse(
+                    peer,
+                    Some(fingerprint),
+                    "attest",
+                    "credential activation",
+                    reason.clone(),
+                );
+                let mut out = serde_json::to_vec(&Response::Refused { reason }).unwrap_or_default();
+                out.push(b'\n');
+                let _ = tls.write_all(&out).and_then(|()| tls.flush());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                return;
+            }
+        };
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => self.service.handle(&accepted, peer, &req),
             Err(e) => {
@@ -263,4 +388,18 @@ impl Server {
         tls.conn.send_close_notify();
         let _ = tls.flush();
     }
+}
+
+/// How credential activation on a connection failed.
+enum ActivationFailure {
+    /// The peer closed or reset the connection instead of answering.
+    Aborted(String),
+    /// The peer answered wrongly, or the exchange could not be carried out.
+    Refused(String),
+}
+
+/// An I/O error that means the peer went away.
+fn is_abort(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    matches!(kind, UnexpectedEof | ConnectionReset | BrokenPipe)
 }

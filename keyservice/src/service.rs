@@ -14,8 +14,10 @@
 //!   reaches a rule that releases anything.
 //!
 //! On TDX, RTMR[3] says the same in hardware the host cannot reset (nacre-init extends the
-//! cluster id into both; [`nacre_eventlog::runtime::member_rtmr3`]): it must be zero where PCR 15
-//! is, and this cluster's value where PCR 15 shows a member.
+//! cluster events into both; the verifier hands over RTMR[3]'s cluster part,
+//! [`nacre_eventlog::runtime::member_rtmr3`] for a member): it must be zero where PCR 15 is, and
+//! this cluster's value where PCR 15 shows a member. The phase on TDX is RTMR[3]'s, not PCR 11's
+//! (`TdxVerifier`).
 //!
 //! And the phase of the golden manifest the node matched (PCR 11 holds nacre-init's phases):
 //! keys and the join only at `sysinit` (the verified root is up, no service has run yet); the
@@ -28,9 +30,12 @@
 //! from another node).
 
 use crate::overlay::OverlayRange;
+use crate::podnet::PodSettings;
 use crate::store::{now_unix, Cluster, Decision, NodeRecord, Store, StoreError};
 use base64::Engine;
-use nacre_attestation::join::{Joined, KubeletJoin, PeerInfo, Request, Response, WgAnnounce};
+use nacre_attestation::join::{
+    Joined, KubeletJoin, PeerInfo, PodNetwork, Request, Response, WgAnnounce,
+};
 use nacre_attestation::Accepted;
 use nacre_eventlog::runtime::{pcr15_after, rtmr3_after, CLUSTER_ID_PCR, RTMR_LEN};
 use nacre_eventlog::{HashAlg, RuntimeEvent};
@@ -40,6 +45,8 @@ use zeroize::Zeroizing;
 /// Length of a disk key (nacre-statedisk's keyslot passphrase length).
 pub const DISK_KEY_LEN: usize = 64;
 const DISK_KEY_SALT: &[u8] = b"nacre disk key v1";
+/// kubelet's `clusterDomain` (Kubernetes' default).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// HKDF-SHA256 of the master secret with the disk's UUID as info.
 pub fn disk_key(master: &[u8; 32], disk_uuid: &str) -> Zeroizing<[u8; DISK_KEY_LEN]> {
@@ -152,7 +159,10 @@ fn refuse<T>(check: &'static str, reason: impl Into<String>) -> Result<T, Refuse
 impl From<StoreError> for Refuse {
     fn from(e: StoreError) -> Self {
         Refuse {
-            check: "database",
+            check: match e {
+                StoreError::Exhausted(_) => "capacity",
+                _ => "database",
+            },
             reason: e.to_string(),
         }
     }
@@ -211,6 +221,49 @@ impl Service {
         self.log_decision(peer, None, "connect", "aborted", Some("tls".into()), detail)
     }
 
+    /// A connection whose peer went away during credential activation (after its evidence was
+    /// accepted, before it returned the credential): nothing was served; neither a grant nor
+    /// a refusal, but the AK is named.
+    pub fn record_aborted_activation(
+        &self,
+        peer: SocketAddr,
+        ak: String,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        self.log_decision(
+            peer,
+            Some(ak),
+            "attest",
+            "aborted",
+            Some("credential activation".into()),
+            detail,
+        )
+    }
+
+    /// Unauthenticated events that were counted instead of recorded one by one
+    /// ([`crate::limits::EventBudget`]): one decision for a source (or for many) and a window.
+    pub fn record_summary(&self, summary: &crate::limits::Summary) -> Result<(), StoreError> {
+        let d = Decision {
+            seq: 0,
+            unix: now_unix(),
+            peer: summary
+                .source
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "*".into()),
+            ak: None,
+            op: "connect".into(),
+            outcome: "summary".into(),
+            check: Some("rate limit".into()),
+            detail: summary.detail(),
+        };
+        let r = self.store.log(d.clone());
+        match &r {
+            Ok(logged) => (self.echo)(logged),
+            Err(_) => (self.echo)(&d),
+        }
+        r.map(|_| ())
+    }
+
     fn log_decision(
         &self,
         peer: SocketAddr,
@@ -240,6 +293,18 @@ impl Service {
 
     /// Answer one attested request; every answer is recorded.
     pub fn handle(&self, accepted: &Accepted, peer: SocketAddr, req: &Request) -> Response {
+        // Fail closed: an acceptance still pending credential activation serves nothing
+        // (nacre_attestation::credential::settle / join::challenge_peer complete it).
+        if accepted.ek_activation.is_some() {
+            let reason = "the AK is trusted through its EK certificate, but the credential activation was not completed".to_string();
+            let _ = self.record(
+                peer,
+                Some(accepted.ak_fingerprint()),
+                req.op(),
+                Err(("credential activation".into(), reason.clone())),
+            );
+            return Response::Refused { reason };
+        }
         let ak = accepted.ak_fingerprint();
         let result = self.decide(accepted, &ak, req);
         match result {
@@ -315,18 +380,37 @@ impl Service {
                     );
                 }
                 check_phase(accepted, req, &["sysinit"])?;
-                let endpoint = check_announce(wireguard, &self.cluster.overlay)?;
-                let (rec, known) = self.store.record_join(ak, &self.cluster.overlay, |r| {
-                    r.wg_public_key = wireguard.public_key.clone();
-                    r.endpoint = endpoint.to_string();
-                    r.image = image.clone();
-                })?;
+                let endpoint =
+                    check_announce(wireguard, &self.cluster.overlay, self.cluster.pods.as_ref())?;
+                let pods = self.cluster.pods.as_ref();
+                let (rec, known) =
+                    self.store
+                        .record_join(ak, &self.cluster.overlay, pods, |r| {
+                            r.wg_public_key = wireguard.public_key.clone();
+                            r.endpoint = endpoint.to_string();
+                            r.image = image.clone();
+                        })?;
+                let pod_network = match (pods, &rec.pod_range) {
+                    (Some(p), Some(range)) => Some(PodNetwork {
+                        pod_range: range.clone(),
+                        pod_cidr: p.pod_cidr.to_string(),
+                        service_cidr: p.service_cidr.map(|c| c.to_string()),
+                    }),
+                    (Some(_), None) => {
+                        return refuse("database", "join: the node's pod range was not recorded")
+                    }
+                    (None, _) => None,
+                };
                 let peers = self.peers_for(ak)?;
                 let detail = format!(
-                    "{} {} as {} ({}), image {image}, {} peer(s)",
+                    "{} {} as {}{} ({}), image {image}, {} peer(s)",
                     if known { "rejoined" } else { "joined" },
                     rec.name,
                     rec.overlay,
+                    match &rec.pod_range {
+                        Some(r) => format!(" pods {r}"),
+                        None => String::new(),
+                    },
                     endpoint,
                     peers.len()
                 );
@@ -336,9 +420,13 @@ impl Service {
                         cluster_id: hex::encode(self.cluster.cluster_id),
                         overlay: rec.overlay,
                         peers,
+                        pods: pod_network,
                         kubelet: KubeletJoin {
                             api_server: self.cluster.api_server.clone(),
+                            api_server_ca: self.cluster.api_server_ca.clone(),
                             bootstrap_token: self.cluster.bootstrap_token.clone(),
+                            cluster_dns: pods.and_then(|p| p.cluster_dns).map(|d| d.to_string()),
+                            cluster_domain: CLUSTER_DOMAIN.into(),
                         },
                         rejoin: known,
                     }),
@@ -393,7 +481,7 @@ impl Service {
         }
     }
 
-    /// Every other node's latest WireGuard key, endpoint and overlay address.
+    /// Every other node's latest WireGuard key, endpoint, overlay address and pod range.
     fn peers_for(&self, ak: &str) -> Result<Vec<PeerInfo>, Refuse> {
         let mut out = Vec::new();
         for (other, rec) in self.store.nodes()? {
@@ -424,16 +512,24 @@ fn check_phase(accepted: &Accepted, req: &Request, allowed: &[&str]) -> Result<(
     )
 }
 
+/// A peer routes its overlay address and, once it has one, its pod range through its tunnel
+/// (a node whose record predates pod ranges gets one at its next join).
 fn peer_info(rec: &NodeRecord) -> Option<PeerInfo> {
+    let mut allowed_ips = vec![rec.overlay.clone()];
+    allowed_ips.extend(rec.pod_range.clone());
     Some(PeerInfo {
         name: rec.name.clone(),
         public_key: rec.wg_public_key.clone(),
         endpoint: rec.endpoint.parse().ok()?,
-        allowed_ips: vec![rec.overlay.clone()],
+        allowed_ips,
     })
 }
 
-fn check_announce(w: &WgAnnounce, overlay: &OverlayRange) -> Result<SocketAddr, Refuse> {
+fn check_announce(
+    w: &WgAnnounce,
+    overlay: &OverlayRange,
+    pods: Option<&PodSettings>,
+) -> Result<SocketAddr, Refuse> {
     let key = base64::engine::general_purpose::STANDARD
         .decode(&w.public_key)
         .ok()
@@ -452,6 +548,22 @@ fn check_announce(w: &WgAnnounce, overlay: &OverlayRange) -> Result<SocketAddr, 
             return refuse(
                 "request",
                 format!("join: the underlay {a} is inside the overlay range {overlay}"),
+            )
+        }
+        std::net::IpAddr::V4(a) if pods.is_some_and(|p| p.pod_cidr.contains(a)) => {
+            return refuse(
+                "request",
+                format!("join: the underlay {a} is inside the cluster's pod CIDR"),
+            )
+        }
+        std::net::IpAddr::V4(a)
+            if pods
+                .and_then(|p| p.service_cidr)
+                .is_some_and(|c| c.contains(a)) =>
+        {
+            return refuse(
+                "request",
+                format!("join: the underlay {a} is inside the cluster's service CIDR"),
             )
         }
         a if a.is_unspecified() || a.is_loopback() || a.is_multicast() => {
@@ -516,7 +628,7 @@ mod tests {
             listen_port: 51820,
         };
         assert_eq!(
-            check_announce(&ok, &r).ok(),
+            check_announce(&ok, &r, None).ok(),
             Some("10.0.2.15:51820".parse().unwrap())
         );
         let cases = [
@@ -542,7 +654,19 @@ mod tests {
             },
         ];
         for c in cases {
-            assert!(check_announce(&c, &r).is_err(), "{c:?}");
+            assert!(check_announce(&c, &r, None).is_err(), "{c:?}");
+        }
+        // With a pod network, an underlay inside its pod or service CIDR is refused too.
+        let pods = PodSettings::new(r, "10.32.0.0/16", 24, Some("10.96.0.0/12"), None).unwrap();
+        assert!(check_announce(&ok, &r, Some(&pods)).is_ok());
+        for (inside, what) in [("10.32.7.1", "pod CIDR"), ("10.100.0.1", "service CIDR")] {
+            let w = WgAnnounce {
+                underlay: inside.parse().unwrap(),
+                ..ok.clone()
+            };
+            assert!(check_announce(&w, &r, None).is_ok(), "{inside}");
+            let e = check_announce(&w, &r, Some(&pods)).unwrap_err();
+            assert!(e.reason.contains(what), "{}", e.reason);
         }
     }
 
@@ -569,6 +693,8 @@ mod tests {
                 overlay: "10.244.0.0/16".parse().unwrap(),
                 bootstrap_token: "abcdef.0123456789abcdef".into(),
                 api_server: None,
+                pods: None,
+                api_server_ca: None,
             },
         )
         .unwrap();
@@ -588,6 +714,7 @@ mod tests {
             ak_public: vec![1],
             platform_warnings: vec![],
             tdx_rtmr3: rtmr3,
+            ek_activation: None,
         };
         let zero = vec![0u8; 32];
         let member = member_pcr15(&id);
@@ -646,5 +773,96 @@ mod tests {
         // The id without the configuration it came with, in the wrong order: refused.
         let swapped = pcr15_after(&[i, c]).unwrap();
         assert!(m(&accepted(swapped, None)).is_err());
+    }
+
+    /// A pod CIDR with room for 3 nodes: the 4th joining node is refused by the `capacity`
+    /// check, the refusal is logged, and the first three keep serving.
+    #[test]
+    fn a_full_pod_cidr_refuses_the_join_as_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let overlay: OverlayRange = "10.244.0.0/16".parse().unwrap();
+        let store = Store::create(
+            &dir.path().join("k.redb"),
+            &Cluster {
+                master_secret: Zeroizing::new([1; 32]),
+                cluster_id: [0x44; 32],
+                overlay,
+                bootstrap_token: "abcdef.0123456789abcdef".into(),
+                api_server: None,
+                pods: Some(PodSettings::new(overlay, "10.32.0.0/24", 26, None, None).unwrap()),
+                api_server_ca: None,
+            },
+        )
+        .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = log.clone();
+        let service = Service::new(
+            store,
+            Box::new(move |d: &Decision| l.lock().unwrap().push(d.clone())),
+        )
+        .unwrap();
+        let node = |ak: u8| Accepted {
+            image: nacre_measure::manifest::ImageRef {
+                reference: "r".into(),
+                version: "v".into(),
+                variant: "qemu-vtpm".into(),
+                uki_sha256: "00".repeat(32),
+                roothash: None,
+            },
+            phase: Some("sysinit".into()),
+            pcrs: [(15, vec![0u8; 32])].into_iter().collect(),
+            matched: vec![],
+            warnings: vec![],
+            ak_public: vec![ak],
+            platform_warnings: vec![],
+            tdx_rtmr3: None,
+            ek_activation: None,
+        };
+        let join = |ak: u8| {
+            service.handle(
+                &node(ak),
+                "10.0.2.2:40000".parse().unwrap(),
+                &Request::Join {
+                    wireguard: WgAnnounce {
+                        public_key: base64::engine::general_purpose::STANDARD.encode([ak; 32]),
+                        underlay: std::net::IpAddr::from([10, 0, 2, 10 + ak]),
+                        listen_port: 51820,
+                    },
+                },
+            )
+        };
+        let mut ranges = Vec::new();
+        for ak in 1..=3 {
+            let Response::Joined(j) = join(ak) else {
+                panic!("node {ak} refused")
+            };
+            ranges.push(j.pods.unwrap().pod_range);
+        }
+        assert_eq!(
+            ranges,
+            ["10.32.0.64/26", "10.32.0.128/26", "10.32.0.192/26"]
+        );
+        let Response::Refused { reason } = join(4) else {
+            panic!("the 4th node joined")
+        };
+        assert!(
+            reason.starts_with("capacity: the pod CIDR 10.32.0.0/24 has no /26 range left"),
+            "{reason}"
+        );
+        let last = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (last.outcome.as_str(), last.check.as_deref()),
+            ("refused", Some("capacity"))
+        );
+        // A known node still rejoins, with its range.
+        let Response::Joined(j) = join(2) else {
+            panic!("node 2 refused")
+        };
+        assert_eq!(j.pods.unwrap().pod_range, "10.32.0.128/26");
+        assert_eq!(j.peers.len(), 2);
+        assert!(j
+            .peers
+            .iter()
+            .any(|p| p.allowed_ips == ["10.244.0.1/32", "10.32.0.64/26"]));
     }
 }

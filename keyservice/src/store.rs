@@ -1,20 +1,29 @@
 //! The key service's state, in one redb database file (ACID, crash-safe, survives restarts):
 //! the cluster's secrets and settings (`meta`), the nodes that joined (`nodes`, by attestation-key
-//! fingerprint), which node each state disk belongs to (`disks`, by LUKS2 UUID) and the decision
-//! log (`decisions`, every grant and refusal in order).
+//! fingerprint), which node each state disk belongs to (`disks_v2`, by LUKS2 UUID; `disks` holds
+//! bindings of the former v1 derivation, which are refused), the removed nodes (`removed`, by AK:
+//! tombstones, a removed AK is never admitted again), the overlay host indices removals freed
+//! (`free_hosts`, handed out again first) and the decision log (`decisions`, every grant and
+//! refusal in order).
 //!
 //! The master secret is stored in the file (mode 0600): protect the file (or the machine) like
 //! the cluster's storage itself. Every write is committed durably before the answer leaves.
 
 use crate::overlay::OverlayRange;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::podnet::PodSettings;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use zeroize::Zeroizing;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
-const DISKS: TableDefinition<&str, &str> = TableDefinition::new("disks");
+/// v1 bindings (disk key = HKDF(master, UUID)): refused, see [`Store::bind_disk`].
+const DISKS_V1: TableDefinition<&str, &str> = TableDefinition::new("disks");
+/// v2 bindings (disk key = HKDF(master, UUID, owner's AK)).
+const DISKS: TableDefinition<&str, &str> = TableDefinition::new("disks_v2");
+const REMOVED: TableDefinition<&str, &[u8]> = TableDefinition::new("removed");
+const FREE_HOSTS: TableDefinition<u32, u64> = TableDefinition::new("free_hosts");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 
 /// The database file inside the state directory.
@@ -30,6 +39,42 @@ pub enum StoreError {
     Exists(String),
     #[error("record {what}: {reason}")]
     Record { what: String, reason: String },
+    /// A range has no address (or pod range) left for a new node.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A request the bookkeeping refuses (`check` names the rule: `policy`, `request`).
+    #[error("{reason}")]
+    Refused { check: &'static str, reason: String },
+    /// `remove`: no node by that name or AK fingerprint.
+    #[error("no node named or with the AK fingerprint {0:?}")]
+    NoSuchNode(String),
+}
+
+/// Text that may carry peer-chosen bytes, made safe to store and print: control characters
+/// (newlines, ESC of ANSI sequences, ...) are escaped as Rust escapes them (`\n`, `\u{1b}`),
+/// everything else is kept. Idempotent (its output has no control character).
+pub fn escape_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A removed node (its tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub overlay: String,
+    pub unix: u64,
+    /// Who or what removed it (`operator`, `expiry after N days`).
+    pub by: String,
+    /// The disk bindings removed with it (UUIDs).
+    pub disks: Vec<String>,
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
@@ -44,6 +89,11 @@ pub struct Cluster {
     pub overlay: OverlayRange,
     pub bootstrap_token: String,
     pub api_server: Option<String>,
+    /// The pod network (`init --pod-cidr`); `None` in databases made before pod ranges existed
+    /// or without one: nodes then get no pod range.
+    pub pods: Option<PodSettings>,
+    /// The API server's CA certificate(s), PEM (`init --api-server-ca`), checked as X.509.
+    pub api_server_ca: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -51,6 +101,7 @@ impl std::fmt::Debug for Cluster {
         f.debug_struct("Cluster")
             .field("cluster_id", &hex::encode(self.cluster_id))
             .field("overlay", &self.overlay)
+            .field("pods", &self.pods)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +113,10 @@ pub struct NodeRecord {
     /// Index of the node's overlay address in the overlay range (1 = the first host).
     pub host_index: u32,
     pub overlay: String,
+    /// The node's pod range (range `host_index` of the pod CIDR), once the cluster has a pod
+    /// network; records written before pod ranges existed have none until the node's next join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_range: Option<String>,
     /// Of its latest join (a new WireGuard key every boot).
     pub wg_public_key: String,
     pub endpoint: String,
@@ -70,7 +125,21 @@ pub struct NodeRecord {
     pub last_join_unix: u64,
     /// The image (manifest name/version) it last attested as.
     pub image: String,
+    /// Its latest join or peers refresh (updated at most hourly); 0 in records written before
+    /// it existed (then `last_join_unix` counts).
+    #[serde(default)]
+    pub last_seen_unix: u64,
 }
+
+impl NodeRecord {
+    /// When the service last heard from the node.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen_unix.max(self.last_join_unix)
+    }
+}
+
+/// How often [`Store::touch`] rewrites `last_seen_unix` (seconds).
+pub const TOUCH_INTERVAL: u64 = 3600;
 
 /// One decision of the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,10 +200,29 @@ impl Store {
             if let Some(a) = &cluster.api_server {
                 t.insert("api_server", a.as_bytes()).map_err(db)?;
             }
+            if let Some(ca) = &cluster.api_server_ca {
+                t.insert("api_server_ca", ca.as_bytes()).map_err(db)?;
+            }
+            if let Some(p) = &cluster.pods {
+                t.insert("pod_cidr", p.pod_cidr.to_string().as_bytes())
+                    .map_err(db)?;
+                t.insert("pod_prefix", [p.pod_prefix].as_slice())
+                    .map_err(db)?;
+                if let Some(svc) = &p.service_cidr {
+                    t.insert("service_cidr", svc.to_string().as_bytes())
+                        .map_err(db)?;
+                }
+                if let Some(dns) = &p.cluster_dns {
+                    t.insert("cluster_dns", dns.to_string().as_bytes())
+                        .map_err(db)?;
+                }
+            }
             t.insert("next_host", 1u32.to_le_bytes().as_slice())
                 .map_err(db)?;
             tx.open_table(NODES).map_err(db)?;
             tx.open_table(DISKS).map_err(db)?;
+            tx.open_table(REMOVED).map_err(db)?;
+            tx.open_table(FREE_HOSTS).map_err(db)?;
             tx.open_table(DECISIONS).map_err(db)?;
         }
         tx.commit().map_err(db)?;
@@ -172,6 +260,21 @@ impl Store {
         let overlay = text("overlay")?
             .and_then(|s| s.parse().ok())
             .ok_or(StoreError::Corrupt { what: "overlay" })?;
+        // The pod network, as `create` stored it (and as strictly checked again).
+        let pods = match text("pod_cidr")? {
+            None => None,
+            Some(cidr) => {
+                let prefix = get("pod_prefix")?
+                    .and_then(|v| <[u8; 1]>::try_from(v.as_slice()).ok())
+                    .ok_or(StoreError::Corrupt { what: "pod_prefix" })?[0];
+                let service = text("service_cidr")?;
+                let dns = text("cluster_dns")?;
+                Some(
+                    PodSettings::new(overlay, &cidr, prefix, service.as_deref(), dns.as_deref())
+                        .map_err(|_| StoreError::Corrupt { what: "pod_cidr" })?,
+                )
+            }
+        };
         Ok(Cluster {
             master_secret: Zeroizing::new(fixed("master_secret")?),
             cluster_id: fixed("cluster_id")?,
@@ -180,6 +283,8 @@ impl Store {
                 what: "bootstrap_token",
             })?,
             api_server: text("api_server")?,
+            pods,
+            api_server_ca: text("api_server_ca")?,
         })
     }
 
@@ -204,12 +309,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Record a join: a known AK keeps its name and overlay address; a new one gets the next
-    /// free host of the overlay range. Returns the record and whether the node was known.
+    /// Record a join: a known AK keeps its name, overlay address and pod range; a new one gets
+    /// the next free host of the overlay range and, with a pod network, the pod range of the
+    /// same index (a known node without one, from before pod ranges, gets it now). Nothing is
+    /// written when a range is exhausted. Returns the record and whether the node was known.
     pub fn record_join(
         &self,
         ak: &str,
         overlay: &OverlayRange,
+        pods: Option<&PodSettings>,
         update: impl FnOnce(&mut NodeRecord),
     ) -> Result<(NodeRecord, bool), StoreError> {
         let tx = self.db.begin_write().map_err(db)?;
@@ -221,41 +329,131 @@ impl Store {
                 None => None,
             };
             let now = now_unix();
+            // A removed node is not admitted again (its tombstone stays).
+            if let Some(t) = tx.open_table(REMOVED).map_err(db)?.get(ak).map_err(db)? {
+                let r: Removed =
+                    serde_json::from_slice(t.value()).map_err(|e| StoreError::Record {
+                        what: format!("removed node {ak}"),
+                        reason: e.to_string(),
+                    })?;
+                return Err(StoreError::Refused {
+                    check: "policy",
+                    reason: format!(
+                        "join: this AK was {} ({}) and removed at unix {} by {}: a removed node is not admitted again",
+                        r.name, r.overlay, r.unix, r.by
+                    ),
+                });
+            }
             let (mut rec, known) = match existing {
                 Some(r) => (r, true),
                 None => {
                     let mut meta = tx.open_table(META).map_err(db)?;
-                    let next = meta
-                        .get("next_host")
+                    let max = meta
+                        .get("max_nodes")
                         .map_err(db)?
                         .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
-                        .map(u32::from_le_bytes)
-                        .ok_or(StoreError::Corrupt { what: "next_host" })?;
-                    let addr = overlay.host(next).ok_or_else(|| StoreError::Record {
-                        what: "overlay".into(),
-                        reason: format!("the overlay range {overlay} has no free address left"),
+                        .map(u32::from_le_bytes);
+                    if let Some(max) = max {
+                        let n = nodes.len().map_err(db)?;
+                        if n >= u64::from(max) {
+                            return Err(StoreError::Exhausted(format!(
+                                "the cluster's limit of {max} node(s) is reached ({n} joined)"
+                            )));
+                        }
+                    }
+                    // A host index a removal freed first (its node's AK is refused for
+                    // good), else the next never used one.
+                    let mut free = tx.open_table(FREE_HOSTS).map_err(db)?;
+                    let reused = free.first().map_err(db)?.map(|(k, _)| k.value());
+                    let next = match reused {
+                        Some(i) => i,
+                        None => meta
+                            .get("next_host")
+                            .map_err(db)?
+                            .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                            .map(u32::from_le_bytes)
+                            .ok_or(StoreError::Corrupt { what: "next_host" })?,
+                    };
+                    let addr = overlay.host(next).ok_or_else(|| {
+                        StoreError::Exhausted(format!(
+                            "the overlay range {overlay} has no free address left"
+                        ))
                     })?;
-                    meta.insert("next_host", (next + 1).to_le_bytes().as_slice())
-                        .map_err(db)?;
+                    match reused {
+                        Some(i) => {
+                            free.remove(i).map_err(db)?;
+                        }
+                        None => {
+                            meta.insert("next_host", (next + 1).to_le_bytes().as_slice())
+                                .map_err(db)?;
+                        }
+                    }
                     (
                         NodeRecord {
                             name: format!("node-{next}"),
                             host_index: next,
                             overlay: format!("{addr}/32"),
+                            pod_range: None,
                             wg_public_key: String::new(),
                             endpoint: String::new(),
                             joins: 0,
                             first_join_unix: now,
                             last_join_unix: now,
                             image: String::new(),
+                            last_seen_unix: now,
                         },
                         false,
                     )
                 }
             };
+            if let (Some(p), None) = (pods, &rec.pod_range) {
+                let range = p.range_for(rec.host_index).ok_or_else(|| {
+                    StoreError::Exhausted(format!(
+                        "the pod CIDR {} has no /{} range left for {} (overlay host {}; {} node range(s) in all)",
+                        p.pod_cidr,
+                        p.pod_prefix,
+                        rec.name,
+                        rec.host_index,
+                        p.capacity()
+                    ))
+                })?;
+                let range = range.to_string();
+                // By construction no other node holds it (a host index is reused only after
+                // its node's record is gone); checked anyway, fail closed.
+                for item in nodes.iter().map_err(db)? {
+                    let (k, v) = item.map_err(db)?;
+                    let other = parse_record(k.value(), v.value())?;
+                    if k.value() != ak && other.pod_range.as_deref() == Some(range.as_str()) {
+                        return Err(StoreError::Record {
+                            what: format!("node {}", k.value()),
+                            reason: format!("holds the pod range {range} already"),
+                        });
+                    }
+                }
+                rec.pod_range = Some(range);
+            }
             update(&mut rec);
+            // Two nodes with one WireGuard key break every node's peer set (a peer with a
+            // node's own key, or two peers with one key): refused, nothing written.
+            for item in nodes.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                if k.value() == ak {
+                    continue;
+                }
+                let other = parse_record(k.value(), v.value())?;
+                if !rec.wg_public_key.is_empty() && other.wg_public_key == rec.wg_public_key {
+                    return Err(StoreError::Refused {
+                        check: "request",
+                        reason: format!(
+                            "join: the WireGuard public key {} is {}'s already (every node needs its own)",
+                            rec.wg_public_key, other.name
+                        ),
+                    });
+                }
+            }
             rec.joins += 1;
             rec.last_join_unix = now;
+            rec.last_seen_unix = now;
             let json = serde_json::to_vec(&rec).map_err(db)?;
             nodes.insert(ak, json.as_slice()).map_err(db)?;
             result = (rec, known);
@@ -264,11 +462,24 @@ impl Store {
         Ok(result)
     }
 
-    /// Bind a disk to a node on first use; returns the owner (the caller compares).
+    /// Bind a disk to a node on first use; returns the owner (the caller compares). A disk
+    /// bound under the v1 derivation (before keys named their owner; no released user) is
+    /// refused: its key cannot be derived any more, re-provision the disk.
     pub fn bind_disk(&self, uuid: &str, ak: &str) -> Result<String, StoreError> {
         let tx = self.db.begin_write().map_err(db)?;
         let owner;
         {
+            if let Ok(v1) = tx.open_table(DISKS_V1) {
+                if let Some(o) = v1.get(uuid).map_err(db)? {
+                    return Err(StoreError::Refused {
+                        check: "policy",
+                        reason: format!(
+                            "disk-key: disk {uuid} was bound to {} under the v1 disk key derivation, which is no longer served (keys are bound to their owner since v2): re-provision the disk",
+                            o.value()
+                        ),
+                    });
+                }
+            }
             let mut t = tx.open_table(DISKS).map_err(db)?;
             let existing = t.get(uuid).map_err(db)?.map(|v| v.value().to_string());
             owner = match existing {
@@ -283,9 +494,15 @@ impl Store {
         Ok(owner)
     }
 
+    /// The disk bindings (UUID, owner's AK).
     pub fn disks(&self) -> Result<Vec<(String, String)>, StoreError> {
         let tx = self.db.begin_read().map_err(db)?;
-        let t = tx.open_table(DISKS).map_err(db)?;
+        let t = match tx.open_table(DISKS) {
+            Ok(t) => t,
+            // A database from before v2 bindings: none yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db(e)),
+        };
         let mut out = Vec::new();
         for item in t.iter().map_err(db)? {
             let (k, v) = item.map_err(db)?;
@@ -294,8 +511,150 @@ impl Store {
         Ok(out)
     }
 
-    /// Append a decision (its `seq` is assigned here).
+    /// The cluster's node limit (`init --max-nodes`), if any.
+    pub fn max_nodes(&self) -> Result<Option<u32>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(META).map_err(db)?;
+        let v = t.get("max_nodes").map_err(db)?;
+        Ok(v.and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+            .map(u32::from_le_bytes))
+    }
+
+    /// Set the cluster's node limit (nodes that joined stay; new ones beyond it are refused).
+    pub fn set_max_nodes(&self, max: u32) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        tx.open_table(META)
+            .map_err(db)?
+            .insert("max_nodes", max.to_le_bytes().as_slice())
+            .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// Note that a node was heard from (a peers refresh), at most every [`TOUCH_INTERVAL`].
+    pub fn touch(&self, ak: &str, now: u64) -> Result<(), StoreError> {
+        match self.node(ak)? {
+            Some(r) if now.saturating_sub(r.last_seen()) >= TOUCH_INTERVAL => {}
+            _ => return Ok(()),
+        }
+        let tx = self.db.begin_write().map_err(db)?;
+        {
+            let mut nodes = tx.open_table(NODES).map_err(db)?;
+            let rec = match nodes.get(ak).map_err(db)? {
+                Some(v) => parse_record(ak, v.value())?,
+                None => return Ok(()),
+            };
+            let rec = NodeRecord {
+                last_seen_unix: now,
+                ..rec
+            };
+            let json = serde_json::to_vec(&rec).map_err(db)?;
+            nodes.insert(ak, json.as_slice()).map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// Remove a node, by name or AK fingerprint, in one transaction: its record goes (so its
+    /// peers entry disappears for the others at their next refresh), its AK gets a tombstone
+    /// (never admitted again), its overlay host index (and so its pod range) is freed for a
+    /// later node, and its disk bindings are removed (their keys name its AK, which is refused:
+    /// no node can get them again). Returns its AK and tombstone.
+    pub fn remove_node(
+        &self,
+        selector: &str,
+        by: &str,
+        now: u64,
+    ) -> Result<(String, Removed), StoreError> {
+        let tx = self.db.begin_write().map_err(db)?;
+        let out;
+        {
+            let mut nodes = tx.open_table(NODES).map_err(db)?;
+            let mut found = None;
+            for item in nodes.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let rec = parse_record(k.value(), v.value())?;
+                if k.value() == selector || rec.name == selector {
+                    found = Some((k.value().to_string(), rec));
+                    break;
+                }
+            }
+            let Some((ak, rec)) = found else {
+                return Err(StoreError::NoSuchNode(escape_text(selector)));
+            };
+            nodes.remove(ak.as_str()).map_err(db)?;
+            let mut disks = tx.open_table(DISKS).map_err(db)?;
+            let mut owned = Vec::new();
+            for item in disks.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                if v.value() == ak {
+                    owned.push(k.value().to_string());
+                }
+            }
+            for u in &owned {
+                disks.remove(u.as_str()).map_err(db)?;
+            }
+            tx.open_table(FREE_HOSTS)
+                .map_err(db)?
+                .insert(rec.host_index, now)
+                .map_err(db)?;
+            let t = Removed {
+                name: rec.name,
+                overlay: rec.overlay,
+                unix: now,
+                by: by.to_string(),
+                disks: owned,
+            };
+            let json = serde_json::to_vec(&t).map_err(db)?;
+            tx.open_table(REMOVED)
+                .map_err(db)?
+                .insert(ak.as_str(), json.as_slice())
+                .map_err(db)?;
+            out = (ak, t);
+        }
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    /// The nodes not heard from since `now - max_age` seconds (candidates for expiry).
+    pub fn stale_nodes(&self, max_age: u64, now: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .nodes()?
+            .into_iter()
+            .filter(|(_, r)| now.saturating_sub(r.last_seen()) > max_age)
+            .map(|(ak, _)| ak)
+            .collect())
+    }
+
+    /// The removed nodes' tombstones, by AK.
+    pub fn removed(&self) -> Result<Vec<(String, Removed)>, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = match tx.open_table(REMOVED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            out.push((
+                k.value().to_string(),
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Record {
+                    what: format!("removed node {}", k.value()),
+                    reason: e.to_string(),
+                })?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Append a decision (its `seq` is assigned here). Its text fields are stored escaped
+    /// ([`escape_text`]): they can carry peer-chosen strings.
     pub fn log(&self, mut d: Decision) -> Result<Decision, StoreError> {
+        d.peer = escape_text(&d.peer);
+        d.ak = d.ak.as_deref().map(escape_text);
+        d.op = escape_text(&d.op);
+        d.outcome = escape_text(&d.outcome);
+        d.check = d.check.as_deref().map(escape_text);
+        d.detail = escape_text(&d.detail);
         let tx = self.db.begin_write().map_err(db)?;
         {
             let mut t = tx.open_table(DECISIONS).map_err(db)?;
@@ -334,4 +693,135 @@ fn parse_record(ak: &str, bytes: &[u8]) -> Result<NodeRecord, StoreError> {
         what: format!("node {ak}"),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(pods: Option<PodSettings>) -> Cluster {
+        Cluster {
+            master_secret: Zeroizing::new([1; 32]),
+            cluster_id: [2; 32],
+            overlay: "10.244.0.0/16".parse().unwrap(),
+            bootstrap_token: "abcdef.0123456789abcdef".into(),
+            api_server: None,
+            pods,
+            api_server_ca: None,
+        }
+    }
+
+    fn pods(cidr: &str, prefix: u8) -> PodSettings {
+        PodSettings::new("10.244.0.0/16".parse().unwrap(), cidr, prefix, None, None).unwrap()
+    }
+
+    /// A node record as the service wrote it before pod ranges existed (no `pod_range` key)
+    /// still parses; the node gets the range of its host index at its next join, and keeps it.
+    #[test]
+    fn an_older_record_gets_its_range_at_its_next_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(None);
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        let old = br#"{"name":"node-7","host_index":7,"overlay":"10.244.0.7/32","wg_public_key":"k","endpoint":"10.0.2.15:51820","joins":3,"first_join_unix":1,"last_join_unix":2,"image":"i"}"#;
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(NODES)
+                .unwrap()
+                .insert("ak7", old.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let rec = store.node("ak7").unwrap().unwrap();
+        assert_eq!(rec.pod_range, None);
+        assert_eq!(rec.joins, 3);
+
+        // Without a pod network the record stays as it was (and serializes without the key).
+        let (rec, known) = store.record_join("ak7", &c.overlay, None, |_| {}).unwrap();
+        assert!(known);
+        assert_eq!(rec.pod_range, None);
+        assert!(!serde_json::to_string(&rec).unwrap().contains("pod_range"));
+
+        let p = pods("10.32.0.0/16", 24);
+        let (rec, _) = store
+            .record_join("ak7", &c.overlay, Some(&p), |_| {})
+            .unwrap();
+        assert_eq!(rec.pod_range.as_deref(), Some("10.32.7.0/24"));
+        assert_eq!(rec.joins, 5);
+        // A new node takes host 1 (next_host was never advanced by the inserted record) and
+        // range 1; the older node keeps its range.
+        let (new, known) = store
+            .record_join("ak1", &c.overlay, Some(&p), |_| {})
+            .unwrap();
+        assert!(!known);
+        assert_eq!(new.pod_range.as_deref(), Some("10.32.1.0/24"));
+        let again = store.node("ak7").unwrap().unwrap();
+        assert_eq!(again.pod_range.as_deref(), Some("10.32.7.0/24"));
+    }
+
+    /// A pod CIDR with 3 node ranges (a /24 in /26s, the first not handed out): the 4th node
+    /// is refused, and nothing of it is written (no record, no overlay address consumed).
+    #[test]
+    fn exhaustion_refuses_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pods("10.32.0.0/24", 26);
+        let c = cluster(Some(p.clone()));
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        let mut ranges = Vec::new();
+        for ak in ["a", "b", "c"] {
+            let (rec, _) = store.record_join(ak, &c.overlay, Some(&p), |_| {}).unwrap();
+            ranges.push(rec.pod_range.unwrap());
+        }
+        assert_eq!(
+            ranges,
+            ["10.32.0.64/26", "10.32.0.128/26", "10.32.0.192/26"]
+        );
+        let e = store
+            .record_join("d", &c.overlay, Some(&p), |_| {})
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Exhausted(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("the pod CIDR 10.32.0.0/24 has no /26 range left for node-4"),
+            "{e}"
+        );
+        assert!(store.node("d").unwrap().is_none());
+        assert_eq!(store.nodes().unwrap().len(), 3);
+        // The known nodes still rejoin with their ranges.
+        let (rec, known) = store
+            .record_join("b", &c.overlay, Some(&p), |_| {})
+            .unwrap();
+        assert!(known);
+        assert_eq!(rec.pod_range.as_deref(), Some("10.32.0.128/26"));
+        // The refused join consumed no host index: still refused the same way, as node-4.
+        let e = store
+            .record_join("e", &c.overlay, Some(&p), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("for node-4"), "{e}");
+    }
+
+    /// The pod network survives the database (read back as given).
+    #[test]
+    fn pod_settings_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PodSettings::new(
+            "10.244.0.0/16".parse().unwrap(),
+            "10.32.0.0/16",
+            25,
+            Some("10.96.0.0/12"),
+            Some("10.96.0.10"),
+        )
+        .unwrap();
+        let mut c = cluster(Some(p.clone()));
+        c.api_server_ca = Some("-----BEGIN CERTIFICATE-----\n...\n".into());
+        let path = dir.path().join(DB_FILE);
+        drop(Store::create(&path, &c).unwrap());
+        let back = Store::open(&path).unwrap().cluster().unwrap();
+        assert_eq!(back.pods, Some(p));
+        assert_eq!(back.api_server_ca, c.api_server_ca);
+        let old = dir.path().join("old.redb");
+        drop(Store::create(&old, &cluster(None)).unwrap());
+        let back = Store::open(&old).unwrap().cluster().unwrap();
+        assert_eq!((back.pods, back.api_server_ca), (None, None));
+    }
 }

@@ -6,6 +6,8 @@
 #[path = "../../attestation/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use base64::Engine;
 use nacre_attestation::atls::TpmAttest;
 use nacre_attestation::join::{CallError, Client, Request, Response, WgAnnounce};
@@ -21,7 +23,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
-use zeroize::Zeroizing;
 
 const BOOT: [RuntimeEvent; 3] = [
     RuntimeEvent::Phase(Phase::EnterInitrd),
@@ -48,16 +49,7 @@ impl Running {
 }
 
 fn cluster_state(dir: &Path) -> Cluster {
-    let cluster = Cluster {
-        master_secret: Zeroizing::new([0x42; 32]),
-        cluster_id: [0x17; 32],
-        overlay: "10.244.0.0/16".parse().unwrap(),
-        bootstrap_token: "abcdef.0123456789abcdef".into(),
-        api_server: Some("https://10.0.2.2:6443".into()),
-    };
-    Store::create(&dir.join(DB_FILE), &cluster).unwrap();
-    tls::create_identity(dir).unwrap();
-    cluster
+    common::cluster_state(dir, Some("https://10.0.2.2:6443"))
 }
 
 fn serve(dir: &Path, verifier: Arc<dyn Verifier>) -> Running {
@@ -86,15 +78,46 @@ fn serve(dir: &Path, verifier: Arc<dyn Verifier>) -> Running {
     }
 }
 
-fn client(addr: &str, dir: &Path, node: &Node) -> Client {
-    let attest = TpmAttest {
+/// `node`'s own evidence: its TPM's quote of [`QUOTED`] and its logs.
+fn tpm_attest(node: &Node) -> TpmAttest {
+    TpmAttest {
         attester: Attester::with_tcti(&node.tpm.tcti),
         pcrs: QUOTED.to_vec(),
         firmware_log: node.firmware_log.clone(),
         runtime_log: node.runtime_log.clone(),
-    };
+    }
+}
+
+fn client(addr: &str, dir: &Path, node: &Node) -> Client {
     let ca = std::fs::read(dir.join(tls::CA_CERT)).unwrap();
-    Client::new(addr, &ca, Arc::new(attest), Duration::from_secs(20)).unwrap()
+    Client::new(
+        addr,
+        &ca,
+        Arc::new(tpm_attest(node)),
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
+/// The service (state in `dir`) on `control_plane`, proving itself with that node's evidence
+/// over mutual attested TLS and accepting `node` (its golden values, its AK enrolled); returns
+/// the address it listens on.
+fn attested_service(dir: &Path, control_plane: &Node, node: &Node) -> String {
+    let (node_manifest, node_key) = manifest(&replayed(node), sysinit);
+    let node_ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
+    let nodes: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        node_manifest,
+        node_key,
+        Box::new(EnrolledAks::new([node_ak])),
+    ));
+    let store = Store::open(&dir.join(DB_FILE)).unwrap();
+    let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
+    let own = tpm_attest(control_plane);
+    let server = Arc::new(Server::attested(service, nodes, Arc::new(own)));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || server.run(listener, Arc::new(AtomicBool::new(false))));
+    addr
 }
 
 fn announce(key: u8, underlay: &str) -> Request {
@@ -405,25 +428,7 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
     cluster_state(dir.path());
     let control_plane = boot("plain", &BOOT);
     let node = boot("plain", &BOOT);
-    let (node_manifest, node_key) = manifest(&replayed(&node), sysinit);
-    let node_ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
-    let nodes: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
-        node_manifest,
-        node_key,
-        Box::new(EnrolledAks::new([node_ak])),
-    ));
-    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
-    let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
-    let own = TpmAttest {
-        attester: Attester::with_tcti(&control_plane.tpm.tcti),
-        pcrs: QUOTED.to_vec(),
-        firmware_log: control_plane.firmware_log.clone(),
-        runtime_log: control_plane.runtime_log.clone(),
-    };
-    let server = Arc::new(Server::attested(service, nodes, Arc::new(own)));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || server.run(listener, Arc::new(AtomicBool::new(false))));
+    let addr = attested_service(dir.path(), &control_plane, &node);
 
     // What nodes expect of the service: the control plane's golden values and its AK.
     let cp_ak = Attester::with_tcti(&control_plane.tpm.tcti)
@@ -437,14 +442,7 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
             Box::new(EnrolledAks::new([cp_ak.clone()])),
         ))
     };
-    let node_attest = || {
-        Arc::new(TpmAttest {
-            attester: Attester::with_tcti(&node.tpm.tcti),
-            pcrs: QUOTED.to_vec(),
-            firmware_log: node.firmware_log.clone(),
-            runtime_log: node.runtime_log.clone(),
-        })
-    };
+    let node_attest = || Arc::new(tpm_attest(&node));
     let c = Client::attested(
         &addr,
         expect(&|_| {}),
@@ -466,5 +464,67 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
             assert!(e.to_string().contains("measurements"), "{e}");
         }
         other => panic!("expected the node to refuse the service, got {other:?}"),
+    }
+}
+
+/// In-cluster mode, checked the way the service checks nodes
+/// (`nacre_attestation::incluster::ServiceVerifier`, over mutual attested TLS): a node joins a
+/// running (`ready`) service that is a member of its cluster (PCR 15: the cluster id), and
+/// refuses one of another cluster or one not in the running phase.
+#[test]
+fn nodes_check_the_in_cluster_service_phase_and_cluster() {
+    use nacre_attestation::incluster::{ClusterIdentity, ServiceVerifier};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_state(dir.path());
+    let mut events = BOOT.to_vec();
+    events.push(RuntimeEvent::ClusterId(cluster.cluster_id));
+    events.push(RuntimeEvent::Phase(Phase::Ready));
+    let control_plane = boot("plain", &events);
+    let node = boot("plain", &BOOT);
+    let addr = attested_service(dir.path(), &control_plane, &node);
+
+    let cp_ak = Attester::with_tcti(&control_plane.tpm.tcti)
+        .ak_public()
+        .unwrap();
+    let (m, k) = manifest(&replayed(&control_plane), |m| {
+        m.phase = Some("ready".into())
+    });
+    let expect = |id: [u8; 32], phases: &[&str]| -> Arc<dyn Verifier> {
+        Arc::new(ServiceVerifier {
+            platforms: Arc::new(nacre_attestation::ByPlatform {
+                qemu_vtpm: Some(Box::new(QemuVtpmVerifier::new(
+                    m.clone(),
+                    k.clone(),
+                    Box::new(EnrolledAks::new([cp_ak.clone()])),
+                ))),
+                ..Default::default()
+            }),
+            phases: phases.iter().map(|p| p.to_string()).collect(),
+            cluster: ClusterIdentity {
+                cluster_id: Some(id),
+                ..Default::default()
+            },
+        })
+    };
+    let node_attest = || Arc::new(tpm_attest(&node));
+    let call = |v: Arc<dyn Verifier>| {
+        Client::attested(&addr, v, node_attest(), Duration::from_secs(20))
+            .call(&announce(6, "10.0.2.40"))
+    };
+    assert!(matches!(
+        call(expect(cluster.cluster_id, &["ready"])).unwrap(),
+        Response::Joined(_)
+    ));
+    for (v, why) in [
+        (expect([0x18; 32], &["ready"]), "member of cluster"),
+        (expect(cluster.cluster_id, &["sysinit"]), "at phase ready"),
+    ] {
+        match call(v) {
+            Err(e @ CallError::Protocol { .. }) => {
+                assert!(!e.retryable());
+                assert!(e.to_string().contains(why), "{e}");
+            }
+            other => panic!("expected the node to refuse the service, got {other:?}"),
+        }
     }
 }

@@ -6,12 +6,13 @@
 #[path = "../../attestation/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use base64::Engine;
 use nacre_attestation::atls::TpmAttest;
 use nacre_attestation::join::{CallError, Client, Request, Response, WgAnnounce};
 use nacre_attestation::tpm::Attester;
 use nacre_eventlog::{Phase, RuntimeEvent};
-use nacre_keyservice::store::{Cluster, Store, DB_FILE};
 use nacre_keyservice::tls;
 use nacre_measure::sign::PemSigner;
 use std::io::BufRead;
@@ -20,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
-use zeroize::Zeroizing;
 
 const BOOT: [RuntimeEvent; 3] = [
     RuntimeEvent::Phase(Phase::EnterInitrd),
@@ -87,15 +87,7 @@ fn serve(args: &[&str]) -> Service {
 }
 
 fn cluster_state(dir: &Path) {
-    let cluster = Cluster {
-        master_secret: Zeroizing::new([0x42; 32]),
-        cluster_id: [0x17; 32],
-        overlay: "10.244.0.0/16".parse().unwrap(),
-        bootstrap_token: "abcdef.0123456789abcdef".into(),
-        api_server: None,
-    };
-    Store::create(&dir.join(DB_FILE), &cluster).unwrap();
-    tls::create_identity(dir).unwrap();
+    common::cluster_state(dir, None);
 }
 
 fn join(addr: &str, dir: &Path, node: &Node) -> Result<Response, CallError> {
@@ -132,6 +124,8 @@ impl Files {
             &replayed(node),
             |m| {
                 m.phase = Some("sysinit".into());
+                // serve refuses manifests without a lifetime (--allow-no-expiry aside).
+                m.not_after = Some("2099-12-31T23:59:59Z".into());
                 tweak(m)
             },
             &signer,

@@ -5,8 +5,10 @@
 //! ## Lifetime and release policy
 //!
 //! A manifest can carry `not_after` (RFC 3339, UTC only: `YYYY-MM-DDTHH:MM:SSZ`, fractional
-//! seconds allowed and ignored; `nacre-measure golden --not-after T` or `--lifetime-days N`).
-//! The field is optional: manifests signed before it existed parse and never expire. A
+//! seconds allowed and ignored; `nacre-measure golden` writes one 180 days ahead by default,
+//! `--not-after T` or `--lifetime-days N` otherwise, none with `--no-expiry`). The field is
+//! optional: manifests without it (`--no-expiry`, or signed before it existed) parse and never
+//! expire, and `nacre-keyservice serve` loads them only with `--allow-no-expiry`. A
 //! verifier refuses evidence whose only matching manifest is past `not_after`
 //! ([`Manifest::expired_at`]; nacre-attestation's check "manifest expired").
 //!
@@ -122,7 +124,8 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// The end of the manifest's lifetime (RFC 3339 UTC, `2027-01-31T00:00:00Z`): verifiers
-    /// refuse it afterwards. Absent: no expiry (manifests signed before this field existed).
+    /// refuse it afterwards. Absent: no expiry (`golden --no-expiry`, or manifests signed
+    /// before this field existed; `serve` needs `--allow-no-expiry` for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
     pub measurements: BTreeMap<u32, Expected>,
@@ -157,6 +160,9 @@ pub struct TdxLaunchValue {
 }
 
 /// The SEV-SNP launch measurement (the report's MEASUREMENT) of one launch configuration.
+/// A value pinned from an observed report rather than computed (`nacre-measure golden
+/// --snp-measurement`, e.g. Azure's paravisor's) has `vcpus` 0, `vcpu_type` "observed",
+/// `guest_features` 0 and an empty `ovmf_sha256`: only `measurement` is checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnpLaunchValue {

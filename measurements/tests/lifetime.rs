@@ -1,5 +1,6 @@
-//! `nacre-measure golden --not-after/--lifetime-days` and `verify` of an expired manifest, on
-//! a UKI built from this machine's kernel and systemd-stub (no QEMU).
+//! `nacre-measure golden --not-after/--lifetime-days`, its default lifetime and --no-expiry,
+//! and `verify` of an expired manifest, on a UKI built from this machine's kernel and
+//! systemd-stub (no QEMU).
 
 use nacre_measure::manifest::{parse_rfc3339_utc, Manifest};
 use std::process::Command;
@@ -68,10 +69,24 @@ fn golden_with_a_lifetime_and_verify_of_an_expired_manifest() {
     assert_eq!(j["not_after"], "2025-01-31T00:00:00Z");
     assert_eq!(j["ok"], false);
 
-    // Without a lifetime the manifest has no not_after (as before).
+    // Without a lifetime flag: the default lifetime, 180 days from now.
+    let default = w("default.json");
+    ok(&golden(&default, &[]));
+    let manifest = Manifest::from_json(&std::fs::read(&default).unwrap()).unwrap();
+    let t = parse_rfc3339_utc(manifest.not_after.as_deref().expect("a default not_after")).unwrap();
+    assert!(t.abs_diff(now + 180 * 86400) < 120, "{t} vs {now}");
+
+    // --no-expiry: no not_after (the manifest never expires); not with a lifetime flag.
     let plain = w("plain.json");
-    ok(&golden(&plain, &[]));
+    ok(&golden(&plain, &["--no-expiry"]));
     assert!(!String::from_utf8_lossy(&std::fs::read(&plain).unwrap()).contains("not_after"));
+    for flags in [
+        ["--no-expiry", "--lifetime-days", "3"],
+        ["--no-expiry", "--not-after", "2027-01-31T00:00:00Z"],
+    ] {
+        let out = golden(&w("conflict.json"), &flags);
+        assert!(!out.status.success(), "{flags:?}");
+    }
 
     // A malformed time, and both flags at once, are refused.
     let out = golden(&w("bad.json"), &["--not-after", "2025-01-31"]);

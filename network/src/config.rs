@@ -292,6 +292,13 @@ impl WireguardConfig {
                     "wireguard.cluster_ranges: {r} would route everything, the underlay too, into wg0"
                 ));
             }
+            // Ingress filtering (strict rp_filter, see `sysctl`) exists for IPv4 only: an IPv6
+            // range could be injected from the underlay.
+            if !r.is_ipv4() {
+                return err(format!(
+                    "wireguard.cluster_ranges: {r} is IPv6; the node filters cluster sources arriving outside wg0 for IPv4 only"
+                ));
+            }
             if let Some(o) = self.cluster_ranges[..i].iter().find(|o| o.overlaps(r)) {
                 return err(format!("wireguard.cluster_ranges: {r} overlaps {o}"));
             }
@@ -527,6 +534,11 @@ nodes = ["192.0.2.2"]
                 "\"10.244.0.0/16\", \"10.96.0.0/12\"",
                 "\"10.244.0.0/16\", \"10.244.3.0/24\"",
                 "overlaps 10.244.0.0/16",
+            ),
+            (
+                "\"10.244.0.0/16\", \"10.96.0.0/12\"",
+                "\"10.244.0.0/16\", \"fd00:10::/64\"",
+                "fd00:10::/64 is IPv6; the node filters cluster sources arriving outside wg0 for IPv4 only",
             ),
             (
                 "address = \"10.244.0.1/32\"",

@@ -312,6 +312,7 @@ mod tests {
                 overlay: format!("10.244.0.{i}").parse().unwrap(),
                 underlay: ip,
                 listen_port: 51820,
+                pod_range: None,
             },
         )
     }

@@ -9,6 +9,9 @@
 //! - [`dhcp`]: a DHCPv4 client (renewal, classless routes, MTU, DNS; parsing pure, strict).
 //! - [`lease`]: a DHCP lease applied (MTU, address, routes, `/run/nacre/resolv.conf`) and
 //!   kept: [`lease::spawn_keeper`] renews it at T1/T2 in a thread.
+//! - [`sysctl`]: strict reverse-path filtering and forwarding (ingress filtering, pods).
+//! - [`watch`]: a thread that puts the cluster routes back when wg0 or cni0 change
+//!   ([`reconcile_routes`]; the kernel drops a link's routes when it goes down).
 //!
 //! Cluster traffic never leaves unencrypted: for every cluster range, a policy rule (priority
 //! [`RULE_PRIORITY`], before the main table) sends it to table [`WG_TABLE`], which routes it
@@ -16,6 +19,43 @@
 //! right after drops it too, should that table ever be emptied. These are installed before
 //! wg0 exists, so there is no moment when cluster traffic could take the underlay. When wg0
 //! goes down, the kernel removes its route and the `unreachable` route takes over.
+//!
+//! Pods: when the peer source gives this node a pod range ([`PeerSource::pod_range`], inside a
+//! cluster range), the range is served by the local bridge [`POD_BRIDGE`] (`cni0`), which this
+//! crate creates at bring-up, before any service, with the range's first host as its address
+//! (the CNI bridge plugin, configured with the same bridge and gateway, finds it and only adds
+//! the pods' veths). [`WG_TABLE`] gets `unreachable <pod range>` (metric `u32::MAX`, longer
+//! than the cluster range, so wg0's route never carries it) and `<pod range> dev cni0`
+//! (metric 0): the own pods are reached through cni0 or not at all (if cni0 is deleted, the
+//! kernel removes its route and `unreachable` answers; nothing goes out wg0 or the underlay).
+//! The address is added without a prefix route, so the main table holds no route for it.
+//! Peers' allowed IPs must not overlap it ([`peers::validate`]); IPv4 forwarding is enabled.
+//!
+//! Ingress: a policy rule `iif <underlay> to <cluster range> unreachable` (priority
+//! [`UNDERLAY_RULE_PRIORITY`]) keeps the node from forwarding underlay packets into wg0 or to
+//! its pods, or taking them itself, and strict reverse-path filtering ([`sysctl`]) drops every packet with a cluster
+//! source that arrives other than through wg0 (or, for the own pod range, cni0): the route
+//! back to such a source is wg0 (or cni0), never the underlay. Written before wg0 exists.
+//!
+//! Rule order (`ip rule`), installed before wg0 and cni0 get addresses:
+//!
+//! | priority | rule | |
+//! |---|---|---|
+//! | 98 [`UNDERLAY_RULE_PRIORITY`] | `iif <underlay> to R unreachable` | per cluster range R |
+//! | 99 [`LOCAL_RULE_PRIORITY`] | `lookup local` | moved from the kernel's 0 |
+//! | 100 [`RULE_PRIORITY`] | `to R lookup 51820` | [`WG_TABLE`] |
+//! | 101 | `to R unreachable` | |
+//! | 32766, 32767 | `lookup main`, `lookup default` | the kernel's |
+//!
+//! The kernel consults its `lookup local` rule at priority 0, before any other: a packet
+//! arriving on the underlay for one of the node's own cluster addresses (the overlay address
+//! on wg0, which kubelet serves on, or the pod gateway on cni0) would be delivered, whatever
+//! the `iif` rule says, and answered out the underlay in clear (the reverse-path filter only
+//! checks sources). So `lookup local` is added at 99 and the kernel's rule at 0 deleted (added
+//! first: local delivery never lapses). Only cluster destinations arriving on the underlay
+//! are refused before it: the underlay's own address, loopback (`127.0.0.1`), and what
+//! arrives on wg0, cni0 or `lo` are still delivered; and it comes before 100, so the node's
+//! own cluster addresses are delivered rather than sent to wg0.
 
 // Runs in PID 1: no unwrap/expect/panic outside tests.
 #![cfg_attr(
@@ -31,6 +71,8 @@ pub mod lease;
 pub mod nl;
 pub mod peers;
 pub mod rtnl;
+pub mod sysctl;
+pub mod watch;
 pub mod wg;
 
 use base64::Engine as _;
@@ -47,6 +89,15 @@ use std::time::{Duration, Instant, SystemTime};
 pub const WG_TABLE: u32 = 51820;
 /// The rule sending cluster destinations to [`WG_TABLE`]; the drop rule is the next priority.
 pub const RULE_PRIORITY: u32 = 100;
+/// The rules dropping what arrives on the underlay for a cluster destination (before
+/// [`LOCAL_RULE_PRIORITY`], so before local delivery).
+pub const UNDERLAY_RULE_PRIORITY: u32 = RULE_PRIORITY - 2;
+/// `lookup local`, moved here from the kernel's priority 0: after the underlay rules (a
+/// packet from the underlay for the node's overlay or pod gateway address is not delivered),
+/// before [`RULE_PRIORITY`] (the node's own cluster addresses are delivered, not sent to wg0).
+pub const LOCAL_RULE_PRIORITY: u32 = RULE_PRIORITY - 1;
+/// The node's pod bridge (the CNI bridge plugin's `bridge`).
+pub const POD_BRIDGE: &str = "cni0";
 /// How long to wait for the underlay interface to appear.
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,6 +117,10 @@ pub enum NetError {
     Lease(#[from] lease::LeaseError),
     #[error("{0}")]
     Key(String),
+    #[error("pod range {range}: {reason}")]
+    PodRange { range: String, reason: String },
+    #[error("{0}")]
+    Sysctl(#[from] sysctl::SysctlError),
     #[error("peers from {source_name}: {err}")]
     Peers {
         source_name: &'static str,
@@ -104,6 +159,8 @@ pub struct WgSummary {
     pub listen_port: u16,
     pub peers: Vec<String>,
     pub cluster_ranges: Vec<Cidr>,
+    /// This node's pod range on [`POD_BRIDGE`], if the peer source gave one.
+    pub pod_range: Option<Cidr>,
 }
 
 pub fn key_b64(k: &wg::Key) -> String {
@@ -285,6 +342,11 @@ pub fn setup_overlay(
                 )
                 .into()),
             };
+            // Ingress filtering before wg0 exists (and before any service runs).
+            let proc_sys = std::path::Path::new(sysctl::PROC_SYS);
+            let set = sysctl::strict_rp_filter(proc_sys, &interface)?;
+            log(&set.join(", "));
+            install_cluster_routing(&mut rt, &wg.cluster_ranges, &interface)?;
             Some(setup_wireguard(&mut rt, wg, address.addr(), source, log)?)
         }
         None => None,
@@ -312,9 +374,23 @@ fn check_underlay(address: &Cidr, cluster_ranges: &[Cidr]) -> Result<(), NetErro
     }
 }
 
-/// The fail-closed routing for the cluster ranges, installed before wg0 exists.
-fn install_drop_rules(rt: &mut Rtnl, ranges: &[Cidr]) -> Result<(), NetError> {
+/// The fail-closed routing for the cluster ranges, installed before wg0 exists: `to R lookup
+/// WG_TABLE` with `unreachable R` there, `to R unreachable` after it, and `iif <underlay> to R
+/// unreachable` before it (nothing from the underlay is forwarded into the cluster ranges),
+/// then `lookup local` moved between them ([`move_local_rule`]: nothing from the underlay is
+/// delivered to the node's cluster addresses either).
+pub fn install_cluster_routing(
+    rt: &mut Rtnl,
+    ranges: &[Cidr],
+    underlay: &str,
+) -> Result<(), NetError> {
     for r in ranges {
+        rt.add_rule(rtnl::iif_unreachable_rule_message(
+            r,
+            underlay,
+            UNDERLAY_RULE_PRIORITY,
+        ))
+        .ctx(|| format!("rule: iif {underlay} to {r} unreachable"))?;
         rt.add_route(rtnl::unreachable_route_message(r, WG_TABLE, u32::MAX))
             .ctx(|| format!("unreachable route for {r} in table {WG_TABLE}"))?;
         rt.add_rule(rtnl::rule_message(r, Some(WG_TABLE), RULE_PRIORITY))
@@ -322,7 +398,45 @@ fn install_drop_rules(rt: &mut Rtnl, ranges: &[Cidr]) -> Result<(), NetError> {
         rt.add_rule(rtnl::rule_message(r, None, RULE_PRIORITY + 1))
             .ctx(|| format!("rule: to {r} unreachable"))?;
     }
+    move_local_rule(rt, ranges)?;
+    if let Ok(mut u) = INSTALLED_UNDERLAY.lock() {
+        *u = Some(underlay.to_string());
+    }
     Ok(())
+}
+
+/// The underlay [`install_cluster_routing`] filtered, for [`reconcile_routes`] (whose
+/// callers do not know it) to put its rules back.
+static INSTALLED_UNDERLAY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Move `lookup local` from the kernel's priority 0 to [`LOCAL_RULE_PRIORITY`], for each
+/// family of `ranges`: add it there first (an existing one is kept), then delete the one at 0
+/// (an absent one is fine), so local delivery never lapses and a second run changes nothing.
+pub fn move_local_rule(rt: &mut Rtnl, ranges: &[Cidr]) -> Result<(), NetError> {
+    for ipv6 in [false, true] {
+        if !ranges.iter().any(|r| r.is_ipv4() != ipv6) {
+            continue;
+        }
+        let fam = if ipv6 { "IPv6" } else { "IPv4" };
+        ignore_errno(
+            rt.add_rule(rtnl::local_rule_message(ipv6, LOCAL_RULE_PRIORITY, true)),
+            libc::EEXIST,
+        )
+        .ctx(|| format!("rule: {fam} priority {LOCAL_RULE_PRIORITY} lookup local"))?;
+        ignore_errno(
+            rt.del_rule(rtnl::local_rule_message(ipv6, 0, false)),
+            libc::ENOENT,
+        )
+        .ctx(|| format!("deleting the {fam} rule: priority 0 lookup local"))?;
+    }
+    Ok(())
+}
+
+fn ignore_errno(r: Result<(), NlError>, errno: i32) -> Result<(), NlError> {
+    match r {
+        Err(e) if e.errno() == Some(errno) => Ok(()),
+        other => other,
+    }
 }
 
 fn setup_wireguard(
@@ -332,7 +446,6 @@ fn setup_wireguard(
     source: &mut dyn PeerSource,
     log: &dyn Fn(&str),
 ) -> Result<WgSummary, NetError> {
-    install_drop_rules(rt, &cfg.cluster_ranges)?;
     rt.create_wireguard(WG_IFNAME)
         .ctx(|| format!("creating {WG_IFNAME} (is the wireguard module loaded?)"))?;
     let link = wait_for_link(rt, &Selector::Name(WG_IFNAME.into()))?;
@@ -377,6 +490,18 @@ fn setup_wireguard(
         }
     };
     cfg.check_overlay(&overlay)?;
+    let pod_range = source
+        .pod_range()
+        .map_err(|err| NetError::Peers { source_name, err })?;
+    if let Some(p) = pod_range {
+        check_pod_range(&p, &cfg.cluster_ranges, overlay.addr())?;
+        install_pod_range(rt, &p)?;
+        sysctl::enable_forwarding(std::path::Path::new(sysctl::PROC_SYS))?;
+        log(&format!(
+            "pods: {p} on {POD_BRIDGE} (gateway {}), net.ipv4.ip_forward = 1",
+            pod_gateway(&p)
+        ));
+    }
     // The overlay address without a prefix route: the cluster routes live in WG_TABLE.
     let host = Cidr::host(overlay.addr());
     rt.add_address(link.index, &host, false)
@@ -389,6 +514,7 @@ fn setup_wireguard(
         overlay: overlay.addr(),
         underlay,
         listen_port: cfg.listen_port,
+        pod_range,
     };
     let peers = source
         .peers(&me, log)
@@ -397,10 +523,7 @@ fn setup_wireguard(
         .map_err(|err| NetError::Peers { source_name, err })?;
     wgnl.set_peers(link.index, &peers, cfg.persistent_keepalive_s)
         .ctx(|| format!("setting {}'s peers", WG_IFNAME))?;
-    for r in &cfg.cluster_ranges {
-        rt.add_route(rtnl::device_route_message(r, link.index, WG_TABLE, 0))
-            .ctx(|| format!("route {r} dev {WG_IFNAME} table {WG_TABLE}"))?;
-    }
+    route_cluster_via(rt, &cfg.cluster_ranges, link.index)?;
     let names: Vec<String> = peers
         .iter()
         .map(|p| {
@@ -426,7 +549,86 @@ fn setup_wireguard(
         listen_port: cfg.listen_port,
         peers: names,
         cluster_ranges: cfg.cluster_ranges.clone(),
+        pod_range,
     })
+}
+
+/// The cluster ranges through wg0 (link `index`) in [`WG_TABLE`], metric 0.
+pub fn route_cluster_via(rt: &mut Rtnl, ranges: &[Cidr], index: u32) -> Result<(), NetError> {
+    for r in ranges {
+        rt.add_route(rtnl::device_route_message(r, index, WG_TABLE, 0))
+            .ctx(|| format!("route {r} dev {WG_IFNAME} table {WG_TABLE}"))?;
+    }
+    Ok(())
+}
+
+/// The pod bridge's address: the pod range's first host (the pods' gateway).
+pub fn pod_gateway(pod_range: &Cidr) -> Cidr {
+    let net = pod_range.network();
+    let addr = match net.addr() {
+        IpAddr::V4(a) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a).wrapping_add(1))),
+        IpAddr::V6(a) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a).wrapping_add(1))),
+    };
+    // Same family and prefix as a valid Cidr: cannot fail; fall back to the network itself.
+    Cidr::new(addr, net.prefix()).unwrap_or(net)
+}
+
+/// A pod range the node can serve: an IPv4 network (no host bits) with room for the gateway
+/// and pods (`/30` or wider), inside a cluster range (so it is routed only through wg0 on the
+/// other nodes and covered by the ingress filtering), not holding the overlay address.
+pub fn check_pod_range(pod: &Cidr, cluster: &[Cidr], overlay: IpAddr) -> Result<(), NetError> {
+    let bad = |reason: String| {
+        Err(NetError::PodRange {
+            range: pod.to_string(),
+            reason,
+        })
+    };
+    if !pod.is_ipv4() {
+        return bad("only IPv4 pod ranges are supported".into());
+    }
+    if !pod.is_network() {
+        return bad(format!(
+            "has host bits set (the network is {})",
+            pod.network()
+        ));
+    }
+    if pod.prefix() > 30 {
+        return bad("is narrower than /30 (no room for the gateway and a pod)".into());
+    }
+    if !cluster.iter().any(|r| r.covers(pod)) {
+        return bad(format!(
+            "is not inside a cluster range ({})",
+            cluster
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if pod.contains(overlay) {
+        return bad(format!("holds this node's overlay address {overlay}"));
+    }
+    Ok(())
+}
+
+/// The own pod range on [`POD_BRIDGE`]: `unreachable <pod>` in [`WG_TABLE`] first (so wg0's
+/// cluster route never carries it), then the bridge, created, its gateway address (no prefix
+/// route) and up, then `<pod> dev cni0` in [`WG_TABLE`]. Returns the bridge's index.
+/// The range must have passed [`check_pod_range`].
+pub fn install_pod_range(rt: &mut Rtnl, pod: &Cidr) -> Result<u32, NetError> {
+    rt.add_route(rtnl::unreachable_route_message(pod, WG_TABLE, u32::MAX))
+        .ctx(|| format!("unreachable route for {pod} in table {WG_TABLE}"))?;
+    rt.create_bridge(POD_BRIDGE)
+        .ctx(|| format!("creating the pod bridge {POD_BRIDGE}"))?;
+    let link = wait_for_link(rt, &Selector::Name(POD_BRIDGE.into()))?;
+    let gateway = pod_gateway(pod);
+    rt.add_address(link.index, &gateway, false)
+        .ctx(|| format!("adding {gateway} to {POD_BRIDGE}"))?;
+    rt.set_up(link.index)
+        .ctx(|| format!("setting {POD_BRIDGE} up"))?;
+    rt.add_route(rtnl::device_route_message(pod, link.index, WG_TABLE, 0))
+        .ctx(|| format!("route {pod} dev {POD_BRIDGE} table {WG_TABLE}"))?;
+    Ok(link.index)
 }
 
 /// Replace wg0's peers with a new set from the peer source (checked like the first set).
@@ -440,7 +642,65 @@ pub fn update_peers(
         .map_err(|err| NetError::Peers { source_name, err })?;
     let (link, mut wgnl) = open_wg0()?;
     wgnl.set_peers(link.index, peers, cfg.persistent_keepalive_s)
-        .ctx(|| format!("setting {}'s peers", WG_IFNAME))
+        .ctx(|| format!("setting {}'s peers", WG_IFNAME))?;
+    // The routes that went with wg0 (and cni0) may have gone with a link change since.
+    let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
+    reconcile_routes(&mut rt, &cfg.cluster_ranges, me.pod_range.as_ref())?;
+    Ok(())
+}
+
+/// Put back the cluster routing the kernel removes with a link: when wg0 (or cni0) goes down,
+/// or is deleted and created again, its routes in [`WG_TABLE`] are gone for good. Installs
+/// (replacing, so it can run any time) the `unreachable` fallbacks, the rules per cluster
+/// range (the underlay's, if [`install_cluster_routing`] ran in this process, and the two to
+/// [`WG_TABLE`]; an existing rule is kept) and `lookup local` at [`LOCAL_RULE_PRIORITY`]
+/// ([`move_local_rule`]), then `<range> dev wg0` if wg0 exists and is up,
+/// and `<pod range> dev cni0` if cni0 exists and is up. Until then the fallbacks answer: no
+/// moment sends cluster traffic elsewhere. Returns the link routes it installed.
+pub fn reconcile_routes(
+    rt: &mut Rtnl,
+    ranges: &[Cidr],
+    pod_range: Option<&Cidr>,
+) -> Result<Vec<String>, NetError> {
+    let exists_ok = |r: Result<(), NlError>| ignore_errno(r, libc::EEXIST);
+    let underlay = INSTALLED_UNDERLAY.lock().ok().and_then(|u| u.clone());
+    for r in ranges {
+        if let Some(u) = &underlay {
+            exists_ok(rt.add_rule(rtnl::iif_unreachable_rule_message(
+                r,
+                u,
+                UNDERLAY_RULE_PRIORITY,
+            )))
+            .ctx(|| format!("rule: iif {u} to {r} unreachable"))?;
+        }
+        rt.replace_route(rtnl::unreachable_route_message(r, WG_TABLE, u32::MAX))
+            .ctx(|| format!("unreachable route for {r} in table {WG_TABLE}"))?;
+        exists_ok(rt.add_rule(rtnl::rule_message(r, Some(WG_TABLE), RULE_PRIORITY)))
+            .ctx(|| format!("rule: to {r} lookup {WG_TABLE}"))?;
+        exists_ok(rt.add_rule(rtnl::rule_message(r, None, RULE_PRIORITY + 1)))
+            .ctx(|| format!("rule: to {r} unreachable"))?;
+    }
+    move_local_rule(rt, ranges)?;
+    if let Some(p) = pod_range {
+        rt.replace_route(rtnl::unreachable_route_message(p, WG_TABLE, u32::MAX))
+            .ctx(|| format!("unreachable route for {p} in table {WG_TABLE}"))?;
+    }
+    let mut done = Vec::new();
+    let links = rt.links().ctx(|| "listing interfaces".into())?;
+    let up = |name: &str| links.iter().find(|l| l.name == name && l.up);
+    if let Some(wg0) = up(WG_IFNAME) {
+        for r in ranges {
+            rt.replace_route(rtnl::device_route_message(r, wg0.index, WG_TABLE, 0))
+                .ctx(|| format!("route {r} dev {WG_IFNAME} table {WG_TABLE}"))?;
+            done.push(format!("{r} dev {WG_IFNAME}"));
+        }
+    }
+    if let (Some(p), Some(br)) = (pod_range, up(POD_BRIDGE)) {
+        rt.replace_route(rtnl::device_route_message(p, br.index, WG_TABLE, 0))
+            .ctx(|| format!("route {p} dev {POD_BRIDGE} table {WG_TABLE}"))?;
+        done.push(format!("{p} dev {POD_BRIDGE}"));
+    }
+    Ok(done)
 }
 
 /// wg0's link and a WireGuard netlink socket (wg0 must exist).
@@ -489,4 +749,53 @@ pub fn status() -> Result<Vec<String>, NetError> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pod_gateway_is_the_first_host() {
+        assert_eq!(pod_gateway(&c("10.32.1.0/24")), c("10.32.1.1/24"));
+        assert_eq!(pod_gateway(&c("10.32.0.0/16")), c("10.32.0.1/16"));
+        assert_eq!(pod_gateway(&c("10.32.255.252/30")), c("10.32.255.253/30"));
+    }
+
+    #[test]
+    fn pod_range_checks() {
+        let cluster = [c("10.244.0.0/16"), c("10.32.0.0/16")];
+        let overlay: IpAddr = "10.244.0.3".parse().unwrap();
+        check_pod_range(&c("10.32.1.0/24"), &cluster, overlay).unwrap();
+        check_pod_range(&c("10.32.0.0/16"), &cluster, overlay).unwrap();
+        let cases = [
+            (
+                "10.33.1.0/24",
+                "is not inside a cluster range (10.244.0.0/16, 10.32.0.0/16)",
+            ),
+            // Straddles the cluster range's edge: not covered.
+            ("10.32.0.0/15", "is not inside a cluster range"),
+            (
+                "10.32.1.1/24",
+                "has host bits set (the network is 10.32.1.0/24)",
+            ),
+            ("10.32.1.4/31", "narrower than /30"),
+            (
+                "10.244.0.0/24",
+                "holds this node's overlay address 10.244.0.3",
+            ),
+            ("fd00:10::/64", "only IPv4"),
+        ];
+        for (range, why) in cases {
+            let e = check_pod_range(&c(range), &cluster, overlay)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("pod range {range}: ")), "{e}");
+            assert!(e.contains(why), "{range}: {e}");
+        }
+    }
 }

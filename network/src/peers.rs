@@ -16,6 +16,9 @@ pub struct LocalNode {
     /// The underlay address other nodes reach this node at.
     pub underlay: IpAddr,
     pub listen_port: u16,
+    /// This node's own pod range (its CNI bridge `cni0`), if the peer source gave it one: no
+    /// peer may claim any of it.
+    pub pod_range: Option<Cidr>,
 }
 
 /// One WireGuard peer.
@@ -55,11 +58,19 @@ pub trait PeerSource {
     }
     /// The peers of this node; fails (the node stops) if they cannot be had in time.
     fn peers(&mut self, me: &LocalNode, log: &dyn Fn(&str)) -> Result<Vec<Peer>, PeerError>;
+    /// This node's own pod range (`10.32.1.0/24`), asked once after [`PeerSource::assign`]:
+    /// served by the local bridge `cni0`, never routed into wg0. `None`: the node runs no pods
+    /// (no bridge, no forwarding).
+    fn pod_range(&self) -> Result<Option<Cidr>, PeerError> {
+        Ok(None)
+    }
 }
 
 /// Checks every peer before it reaches the kernel: a real key, not this node's own, no key
-/// twice, endpoints outside the cluster ranges (no loop through wg0), allowed IPs inside the cluster ranges, not this node's overlay address, and no two
-/// peers claiming overlapping ranges (the kernel would silently move the range to the last).
+/// twice, endpoints outside the cluster ranges (no loop through wg0), allowed IPs inside the
+/// cluster ranges, not this node's overlay address, not overlapping this node's own pod range
+/// (a peer could otherwise receive, and send as, this node's pods), and no two peers claiming
+/// overlapping ranges (the kernel would silently move the range to the last).
 pub fn validate(peers: &[Peer], me: &LocalNode, cluster: &[Cidr]) -> Result<(), PeerError> {
     let bad = |p: &Peer, reason: String| PeerError::Invalid {
         peer: p.name.clone(),
@@ -96,6 +107,12 @@ pub fn validate(peers: &[Peer], me: &LocalNode, cluster: &[Cidr]) -> Result<(), 
                     format!("allowed IP {a} covers this node's {}", me.overlay),
                 ));
             }
+            if let Some(own) = me.pod_range.filter(|own| own.overlaps(a)) {
+                return Err(bad(
+                    p,
+                    format!("allowed IP {a} overlaps this node's pod range {own}"),
+                ));
+            }
         }
         for q in &peers[..i] {
             if q.public_key == p.public_key {
@@ -121,6 +138,7 @@ mod tests {
             overlay: "10.244.0.1".parse().unwrap(),
             underlay: "192.0.2.1".parse().unwrap(),
             listen_port: 51820,
+            pod_range: None,
         }
     }
 
@@ -170,5 +188,54 @@ mod tests {
             let e = validate(&peers, &me(), &cluster).unwrap_err().to_string();
             assert!(e.contains(why), "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn own_pod_range_is_never_a_peers() {
+        let cluster = [
+            "10.244.0.0/16".parse().unwrap(),
+            "10.32.0.0/16".parse().unwrap(),
+        ];
+        let with_range = LocalNode {
+            pod_range: Some("10.32.1.0/24".parse().unwrap()),
+            ..me()
+        };
+        let with_pods = |key: u8, overlay: &str, pods: &str| Peer {
+            allowed_ips: vec![overlay.parse().unwrap(), pods.parse().unwrap()],
+            ..peer(key, overlay)
+        };
+        // Another node's range next to ours is fine.
+        validate(
+            &[with_pods(2, "10.244.0.2/32", "10.32.2.0/24")],
+            &with_range,
+            &cluster,
+        )
+        .unwrap();
+        // The same range, a part of it, or a range covering it: refused, naming ours.
+        for pods in [
+            "10.32.1.0/24",
+            "10.32.1.128/25",
+            "10.32.1.7/32",
+            "10.32.0.0/23",
+        ] {
+            let e = validate(
+                &[with_pods(2, "10.244.0.2/32", pods)],
+                &with_range,
+                &cluster,
+            )
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                format!("peer p2: allowed IP {pods} overlaps this node's pod range 10.32.1.0/24")
+            );
+        }
+        // Without a pod range of its own the node accepts the same peer.
+        validate(
+            &[with_pods(2, "10.244.0.2/32", "10.32.1.0/24")],
+            &me(),
+            &cluster,
+        )
+        .unwrap();
     }
 }

@@ -16,6 +16,8 @@ use std::net::IpAddr;
 
 /// The main routing table.
 pub const TABLE_MAIN: u32 = 254;
+/// The local table (the node's own addresses: what is delivered to the node itself).
+pub const TABLE_LOCAL: u32 = 255;
 
 fn family(ip: &IpAddr) -> AddressFamily {
     match ip {
@@ -79,6 +81,16 @@ pub fn new_wireguard_message(name: &str) -> LinkMessage {
     m.attributes = vec![
         LinkAttribute::IfName(name.to_string()),
         LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Wireguard)]),
+    ];
+    m
+}
+
+/// Create a bridge named `name` (the node's pod bridge).
+pub fn new_bridge_message(name: &str) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes = vec![
+        LinkAttribute::IfName(name.to_string()),
+        LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
     ];
     m
 }
@@ -207,6 +219,37 @@ pub fn rule_message(dst: &Cidr, table: Option<u32>, priority: u32) -> RuleMessag
     m
 }
 
+/// `iif <iif> to dst unreachable` at `priority`: a packet that arrived on `iif` (the underlay)
+/// for a cluster destination is not forwarded anywhere (locally generated packets have iif
+/// `lo` and do not match; reverse-path lookups neither).
+pub fn iif_unreachable_rule_message(dst: &Cidr, iif: &str, priority: u32) -> RuleMessage {
+    let mut m = rule_message(dst, None, priority);
+    m.attributes.push(RuleAttribute::Iifname(iif.to_string()));
+    m
+}
+
+/// `lookup local` (table 255: the node's own addresses, broadcast) at `priority` for IPv4
+/// (`ipv6: false`) or IPv6. `ours: true` marks it `proto static` (the rule nacre adds);
+/// `ours: false` leaves the protocol out, so a delete matches the kernel's own rule (`proto
+/// kernel`). The priority is always given: with it the kernel deletes only that priority.
+pub fn local_rule_message(ipv6: bool, priority: u32, ours: bool) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = if ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    m.header.action = RuleAction::ToTable;
+    m.header.table = TABLE_LOCAL as u8;
+    m.attributes.push(RuleAttribute::Table(TABLE_LOCAL));
+    m.attributes.push(RuleAttribute::Priority(priority));
+    if ours {
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Static));
+    }
+    m
+}
+
 /// A NETLINK_ROUTE socket with the few operations the init needs.
 pub struct Rtnl(Netlink);
 
@@ -244,6 +287,13 @@ impl Rtnl {
     pub fn create_wireguard(&mut self, name: &str) -> Result<(), NlError> {
         self.ack(
             RouteNetlinkMessage::NewLink(new_wireguard_message(name)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    pub fn create_bridge(&mut self, name: &str) -> Result<(), NlError> {
+        self.ack(
+            RouteNetlinkMessage::NewLink(new_bridge_message(name)),
             NLM_F_CREATE | NLM_F_EXCL,
         )
     }
@@ -294,6 +344,10 @@ impl Rtnl {
 
     pub fn add_rule(&mut self, m: RuleMessage) -> Result<(), NlError> {
         self.ack(RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn del_rule(&mut self, m: RuleMessage) -> Result<(), NlError> {
+        self.ack(RouteNetlinkMessage::DelRule(m), 0)
     }
 }
 
@@ -419,6 +473,42 @@ mod tests {
         to.emit(&mut buf);
         assert_eq!(RuleMessage::parse(&buf[..]).unwrap(), to);
 
+        let underlay = iif_unreachable_rule_message(&c("10.32.0.0/16"), "eth0", 99);
+        assert_eq!(underlay.header.action, RuleAction::Unreachable);
+        assert_eq!(underlay.header.dst_len, 16);
+        assert!(underlay
+            .attributes
+            .contains(&RuleAttribute::Iifname("eth0".into())));
+        assert!(underlay
+            .attributes
+            .contains(&RuleAttribute::Destination("10.32.0.0".parse().unwrap())));
+        assert!(underlay.attributes.contains(&RuleAttribute::Priority(99)));
+        let mut buf = vec![0u8; underlay.buffer_len()];
+        underlay.emit(&mut buf);
+        assert_eq!(RuleMessage::parse(&buf[..]).unwrap(), underlay);
+
+        let local = local_rule_message(false, 99, true);
+        assert_eq!(local.header.action, RuleAction::ToTable);
+        assert_eq!(local.header.family, AddressFamily::Inet);
+        assert_eq!(local.header.table, 255);
+        assert!(local.attributes.contains(&RuleAttribute::Table(255)));
+        assert!(local.attributes.contains(&RuleAttribute::Priority(99)));
+        assert!(local
+            .attributes
+            .contains(&RuleAttribute::Protocol(RouteProtocol::Static)));
+        let mut buf = vec![0u8; local.buffer_len()];
+        local.emit(&mut buf);
+        assert_eq!(RuleMessage::parse(&buf[..]).unwrap(), local);
+        // The kernel's rule (proto kernel) is matched only without a protocol; priority 0
+        // is sent explicitly (without it the kernel would take the first `lookup local`).
+        let kernels = local_rule_message(true, 0, false);
+        assert_eq!(kernels.header.family, AddressFamily::Inet6);
+        assert!(kernels.attributes.contains(&RuleAttribute::Priority(0)));
+        assert!(!kernels
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RuleAttribute::Protocol(_))));
+
         let drop = rule_message(&c("fd00:10::/64"), None, 101);
         assert_eq!(drop.header.action, RuleAction::Unreachable);
         assert_eq!(drop.header.family, AddressFamily::Inet6);
@@ -442,6 +532,15 @@ mod tests {
             .any(|x| matches!(x, AddressAttribute::Flags(_))));
         let up = link_up_message(2);
         assert_eq!(up.header.change_mask, LinkFlags::Up);
+        let br = new_bridge_message("cni0");
+        assert!(br
+            .attributes
+            .contains(&LinkAttribute::IfName("cni0".into())));
+        assert!(br
+            .attributes
+            .contains(&LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge
+            )])));
         let wg = new_wireguard_message("wg0");
         assert!(wg.attributes.contains(&LinkAttribute::IfName("wg0".into())));
         let l = Link {

@@ -7,7 +7,7 @@
 # Usage: finish-image.sh OUTDIR --variant NAME [--vars FD | --sb-keys DIR] [--version V]
 #                        [--key KEY.pem | --signer-command CMD --public-key PUB.pem]
 #                        [--formats "qcow2 vhd gcp raw" | --no-formats] [--measure BIN]
-#                        [--ovmf DIR] [--cloud-firmware FILE]
+#                        [--ovmf DIR] [--cloud-firmware FILE] [--snp-measurement HEX ...]
 #   OUTDIR/measurements-PHASE.json  nacre-measure golden --variant NAME --phase PHASE (+ .sig when
 #              signed), one per phase a verifier checks: `sysinit` (a node joins and gets its
 #              disk key there: the key service hands out nothing at any other phase) and `ready`
@@ -25,12 +25,16 @@
 #              (EC2's OVMF, VMM type ec2) and gcp-sev-snp (GCE's, VMM type gce) record its SNP
 #              launch measurements, gcp-tdx its MRTD; azure-* have none to record (the launch
 #              measurement is Azure's paravisor's, docs/cvm.md)
+#   --snp-measurement HEX  azure-* (azure-sev-snp): pin an observed launch measurement of
+#              Azure's paravisor (the SNP report's MEASUREMENT, 96 hex digits) in the manifests
+#              (nacre-measure golden --snp-measurement); repeatable. azure-sev-snp nodes pair
+#              only with a manifest holding their measurement. Default: none.
 set -euo pipefail
 help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "finish-image: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="" variant="" sb=() version=${NACRE_VERSION:-dev} key="" signer="" pub="" formats=default measure=""
-ovmf="" cloud_fw="" phases="sysinit ready"
+ovmf="" cloud_fw="" phases="sysinit ready" snp_pinned=()
 while (($#)); do
   case "$1" in
     --variant) variant="${2:?}"; shift 2 ;;
@@ -45,6 +49,7 @@ while (($#)); do
     --measure) measure="${2:?}"; shift 2 ;;
     --ovmf) ovmf="${2:?}"; shift 2 ;;
     --cloud-firmware) cloud_fw="${2:?}"; shift 2 ;;
+    --snp-measurement) snp_pinned+=(--snp-measurement "${2:?}"); shift 2 ;;
     --phases) phases="${2:?}"; shift 2 ;;
     -h|--help) help; exit 0 ;;
     -*) echo "finish-image: unknown option $1" >&2; help >&2; exit 2 ;;
@@ -78,17 +83,37 @@ case "$variant" in
   gcp-tdx) [[ -z "$cloud_fw" ]] || { need "$cloud_fw" "GCE's TDVF"; cvm=(--tdx-ovmf "$cloud_fw"); } ;;
   *) [[ -z "$cloud_fw" ]] || die "$variant: no launch values to compute from a firmware (docs/cvm.md)" ;;
 esac
+# Observed launch measurements (Azure's paravisor's: no firmware file predicts them).
+if ((${#snp_pinned[@]})); then
+  case "$variant" in
+    azure-*) cvm+=("${snp_pinned[@]}") ;;
+    *) die "$variant: --snp-measurement is for azure-* variants (others compute theirs from a firmware)" ;;
+  esac
+fi
 rm -f "$out"/measurements*.json "$out"/measurements*.json.sig
+sign() {
+  if [[ -n "$key" ]]; then
+    "$measure" sign "$1" --key "$key"
+  elif [[ -n "$signer" ]]; then
+    "$measure" sign "$1" --signer-command "$signer" ${pub:+--public-key "$pub"}
+  fi
+}
 for phase in $phases; do
   m=$out/measurements-$phase.json
   "$measure" golden "$out/disk.img" "${sb[@]}" --phase "$phase" --version "$version" \
     --variant "$variant" "${warn[@]}" "${cvm[@]}" --out "$m"
-  if [[ -n "$key" ]]; then
-    "$measure" sign "$m" --key "$key"
-  elif [[ -n "$signer" ]]; then
-    "$measure" sign "$m" --signer-command "$signer" ${pub:+--public-key "$pub"}
-  fi
+  sign "$m"
   echo "finish-image: $m (variant $variant, version $version, phase $phase$([[ -f $m.sig ]] && echo ', signed'))" >&2
+  # AWS: the NitroTPM attestation document carries the sha384 bank; its golden values are a
+  # second manifest of the same release (nacre_attestation::nitro), passed to serve with it.
+  case "$variant" in aws-*)
+    m384=$out/measurements-$phase-sha384.json
+    "$measure" golden "$out/disk.img" "${sb[@]}" --phase "$phase" --version "$version" \
+      --variant "$variant" --bank sha384 "${warn[@]}" "${cvm[@]}" --out "$m384"
+    sign "$m384"
+    echo "finish-image: $m384 (the NitroTPM document's sha384 bank$([[ -f $m384.sig ]] && echo ', signed'))" >&2
+    ;;
+  esac
 done
 if [[ $formats == default ]]; then
   case "$variant" in

@@ -6,8 +6,8 @@
 #   2. the package lock: a's Debian package versions, written as a lock, are b's too; a lock with
 #      one version changed is refused, naming the package (nacre-image lock check);
 #   3. the cut-down root of the RELEASE image: exactly the node's programs (nacre-init,
-#      containerd and its runc shim, runc, four CNI plugins, mke2fs for the state disk), no shell,
-#      no busybox, no ctr, no test payload; its size and count are printed
+#      containerd and its runc shim, runc, four CNI plugins, mke2fs for the state disk, ctr as the
+#      pause image's importer), no shell, no busybox, no test payload; its size and count are printed
 #      (OUTDIR/a/root-report.json);
 #   4. one more package (jq, not on the allowlist): the image stays byte-identical (nothing outside
 #      the allowlist reaches the root) and the lock check names it;
@@ -81,8 +81,8 @@ python3 - "$out/a/root-report.json" <<'PY' || die "the root holds other executab
 import json, sys
 r = json.load(open(sys.argv[1]))
 want = sorted(["/usr/lib/nacre/nacre-init", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
-               "/usr/sbin/runc", "/usr/sbin/mke2fs"] + [f"/usr/lib/cni/{p}" for p in ("bridge", "host-local", "loopback", "portmap")]
-              )  # the release image: no shell, no busybox, no ctr, no test payload
+               "/usr/sbin/runc", "/usr/sbin/mke2fs", "/usr/bin/ctr"] + [f"/usr/lib/cni/{p}" for p in ("bridge", "host-local", "loopback", "portmap")]
+              )  # the release image: no shell, no busybox, no test payload (ctr: the pause import)
 print(f"   release root: {r['bytes'] / 1048576:.1f} MiB, {r['files']} files, {len(r['executables'])} executables, "
       f"{len(r['libraries'])} shared libraries", file=sys.stderr)
 assert r["executables"] == want, r["executables"]

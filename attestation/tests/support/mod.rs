@@ -50,8 +50,9 @@ pub fn swtpm() -> Swtpm {
 }
 
 /// A swtpm manufactured like a real TPM: an EK certificate issued by swtpm's local CA whose
-/// state lives in `ca` (created on first use, shared by every TPM of a test), and an ECC EK
-/// that may sign (`--allow-signing`) so it can certify the AK.
+/// state lives in `ca` (created on first use, shared by every TPM of a test), and the TCG
+/// default decrypt-only ECC EK, or with `allow_signing` the old scheme's signing EK
+/// (`--allow-signing`, for the tests that show it is refused).
 pub fn swtpm_with_ek(ca: &std::path::Path, allow_signing: bool) -> Swtpm {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(ca).unwrap();
@@ -281,10 +282,103 @@ pub fn manifest_signed_by(
         tdx: None,
     };
     tweak(&mut m);
+    signed(&m, signer)
+}
+
+/// `m` as published: its JSON and `signer`'s signature over it.
+pub fn signed(m: &Manifest, signer: &PemSigner) -> SignedManifest {
     let json = m.to_json();
     let sig = sign_blob(signer, &json).unwrap();
     SignedManifest {
         json,
         signature_b64: sig.into_bytes(),
     }
+}
+
+/// Writes `data` to a new owner-readable, owner-writable NV index (512-byte chunks), as a
+/// cloud's vTPM holds its reports, templates and certificates.
+pub fn write_nv(ctx: &mut tss_esapi::Context, index: u32, data: &[u8]) {
+    use tss_esapi::attributes::NvIndexAttributesBuilder;
+    use tss_esapi::handles::NvIndexTpmHandle;
+    use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+    use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
+    use tss_esapi::structures::{MaxNvBuffer, NvPublicBuilder};
+    let nv_public = NvPublicBuilder::new()
+        .with_nv_index(NvIndexTpmHandle::new(index).unwrap())
+        .with_index_name_algorithm(HashingAlgorithm::Sha256)
+        .with_index_attributes(
+            NvIndexAttributesBuilder::new()
+                .with_owner_write(true)
+                .with_owner_read(true)
+                .build()
+                .unwrap(),
+        )
+        .with_data_area_size(data.len())
+        .build()
+        .unwrap();
+    let handle = ctx
+        .execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, nv_public))
+        .unwrap();
+    for (i, chunk) in data.chunks(512).enumerate() {
+        let buf = MaxNvBuffer::try_from(chunk.to_vec()).unwrap();
+        ctx.execute_with_nullauth_session(|c| {
+            c.nv_write(NvAuth::Owner, handle, buf, (i * 512) as u16)
+        })
+        .unwrap();
+    }
+}
+
+// ---- SEV-SNP: the chain made in the tests (tests/fixtures/snp/test-made, NOT AMD's keys). ----
+
+/// A file of attestation/tests/fixtures/snp.
+pub fn snp_file(name: &str) -> Vec<u8> {
+    let p = format!(
+        "{}/../attestation/tests/fixtures/snp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// AMD roots holding only the test-made Milan ARK, ASK and ASVK.
+pub fn test_made_roots() -> nacre_attestation::snp::AmdRoots {
+    use nacre_attestation::snp::{AmdRoots, Generation};
+    let mut r = AmdRoots::empty();
+    r.set(
+        Generation::Milan,
+        &snp_file("test-made/test-made-ark.pem"),
+        &snp_file("test-made/test-made-ask.pem"),
+        Some(&snp_file("test-made/test-made-asvk.pem")),
+    )
+    .unwrap();
+    r
+}
+
+/// `r` (an attestation report) signed again by the test-made VCEK: ECDSA P-384 over its first
+/// 0x2A0 bytes, r and s little-endian in the signature field at 0x2A0.
+pub fn signed_by_test_vcek(mut r: Vec<u8>) -> Vec<u8> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P384_SHA384_FIXED_SIGNING,
+        &snp_file("test-made/test-made-vcek.pk8"),
+        &rng,
+    )
+    .unwrap();
+    let sig = key.sign(&rng, &r[..0x2A0]).unwrap();
+    let sig = sig.as_ref();
+    r[0x2A0..0x4A0].fill(0);
+    for (i, c) in [&sig[..48], &sig[48..]].into_iter().enumerate() {
+        for (j, b) in c.iter().rev().enumerate() {
+            r[0x2A0 + i * 72 + j] = *b;
+        }
+    }
+    r
+}
+
+/// milan-v3-report.bin with REPORT_DATA set to `data`, re-signed by the test-made VCEK (whose
+/// hwID and TCB are that report's chip id and REPORTED_TCB).
+pub fn test_signed_report(data: [u8; 64]) -> Vec<u8> {
+    let mut r = snp_file("milan-v3-report.bin");
+    r[0x50..0x90].copy_from_slice(&data);
+    signed_by_test_vcek(r)
 }

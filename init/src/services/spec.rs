@@ -20,8 +20,14 @@
 //! name = "kubelet"
 //! command = "/usr/bin/kubelet"
 //! after = ["containerd"]
+//! args_file = "/run/nacre/kubernetes/kubelet.args"   # more arguments, read at each start
 //! on_exit = "nothing"           # or "poweroff" | "reboot": when it ends and is not restarted
 //! ```
+//!
+//! `args_file`: arguments appended after `args`, read when the service is started (each
+//! restart too): one argument a line, taken literally (no shell parsing, no quoting; leading
+//! and trailing whitespace trimmed), empty lines ignored. A missing, unreadable, non-UTF-8 or
+//! oversized ([`MAX_ARGS_FILE`]) file fails that start, naming the file.
 //!
 //! For the early boot tests, `[payload] command = "..."` is still accepted: it is a last service
 //! `payload` run with `/bin/sh -c`, never restarted, whose exit powers the node off.
@@ -39,6 +45,10 @@ pub enum Ready {
     Socket(PathBuf),
     /// A file that exists.
     File(PathBuf),
+    /// A one-shot task (`ready = "exited"`): ready once it has exited with status 0, and never
+    /// restarted after that; a failure is restarted as `restart` says, and one that never
+    /// succeeds within `ready_timeout_s` stops the node like any service not ready at boot.
+    Exited,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -67,6 +77,9 @@ pub struct ServiceSpec {
     pub command: PathBuf,
     #[serde(default)]
     pub args: Vec<String>,
+    /// More arguments, one a line, read at each start ([`read_args_file`]).
+    #[serde(default)]
+    pub args_file: Option<PathBuf>,
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
     #[serde(default)]
@@ -152,6 +165,7 @@ pub fn from_config(cfg: &toml::Table) -> Result<Vec<ServiceSpec>, SpecError> {
             name: "payload".into(),
             command: "/bin/sh".into(),
             args: vec!["-c".into(), p.command],
+            args_file: None,
             environment: BTreeMap::new(),
             after: specs.iter().map(|s| s.name.clone()).collect(),
             ready: None,
@@ -201,6 +215,14 @@ fn validate(s: &ServiceSpec) -> Result<(), SpecError> {
             return Err(bad(format!("environment variable {k:?} is malformed")));
         }
     }
+    if let Some(p) = &s.args_file {
+        if !p.is_absolute() {
+            return Err(bad(format!(
+                "args_file {} is not an absolute path",
+                p.display()
+            )));
+        }
+    }
     match &s.ready {
         Some(Ready::Socket(p)) | Some(Ready::File(p)) if !p.is_absolute() => {
             return Err(bad(format!(
@@ -230,6 +252,33 @@ fn validate(s: &ServiceSpec) -> Result<(), SpecError> {
         ));
     }
     Ok(())
+}
+
+/// The largest `args_file` read.
+pub const MAX_ARGS_FILE: u64 = 64 * 1024;
+
+/// A service's `args_file`: one argument a line, trimmed, empty lines skipped.
+pub fn read_args_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let what = |e: &dyn std::fmt::Display| format!("args_file {}: {e}", path.display());
+    let f = std::fs::File::open(path).map_err(|e| what(&e))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_ARGS_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| what(&e))?;
+    if bytes.len() as u64 > MAX_ARGS_FILE {
+        return Err(what(&format!("larger than {MAX_ARGS_FILE} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| what(&format!("not UTF-8 ({e})")))?;
+    if text.contains('\0') {
+        return Err(what(&"a NUL byte"));
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Dependencies first; among services free to start, the configuration's order.
@@ -347,6 +396,16 @@ ready = { file = "/run/logger.ready" }
         assert_eq!(s[1].on_exit, OnExit::Poweroff);
         assert_eq!(s[2].ready, Some(Ready::File("/run/logger.ready".into())));
         assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_one_shot_is_ready_when_it_has_exited() {
+        let s = parse(
+            "[[service]]\nname = \"import\"\ncommand = \"/usr/bin/ctr\"\nready = \"exited\"\nrestart = \"on-failure\"\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].ready, Some(Ready::Exited));
+        assert!(parse("[[service]]\nname = \"x\"\ncommand = \"/x\"\nready = \"exit\"\n").is_err());
     }
 
     #[test]
@@ -556,6 +615,57 @@ restart = "never"
         // [payload] is never restarted.
         let p = parse("[payload]\ncommand = \"x\"\n").unwrap();
         assert_eq!(p[0].crash_loop_limit(), None);
+    }
+
+    #[test]
+    fn args_file_is_read_literally_one_argument_a_line() {
+        let s = parse("[[service]]\nname = \"k\"\ncommand = \"/k\"\nargs_file = \"/run/k.args\"\n")
+            .unwrap();
+        assert_eq!(s[0].args_file, Some(PathBuf::from("/run/k.args")));
+        assert_eq!(
+            parse("[[service]]\nname = \"k\"\ncommand = \"/k\"\n").unwrap()[0].args_file,
+            None
+        );
+        let e = parse("[[service]]\nname = \"k\"\ncommand = \"/k\"\nargs_file = \"k.args\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("args_file k.args is not an absolute path"),
+            "{e}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("nacre-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.args");
+        std::fs::write(
+            &f,
+            "--node-ip=10.244.0.2\n\n  --config=/x y  \r\n'--quoted'\n$HOME\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_args_file(&f).unwrap(),
+            [
+                "--node-ip=10.244.0.2",
+                "--config=/x y",
+                "'--quoted'",
+                "$HOME"
+            ]
+        );
+        std::fs::write(&f, "").unwrap();
+        assert!(read_args_file(&f).unwrap().is_empty());
+        std::fs::write(&f, vec![b'a'; MAX_ARGS_FILE as usize + 1]).unwrap();
+        let e = read_args_file(&f).unwrap_err();
+        assert!(e.contains("a.args") && e.contains("larger than"), "{e}");
+        std::fs::write(&f, b"--a\n\xff\n").unwrap();
+        assert!(read_args_file(&f).unwrap_err().contains("UTF-8"));
+        std::fs::write(&f, b"--a\0b\n").unwrap();
+        assert!(read_args_file(&f).unwrap_err().contains("NUL"));
+        let e = read_args_file(&dir.join("missing.args")).unwrap_err();
+        assert!(
+            e.contains("missing.args") && e.contains("No such file"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -295,6 +295,15 @@ impl Supervisor {
         };
         let ran = now.saturating_duration_since(started);
         let failed = !matches!(status, WaitStatus::Exited(_, 0));
+        // A one-shot task that succeeded is complete: ready, never restarted.
+        if !failed && svc.spec.ready == Some(Ready::Exited) {
+            info!(
+                "{name} completed ({how} after {:.3} s): ready",
+                ran.as_secs_f64()
+            );
+            self.ended(i, &how, None);
+            return;
+        }
         let restart = match svc.spec.restart {
             Restart::Always => true,
             Restart::OnFailure => failed,
@@ -694,6 +703,8 @@ fn is_ready(ready: Option<&Ready>) -> bool {
         None => true,
         Some(Ready::Socket(p)) => std::os::unix::net::UnixStream::connect(p).is_ok(),
         Some(Ready::File(p)) => p.exists(),
+        // Only the exit says so (Supervisor::exited).
+        Some(Ready::Exited) => false,
     }
 }
 
@@ -702,6 +713,7 @@ fn ready_what(ready: Option<&Ready>) -> String {
         None => "started".into(),
         Some(Ready::Socket(p)) => format!("socket {} accepting connections", p.display()),
         Some(Ready::File(p)) => format!("file {} existing", p.display()),
+        Some(Ready::Exited) => "exited with status 0".into(),
     }
 }
 
@@ -720,11 +732,17 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// pipe's read end (non-blocking).
 fn start_process(spec: &ServiceSpec) -> Result<(Pid, OwnedFd), String> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // `args_file`, read at each start: a missing or bad file fails this start.
+    let extra = match &spec.args_file {
+        Some(p) => super::spec::read_args_file(p)?,
+        None => Vec::new(),
+    };
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("pipe: {e}"))?;
     let w2 = w.try_clone().map_err(|e| format!("pipe: {e}"))?;
     let mut cmd = std::process::Command::new(&spec.command);
     cmd.args(&spec.args)
+        .args(&extra)
         .env_clear()
         .env("PATH", DEFAULT_PATH)
         .envs(&spec.environment)
@@ -803,6 +821,41 @@ mod tests {
         assert!(!s.may_restart(at(700), "exited with status 3"));
         // Much later (a give-up is final in the supervisor, but the count itself slides).
         assert!(s.may_restart(at(61_000), "exited with status 3"));
+    }
+
+    #[test]
+    fn args_file_arguments_follow_args_and_a_missing_file_fails_the_start() {
+        let dir = std::env::temp_dir().join(format!("nacre-sup-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("echo.args");
+        std::fs::write(&file, "b c\n\n  --d=$HOME\n").unwrap();
+        let s = service(&format!(
+            "[[service]]\nname = \"e\"\ncommand = \"/bin/sh\"\nargs = ['-c', 'printf \"[%s]\" \"$@\"', 'zero', 'a']\nargs_file = \"{}\"\n",
+            file.display()
+        ));
+        let (pid, fd) = start_process(&s.spec).unwrap();
+        let mut out = Vec::new();
+        let mut f = std::fs::File::from(fd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut buf = [0u8; 256];
+            match std::io::Read::read(&mut f, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no EOF from the service");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        nix::sys::wait::waitpid(pid, None).unwrap();
+        // One argument a line, literal: "b c" is one argument, $HOME is not expanded.
+        assert_eq!(String::from_utf8(out).unwrap(), "[a][b c][--d=$HOME]");
+        std::fs::remove_file(&file).unwrap();
+        let e = start_process(&s.spec).unwrap_err();
+        assert!(e.contains("echo.args"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

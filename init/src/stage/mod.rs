@@ -156,9 +156,9 @@ pub fn stage2() -> ! {
     fail::set_policy(params.on_failure);
     let tpm = step("open the TPM", crate::tpm::Tpm::open);
     let mut measurer = step("open the runtime log", || Measurer::new(tpm));
-    step("measure sysinit", || measurer.phase(Phase::Sysinit));
-    // In a TDX guest the cluster id goes into RTMR[3] too: without the kernel's RTMR extend
-    // interface the node stops here, before it asks the key service for anything.
+    // In a TDX guest stage 2's phases and the cluster events go into RTMR[3] too (from
+    // `sysinit` on): without the kernel's RTMR extend interface the node stops here, before it
+    // measures anything of stage 2 or asks the key service for anything.
     let tee = step("detect the platform", || platform::Probe::read().tee());
     if tee == Some(platform::Tee::Tdx) {
         let rtmr = step("open the TDX RTMR extend interface", || {
@@ -166,6 +166,7 @@ pub fn stage2() -> ! {
         });
         measurer.set_rtmr(rtmr);
     }
+    step("measure sysinit", || measurer.phase(Phase::Sysinit));
     let mut cfg = step("read the configuration", crate::config::read);
     // A release image's cluster configuration, from outside the image: read, parsed strictly
     // and measured into PCR 15 (and RTMR[3] on TDX) before anything acts on it. A cloud's
@@ -241,6 +242,11 @@ pub fn stage2() -> ! {
             measurer.event(RuntimeEvent::ClusterId(id))
         });
         step("write kubelet's join data", || write_kubelet_join(&joined));
+        // The CNI network and kubelet's configuration from the join (crate::kube), before any
+        // service starts.
+        step("write the node's CNI and kubelet configuration", || {
+            crate::kube::write(Path::new("/"), &joined, &|l| info!("{l}"))
+        });
         if let Some((me, wgcfg)) = wg {
             if let Some(r) = ks.refresher(me, wgcfg) {
                 r.spawn();
@@ -281,6 +287,14 @@ fn bring_up_network(
     if let Some(b) = s.lease.clone() {
         nacre_network::lease::spawn_keeper(b, |l: &str| info!("network: {l}"))
             .map_err(|e| format!("starting the DHCP lease keeper: {e}"))?;
+    }
+    // wg0's and cni0's routes put back whenever the kernel drops them (a link down/up, cni0
+    // recreated by the CNI plugin); the fail-closed rules stay in place meanwhile.
+    if let Some(w) = &s.wireguard {
+        nacre_network::watch::spawn(w.cluster_ranges.clone(), w.pod_range, |l: &str| {
+            info!("network: {l}")
+        })
+        .map_err(|e| format!("starting the route watcher: {e}"))?;
     }
     match &s.wireguard {
         Some(w) => info!(

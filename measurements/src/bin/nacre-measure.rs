@@ -17,6 +17,9 @@ use nacre_measure::{authenticode, pcrsig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// `golden`'s lifetime when neither --not-after nor --lifetime-days (nor --no-expiry) is given.
+const DEFAULT_LIFETIME_DAYS: u64 = 180;
+
 #[derive(Parser)]
 #[command(
     name = "nacre-measure",
@@ -104,6 +107,13 @@ enum Cmd {
         /// covers the UKI too. Absent: UEFI boot of the UKI from the disk (firmware only).
         #[arg(long)]
         snp_direct_boot: Option<String>,
+        /// SEV-SNP variants: pin an observed launch measurement (the attestation report's
+        /// MEASUREMENT, 48 bytes as 96 hex digits), e.g. Azure's paravisor's, which no firmware
+        /// file predicts (azure-sev-snp). Repeatable; recorded as an `snp` value with vcpus 0,
+        /// vcpu_type "observed", no firmware digest and vmm "azure" for azure-* variants
+        /// (--snp-vmm otherwise).
+        #[arg(long = "snp-measurement", value_name = "HEX")]
+        snp_measurements: Vec<String>,
         /// TDX variants: the TDVF/OVMF firmware (with TDX metadata) the TD launches with;
         /// records MRTD and the predicted RTMR[1]/RTMR[2].
         #[arg(long)]
@@ -113,12 +123,19 @@ enum Cmd {
         #[arg(long, default_value = "per-page")]
         tdx_page_add_order: String,
         /// The end of the manifest's lifetime, RFC 3339 UTC (2027-01-31T00:00:00Z): verifiers
-        /// refuse it afterwards. Without it (and --lifetime-days) the manifest never expires.
-        #[arg(long, conflicts_with = "lifetime_days")]
+        /// refuse it afterwards.
+        #[arg(long, conflicts_with_all = ["lifetime_days", "no_expiry"])]
         not_after: Option<String>,
-        /// The manifest's lifetime in days from now (sets not_after).
-        #[arg(long)]
+        /// The manifest's lifetime in days from now (sets not_after). Default 180 when neither
+        /// this nor --not-after is given: a signed manifest otherwise admits its image forever,
+        /// even after a fix makes it unsafe; about two release cycles leaves time to publish
+        /// the next one, and a release still in use is re-signed before it ends.
+        #[arg(long, conflicts_with = "no_expiry")]
         lifetime_days: Option<u64>,
+        /// Write no not_after: the manifest never expires (admits nodes until removed or
+        /// revoked), and nacre-keyservice serve loads it only with --allow-no-expiry.
+        #[arg(long)]
+        no_expiry: bool,
     },
     /// Sign a file cosign-style (ECDSA P-256, base64 DER in <file>.sig).
     Sign {
@@ -521,11 +538,17 @@ fn run(cli: Cli) -> Result<()> {
             snp_vmm,
             snp_guest_features,
             snp_direct_boot,
+            snp_measurements,
             tdx_ovmf,
             tdx_page_add_order,
             not_after,
             lifetime_days,
+            no_expiry,
         } => {
+            let lifetime_days = match (&not_after, no_expiry) {
+                (None, false) => Some(lifetime_days.unwrap_or(DEFAULT_LIFETIME_DAYS)),
+                _ => lifetime_days,
+            };
             let not_after = match (not_after, lifetime_days) {
                 (Some(t), _) => {
                     nacre_measure::manifest::parse_rfc3339_utc(&t)
@@ -545,12 +568,13 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 (None, None) => None,
             };
+            let pinned = snp_pinned(&snp_measurements, &variant, &snp_vmm)?;
             let (files, cfg, p) = boot.predict()?;
             let tdx_value = match &tdx_ovmf {
                 Some(f) => Some(tdx_values(f, &tdx_page_add_order, Some(&boot))?.manifest_value()),
                 None => None,
             };
-            let snp_values = match &snp_ovmf {
+            let mut snp_values = match &snp_ovmf {
                 Some(f) => snp_golden(
                     f,
                     &snp_vcpus,
@@ -569,6 +593,11 @@ fn run(cli: Cli) -> Result<()> {
                     Vec::new()
                 }
             };
+            for v in pinned {
+                if !snp_values.contains(&v) {
+                    snp_values.push(v);
+                }
+            }
             let uki = Uki::parse(&files.uki)?;
             let image = ImageRef {
                 reference,
@@ -818,6 +847,49 @@ fn snp_direct_hashes(
 
 /// SEV-SNP launch measurements of a firmware for every vCPU count and type: UEFI boot (no kernel
 /// hashes) or a measured direct boot (`direct`: its mode and kernel-hashes table).
+/// `golden --snp-measurement`: observed launch measurements pinned as `snp` values (nothing
+/// is computed: vcpus 0, vcpu_type "observed", no firmware digest). Refused unless the variant
+/// is a SEV-SNP one and each value is 48 bytes of hex.
+fn snp_pinned(
+    values: &[String],
+    variant: &str,
+    snp_vmm: &str,
+) -> Result<Vec<manifest::SnpLaunchValue>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    if manifest::variant_platform(variant) != Some(manifest::VariantPlatform::SevSnp) {
+        bail!("--snp-measurement: variant {variant:?} is not a SEV-SNP one (*-snp)");
+    }
+    let vmm = if variant.starts_with("azure-") {
+        "azure"
+    } else {
+        snp_vmm
+    };
+    values
+        .iter()
+        .map(|v| {
+            let h = v.trim();
+            let mut m = [0u8; 48];
+            hex::decode_to_slice(h, &mut m).map_err(|e| {
+                anyhow::anyhow!(
+                    "--snp-measurement {v:?}: not a SEV-SNP launch measurement (48 bytes: 96 hex digits, got {} characters): {e}",
+                    h.len()
+                )
+            })?;
+            Ok(manifest::SnpLaunchValue {
+                vcpus: 0,
+                vcpu_type: "observed".into(),
+                vmm: vmm.into(),
+                guest_features: 0,
+                ovmf_sha256: String::new(),
+                direct_boot: None,
+                measurement: hex::encode(m),
+            })
+        })
+        .collect()
+}
+
 fn snp_golden(
     ovmf_path: &Path,
     vcpus: &[u32],
@@ -893,7 +965,8 @@ fn tdx_values(ovmf_path: &Path, order: &str, boot: Option<&BootArgs>) -> Result<
     let rtmrs = match boot {
         None => None,
         Some(b) => {
-            // RTMRs are SHA-384; nacre-init's runtime events go to the TPM, not to an RTMR.
+            // RTMRs are SHA-384; RTMR[1]/[2] hold the firmware's and the stub's events only:
+            // nacre-init's runtime events (stage 2's phases, the cluster events) go to RTMR[3].
             let (files, mut cfg) = b.load()?;
             cfg.alg = HashAlg::Sha384;
             cfg.phase = None;

@@ -19,6 +19,14 @@ echo "NACRE-CHECK containerd running (pid $cpid, /usr/bin/containerd)"
 /usr/bin/ctr -n nacre image import /usr/share/nacre/busybox-test.tar >/dev/null || fail "ctr image import"
 /usr/bin/ctr -n nacre run --rm docker.io/nacre/busybox-test:1 c1 /bin/sh -c 'echo NACRE-CONTAINER-$((6*7))' \
   || fail "ctr run"
+# CRI, as kubelet speaks it (nacre-cri-probe): the runtime's version, and the busybox image in
+# containerd's k8s.io namespace, where CRI looks (pods need the join's CNI network: the cluster
+# e2e, tests/e2e/cluster.sh, runs them).
+/usr/bin/ctr -n k8s.io image import /usr/share/nacre/busybox-test.tar >/dev/null || fail "ctr image import (k8s.io)"
+cri=$(/usr/lib/nacre/nacre-cri-probe version) || fail "CRI Version"
+echo "NACRE-CHECK CRI $cri"
+/usr/lib/nacre/nacre-cri-probe image-status docker.io/nacre/busybox-test:1 >/dev/null || fail "CRI ImageStatus"
+echo "NACRE-CHECK CRI ImageStatus docker.io/nacre/busybox-test:1"
 pcrs=/sys/class/tpm/tpm0/pcr-sha256
 log=/sys/kernel/security/tpm0/binary_bios_measurements
 cel=/run/nacre/runtime.cel

@@ -77,6 +77,9 @@ enum Cmd {
         /// The API server's CA certificate(s), PEM, handed to kubelet with the join.
         #[arg(long, requires = "api_server")]
         api_server_ca: Option<PathBuf>,
+        /// At most this many nodes (joined, not removed); further new nodes are refused.
+        #[arg(long)]
+        max_nodes: Option<u32>,
     },
     /// Serve nodes: verify their evidence against the signed golden manifest, then answer.
     Serve {
@@ -103,6 +106,29 @@ enum Cmd {
         /// nodes do; nodes in a CVM refuse a service without it.
         #[arg(long, value_enum, default_value = "qemu-vtpm")]
         attest_platform: nacre_keyservice::incluster::AttestPlatform,
+        /// Each connection ends this many seconds after it was accepted, whatever the client
+        /// sends (a client that trickles bytes holds a slot at most this long).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+        connection_deadline: u64,
+        /// Connections in flight per source address (IPv6: per /64); the excess is closed at
+        /// accept, before any TLS.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+        max_per_source: u64,
+        /// Remove nodes not heard from (join or peers refresh) for this many days: checked at
+        /// start and hourly; their AKs are refused from then on.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3650))]
+        expire_after_days: Option<u64>,
+    },
+    /// Remove a node (by name, e.g. node-3, or AK fingerprint) from a stopped service's state:
+    /// its record and disk bindings go, its AK is refused for good, its overlay address and pod
+    /// range go to a later node. Running nodes drop it at their next peers refresh.
+    Remove {
+        #[arg(long)]
+        state: PathBuf,
+        /// The node's name or AK fingerprint (as `nodes` lists them).
+        node: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Read a TPM's attestation key (what `serve --ak` enrolls), e.g. from a node's swtpm.
     Ak {
@@ -860,6 +886,33 @@ fn tdx_verifier(
     ))
 }
 
+/// `serve --expire-after-days`: remove stale nodes now, then hourly in a thread.
+fn expire_nodes(service: Arc<Service>, days: u64) -> Result<()> {
+    let max_age = days * 86_400;
+    let sweep = move |service: &Service| -> Result<(), nacre_keyservice::store::StoreError> {
+        for (ak, t) in service.expire(max_age)? {
+            println!(
+                "nacre-keyservice: expired {} ({}, ak {}): not seen for {days} day(s)",
+                t.name,
+                t.overlay,
+                &ak[..ak.len().min(16)]
+            );
+        }
+        Ok(())
+    };
+    sweep(&service).context("expiring nodes")?;
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            if let Err(e) = sweep(&service) {
+                eprintln!("nacre-keyservice: expiring nodes: {e}");
+            }
+        })
+        .context("starting the expiry thread")?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Init {
@@ -874,6 +927,7 @@ fn main() -> Result<()> {
             service_cidr,
             cluster_dns,
             api_server_ca,
+            max_nodes,
         } => {
             let overlay: OverlayRange = overlay.parse().map_err(anyhow::Error::msg)?;
             let pods = pod_cidr
@@ -916,7 +970,11 @@ fn main() -> Result<()> {
             if endpoint.is_some() {
                 nacre_cluster::check_parts(&name, &ranges)?;
             }
-            Store::create(&state.join(DB_FILE), &cluster)?;
+            let store = Store::create(&state.join(DB_FILE), &cluster)?;
+            if let Some(max) = max_nodes {
+                store.set_max_nodes(max)?;
+            }
+            drop(store);
             tls::create_identity(&state).map_err(anyhow::Error::msg)?;
             if let Some(e) = endpoint {
                 let ca = std::fs::read_to_string(state.join(tls::CA_CERT))
@@ -959,6 +1017,9 @@ fn main() -> Result<()> {
             attest_firmware_log,
             attest_runtime_log,
             attest_platform,
+            connection_deadline,
+            max_per_source,
+            expire_after_days,
         } => {
             let mut verify = verify;
             if verify.snp_cert_store.is_none() {
@@ -988,6 +1049,9 @@ fn main() -> Result<()> {
                 service = service.with_cluster_config(m.digest);
             }
             let service = Arc::new(service);
+            if let Some(days) = expire_after_days {
+                expire_nodes(service.clone(), days)?;
+            }
             let listener =
                 TcpListener::bind(&listen).with_context(|| format!("listening on {listen}"))?;
             println!(
@@ -1020,7 +1084,13 @@ fn main() -> Result<()> {
                     Server::new(service, verifier, chain, key)
                 }
             };
-            let server = Arc::new(server);
+            let server = Arc::new(
+                server.with_limits(nacre_keyservice::limits::ConnectionLimits {
+                    deadline: std::time::Duration::from_secs(connection_deadline),
+                    per_source: max_per_source as usize,
+                    ..Default::default()
+                }),
+            );
             server.run(listener, Arc::new(AtomicBool::new(false)));
         }
         Cmd::Ak { tcti, out } => {
@@ -1034,6 +1104,34 @@ fn main() -> Result<()> {
                 hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki)),
                 out.display()
             );
+        }
+        Cmd::Remove { state, node, json } => {
+            let store = Store::open(&state.join(DB_FILE)).with_context(|| {
+                format!(
+                    "opening {} (stop the service first: the database is one process's)",
+                    state.join(DB_FILE).display()
+                )
+            })?;
+            let service = Service::new(store, Box::new(|_: &Decision| {}))?;
+            let (ak, t) = service.remove_node(&node, "operator")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"ak": ak, "removed": t}))?
+                );
+            } else {
+                println!(
+                    "removed {} ({}, ak {}); disk bindings removed: {}; its AK is refused from now on",
+                    t.name,
+                    t.overlay,
+                    &ak[..ak.len().min(16)],
+                    if t.disks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        t.disks.join(", ")
+                    }
+                );
+            }
         }
         Cmd::Nodes { state, json } => {
             let store = Store::open(&state.join(DB_FILE))?;
@@ -1055,7 +1153,7 @@ fn main() -> Result<()> {
                         r.endpoint,
                         r.joins,
                         r.image,
-                        &ak[..16]
+                        ak.get(..16).unwrap_or(&ak)
                     );
                 }
             }

@@ -24,10 +24,12 @@
 //! peer set at `sysinit` or `ready` (services running). A node whose workload runs can never
 //! ask for a disk key: its PCR 11 says `ready`.
 //!
-//! Disk keys: HKDF-SHA256(salt "nacre disk key v1", IKM master secret, info = the disk's LUKS2
-//! UUID), 64 bytes. A disk UUID is bound to the node that first asked for it; another node asking
-//! for the same UUID is refused (a good image never does that; this keeps one node's disk key
-//! from another node).
+//! Disk keys: HKDF-SHA256(salt "nacre disk key v2", IKM master secret, info = the disk's LUKS2
+//! UUID, a zero byte, and the owner's AK fingerprint), 64 bytes. A disk UUID is bound to the node
+//! that first asked for it; another node asking for the same UUID is refused (a good image never
+//! does that; this keeps one node's disk key from another node). Because the owner is in the
+//! derivation, the binding is not only a database row: a restored or copied database whose
+//! binding for a UUID is missing or names another node yields another key, never the owner's.
 
 use crate::overlay::OverlayRange;
 use crate::podnet::PodSettings;
@@ -44,12 +46,16 @@ use zeroize::Zeroizing;
 
 /// Length of a disk key (nacre-statedisk's keyslot passphrase length).
 pub const DISK_KEY_LEN: usize = 64;
-const DISK_KEY_SALT: &[u8] = b"nacre disk key v1";
+const DISK_KEY_SALT: &[u8] = b"nacre disk key v2";
 /// kubelet's `clusterDomain` (Kubernetes' default).
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
-/// HKDF-SHA256 of the master secret with the disk's UUID as info.
-pub fn disk_key(master: &[u8; 32], disk_uuid: &str) -> Zeroizing<[u8; DISK_KEY_LEN]> {
+/// HKDF-SHA256 of the master secret with the disk's UUID and its owner's AK fingerprint as info.
+pub fn disk_key(
+    master: &[u8; 32],
+    disk_uuid: &str,
+    owner_ak: &str,
+) -> Zeroizing<[u8; DISK_KEY_LEN]> {
     struct Len;
     impl ring::hkdf::KeyType for Len {
         fn len(&self) -> usize {
@@ -58,7 +64,7 @@ pub fn disk_key(master: &[u8; 32], disk_uuid: &str) -> Zeroizing<[u8; DISK_KEY_L
     }
     let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DISK_KEY_SALT).extract(master);
     let mut out = Zeroizing::new([0u8; DISK_KEY_LEN]);
-    let info = [disk_uuid.as_bytes()];
+    let info = [disk_uuid.as_bytes(), &[0u8], owner_ak.as_bytes()];
     // Cannot fail: 64 bytes is far below HKDF-SHA256's 255 * 32 limit.
     if let Ok(okm) = prk.expand(&info, Len) {
         let _ = okm.fill(out.as_mut_slice());
@@ -213,6 +219,41 @@ impl Service {
             Err((check, reason)) => ("refused", Some(check), reason),
         };
         self.log_decision(peer, ak, op, outcome, check, detail)
+    }
+
+    /// Remove a node (by name or AK fingerprint; [`Store::remove_node`]) and record it: its
+    /// peers entry disappears for the others at their next refresh, its AK is never admitted
+    /// again, its disks' keys are not released again.
+    pub fn remove_node(
+        &self,
+        selector: &str,
+        by: &str,
+    ) -> Result<(String, crate::store::Removed), StoreError> {
+        let (ak, t) = self.store.remove_node(selector, by, now_unix())?;
+        let detail = format!(
+            "{} ({}) removed by {}{}",
+            t.name,
+            t.overlay,
+            t.by,
+            if t.disks.is_empty() {
+                String::new()
+            } else {
+                format!("; its disk(s) {} are no longer served", t.disks.join(", "))
+            }
+        );
+        let local = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.log_decision(local, Some(ak.clone()), "remove", "removed", None, detail)?;
+        Ok((ak, t))
+    }
+
+    /// Remove every node not heard from (join or peers refresh) for `max_age` seconds.
+    pub fn expire(&self, max_age: u64) -> Result<Vec<(String, crate::store::Removed)>, StoreError> {
+        let by = format!("expiry (not seen for {} s)", max_age);
+        let mut out = Vec::new();
+        for ak in self.store.stale_nodes(max_age, now_unix())? {
+            out.push(self.remove_node(&ak, &by)?);
+        }
+        Ok(out)
     }
 
     /// A connection that ended before the peer presented anything (a node powering off in the
@@ -455,7 +496,7 @@ impl Service {
                         format!("disk-key: disk {uuid} belongs to another node ({owner})"),
                     );
                 }
-                let key = disk_key(&self.cluster.master_secret, &uuid);
+                let key = disk_key(&self.cluster.master_secret, &uuid, ak);
                 Ok((
                     Response::DiskKey {
                         key: base64::engine::general_purpose::STANDARD.encode(key.as_slice()),
@@ -474,6 +515,8 @@ impl Service {
                 let Some(rec) = self.store.node(ak)? else {
                     return refuse("policy", "peers: the node has not joined");
                 };
+                // Seen (for `serve --expire-after-days`); rewritten at most hourly.
+                self.store.touch(ak, now_unix())?;
                 let peers = self.peers_for(ak)?;
                 let detail = format!("{} peer(s) to {}", peers.len(), rec.name);
                 Ok((Response::Peers { peers }, detail))
@@ -579,29 +622,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn disk_keys_are_hkdf_of_master_and_uuid() {
+    fn disk_keys_are_hkdf_of_master_uuid_and_owner() {
         let m = [7u8; 32];
-        let a = disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020100");
-        let b = disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020101");
-        assert_ne!(a.as_slice(), b.as_slice());
-        assert_eq!(
-            a.as_slice(),
-            disk_key(&m, "0f0e0d0c-0b0a-0908-0706-050403020100").as_slice()
+        let (u0, u1) = (
+            "0f0e0d0c-0b0a-0908-0706-050403020100",
+            "0f0e0d0c-0b0a-0908-0706-050403020101",
         );
-        assert_ne!(
-            a.as_slice(),
-            disk_key(&[8u8; 32], "0f0e0d0c-0b0a-0908-0706-050403020100").as_slice()
-        );
+        let (ak, other) = ("aa".repeat(32), "bb".repeat(32));
+        let a = disk_key(&m, u0, &ak);
+        assert_ne!(a.as_slice(), disk_key(&m, u1, &ak).as_slice());
+        assert_eq!(a.as_slice(), disk_key(&m, u0, &ak).as_slice());
+        assert_ne!(a.as_slice(), disk_key(&[8u8; 32], u0, &ak).as_slice());
+        // Another owner, another key: a binding lost or rewritten in the database gives no one
+        // the owner's key.
+        assert_ne!(a.as_slice(), disk_key(&m, u0, &other).as_slice());
         // RFC 5869 by hand: PRK = HMAC(salt, IKM); T(1) = HMAC(PRK, info || 1), T(2) = ...
         let hmac = |k: &[u8], d: &[u8]| {
             ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k), d)
                 .as_ref()
                 .to_vec()
         };
-        let prk = hmac(DISK_KEY_SALT, &m);
-        let uuid = b"0f0e0d0c-0b0a-0908-0706-050403020100";
-        let t1 = hmac(&prk, &[uuid.as_slice(), &[1]].concat());
-        let t2 = hmac(&prk, &[t1.as_slice(), uuid.as_slice(), &[2]].concat());
+        let prk = hmac(b"nacre disk key v2", &m);
+        let info = [u0.as_bytes(), &[0], ak.as_bytes()].concat();
+        let t1 = hmac(&prk, &[info.as_slice(), &[1]].concat());
+        let t2 = hmac(&prk, &[t1.as_slice(), info.as_slice(), &[2]].concat());
         assert_eq!(a.as_slice(), [t1, t2].concat().as_slice());
     }
 

@@ -824,4 +824,183 @@ mod tests {
         let back = Store::open(&old).unwrap().cluster().unwrap();
         assert_eq!((back.pods, back.api_server_ca), (None, None));
     }
+
+    fn wg(rec: &mut NodeRecord, key: &str) {
+        rec.wg_public_key = key.into();
+    }
+
+    /// Removal: the record goes, the AK is refused for good, its disk bindings go, and its
+    /// host index (with its pod range) is handed to the next new node.
+    #[test]
+    fn removed_nodes_are_refused_and_their_addresses_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pods("10.32.0.0/16", 24);
+        let c = cluster(Some(p.clone()));
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        for (ak, key) in [("a", "ka"), ("b", "kb"), ("c", "kc")] {
+            store
+                .record_join(ak, &c.overlay, Some(&p), |r| wg(r, key))
+                .unwrap();
+        }
+        assert_eq!(store.bind_disk("u-b", "b").unwrap(), "b");
+        assert_eq!(store.bind_disk("u-a", "a").unwrap(), "a");
+
+        // By name (or by AK); an unknown selector is named, escaped.
+        let e = store
+            .remove_node("node-9\n\u{1b}[2J", "operator", 100)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NoSuchNode(_)), "{e}");
+        let (ak, t) = store.remove_node("node-2", "operator", 100).unwrap();
+        assert_eq!(ak, "b");
+        assert_eq!(t.overlay, "10.244.0.2/32");
+        assert_eq!(t.disks, vec!["u-b".to_string()]);
+        assert!(store.node("b").unwrap().is_none());
+        assert_eq!(store.removed().unwrap().len(), 1);
+        assert_eq!(
+            store.disks().unwrap(),
+            vec![("u-a".to_string(), "a".to_string())]
+        );
+        // Its AK is never admitted again.
+        let e = store
+            .record_join("b", &c.overlay, Some(&p), |r| wg(r, "kb2"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("removed at unix 100 by operator"), "{e}");
+        // The next new node gets its address and pod range; the one after, a fresh one.
+        let (d, known) = store
+            .record_join("d", &c.overlay, Some(&p), |r| wg(r, "kd"))
+            .unwrap();
+        assert!(!known);
+        assert_eq!(
+            (d.overlay.as_str(), d.pod_range.as_deref()),
+            ("10.244.0.2/32", Some("10.32.2.0/24"))
+        );
+        let (e, _) = store
+            .record_join("e", &c.overlay, Some(&p), |r| wg(r, "ke"))
+            .unwrap();
+        assert_eq!(e.overlay, "10.244.0.4/32");
+        // A removed node's disk can be bound by another node, whose key differs (the owner is
+        // in the derivation).
+        assert_eq!(store.bind_disk("u-b", "d").unwrap(), "d");
+        // Removing twice: no such node.
+        assert!(matches!(
+            store.remove_node("b", "operator", 101),
+            Err(StoreError::NoSuchNode(_))
+        ));
+    }
+
+    #[test]
+    fn a_wireguard_key_held_by_another_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(None);
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        store
+            .record_join("a", &c.overlay, None, |r| wg(r, "same"))
+            .unwrap();
+        let e = store
+            .record_join("b", &c.overlay, None, |r| wg(r, "same"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Refused {
+                    check: "request",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("is node-1's already"), "{e}");
+        // Nothing written: no record, no address consumed.
+        assert!(store.node("b").unwrap().is_none());
+        let (b, _) = store
+            .record_join("b", &c.overlay, None, |r| wg(r, "other"))
+            .unwrap();
+        assert_eq!(b.overlay, "10.244.0.2/32");
+        // The node itself may keep its key across joins.
+        let (a, known) = store
+            .record_join("a", &c.overlay, None, |r| wg(r, "same"))
+            .unwrap();
+        assert!(known);
+        assert_eq!(a.joins, 2);
+    }
+
+    #[test]
+    fn the_node_limit_refuses_new_nodes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(None);
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        assert_eq!(store.max_nodes().unwrap(), None);
+        store.set_max_nodes(2).unwrap();
+        assert_eq!(store.max_nodes().unwrap(), Some(2));
+        for (ak, k) in [("a", "ka"), ("b", "kb")] {
+            store
+                .record_join(ak, &c.overlay, None, |r| wg(r, k))
+                .unwrap();
+        }
+        let e = store
+            .record_join("c", &c.overlay, None, |r| wg(r, "kc"))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Exhausted(_)), "{e}");
+        assert!(e.to_string().contains("limit of 2 node(s)"), "{e}");
+        // Known nodes rejoin; a removal makes room.
+        store
+            .record_join("a", &c.overlay, None, |r| wg(r, "ka2"))
+            .unwrap();
+        store.remove_node("b", "operator", 5).unwrap();
+        store
+            .record_join("c", &c.overlay, None, |r| wg(r, "kc"))
+            .unwrap();
+    }
+
+    #[test]
+    fn stale_nodes_by_last_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(None);
+        let store = Store::create(&dir.path().join(DB_FILE), &c).unwrap();
+        store
+            .record_join("a", &c.overlay, None, |r| wg(r, "ka"))
+            .unwrap();
+        let now = now_unix();
+        assert!(store.stale_nodes(60, now).unwrap().is_empty());
+        assert_eq!(
+            store.stale_nodes(60, now + 120).unwrap(),
+            vec!["a".to_string()]
+        );
+        // A peers refresh an hour later counts as being seen.
+        store.touch("a", now + 2 * TOUCH_INTERVAL).unwrap();
+        assert!(store
+            .stale_nodes(60, now + 2 * TOUCH_INTERVAL + 30)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn peer_chosen_text_is_escaped_in_the_log() {
+        assert_eq!(escape_text("a\nb\u{1b}[31mc"), "a\\nb\\u{1b}[31mc");
+        assert_eq!(escape_text("ünïcode ok"), "ünïcode ok");
+        let once = escape_text("x\r\n\u{7}");
+        assert_eq!(escape_text(&once), once, "idempotent");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join(DB_FILE), &cluster(None)).unwrap();
+        let d = store
+            .log(Decision {
+                seq: 0,
+                unix: 1,
+                peer: "10.0.0.1:1".into(),
+                ak: None,
+                op: "join".into(),
+                outcome: "refused".into(),
+                check: Some("request".into()),
+                detail: "name \"evil\n#2 join granted\u{1b}[0m\"".into(),
+            })
+            .unwrap();
+        assert!(!d.detail.chars().any(char::is_control), "{:?}", d.detail);
+        assert!(
+            d.detail.contains("\\n#2 join granted\\u{1b}[0m"),
+            "{}",
+            d.detail
+        );
+        assert_eq!(store.decisions().unwrap()[0].detail, d.detail);
+    }
 }

@@ -160,6 +160,11 @@ fn decisions(svc: &Running, n: usize) -> Vec<Decision> {
     svc.decisions.lock().unwrap().clone()
 }
 
+/// An AK's fingerprint as the service names nodes (hex SHA-256 of the SPKI).
+fn fingerprint(ak: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, ak))
+}
+
 fn sysinit(m: &mut nacre_measure::manifest::Manifest) {
     m.phase = Some("sysinit".into());
 }
@@ -193,7 +198,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
         m,
         key,
-        Box::new(EnrolledAks::new(aks)),
+        Box::new(EnrolledAks::new(aks.clone())),
     ));
     let svc = serve(dir.path(), verifier);
 
@@ -209,7 +214,7 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     assert_eq!(j.cluster_id, hex::encode(cluster.cluster_id));
     assert_eq!(j.kubelet.bootstrap_token, "abcdef.0123456789abcdef");
 
-    // Its disk key is HKDF(master, UUID).
+    // Its disk key is HKDF(master, UUID, its AK fingerprint).
     let Response::DiskKey { key: k } = ca
         .call(&Request::DiskKey {
             disk_uuid: UUID_A.into(),
@@ -219,7 +224,10 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
         panic!("no disk key")
     };
     let k = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
-    assert_eq!(k, disk_key(&cluster.master_secret, UUID_A).to_vec());
+    assert_eq!(
+        k,
+        disk_key(&cluster.master_secret, UUID_A, &fingerprint(&aks[0])).to_vec()
+    );
     assert_eq!(k.len(), 64);
 
     // Peers are for members only (PCR 15 = this cluster's id).
@@ -369,7 +377,7 @@ fn state_survives_a_restart() {
     };
     assert_eq!(
         base64::engine::general_purpose::STANDARD.decode(k).unwrap(),
-        disk_key(&cluster.master_secret, UUID_A).to_vec()
+        disk_key(&cluster.master_secret, UUID_A, &fingerprint(&ak)).to_vec()
     );
 }
 

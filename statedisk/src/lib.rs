@@ -105,7 +105,7 @@ pub enum KeySourceKind {
     /// A random key sealed to this node's TPM under PCR 11 (single node, tests).
     #[default]
     TpmSealed,
-    /// The attested key service: HKDF(cluster master secret, disk UUID), released after
+    /// The attested key service: HKDF(cluster master secret, disk UUID, owner AK), released after
     /// attestation, nothing stored on the disk. nacre-init provides this source.
     KeyService,
 }

@@ -541,7 +541,7 @@ pub fn mutual_server_config(
 
 /// Mutual attestation, client side: connect to `server_verifier.server_name()`.
 pub fn mutual_client_config(
-    server_verifier: Arc<AttestedServerVerifier>,
+    server_verifier: Arc<dyn ServerCertVerifier>,
     resolver: Arc<dyn ResolvesClientCert>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(rustls::ClientConfig::builder_with_provider(provider())
@@ -568,10 +568,119 @@ pub fn client_config(
     roots: rustls::RootCertStore,
     resolver: Arc<dyn ResolvesClientCert>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_config_with(ca_verifier(roots)?, resolver)
+}
+
+/// The server verifier of [`client_config`]: the service's certificate chain to `roots`.
+pub fn ca_verifier(
+    roots: rustls::RootCertStore,
+) -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map_err(|e| rustls::Error::General(format!("server verifier: {e}")))
+}
+
+/// [`client_config`] with any server verifier (e.g. an [`AuthenticatingVerifier`] around
+/// [`ca_verifier`]).
+pub fn client_config_with(
+    server_verifier: Arc<dyn ServerCertVerifier>,
+    resolver: Arc<dyn ResolvesClientCert>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier)
         .with_client_cert_resolver(resolver))
+}
+
+/// Whether the server proved who it is in this handshake: its certificate was accepted by the
+/// inner verifier **and** its CertificateVerify signature (over the transcript, which includes
+/// the key exchange) checked out. Until then anything the client receives may come from
+/// whoever is on the path: a TLS alert before it is not the service's word (a plaintext alert
+/// needs no key; an encrypted one after ServerHello needs only the attacker's own key share).
+/// After it, records are protected by keys only the authenticated server has, so an alert is
+/// the service's. One per connection.
+pub struct AuthenticatingVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    cert_ok: std::sync::atomic::AtomicBool,
+    authenticated: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for AuthenticatingVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticatingVerifier")
+            .field("authenticated", &self.authenticated())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthenticatingVerifier {
+    pub fn new(inner: Arc<dyn ServerCertVerifier>) -> Arc<Self> {
+        Arc::new(AuthenticatingVerifier {
+            inner,
+            cert_ok: Default::default(),
+            authenticated: Default::default(),
+        })
+    }
+
+    /// The server's certificate and its handshake signature were both verified.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl ServerCertVerifier for AuthenticatingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let r = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if r.is_ok() {
+            self.cert_ok
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        r
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.2 is not offered; never authenticates.
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let r = self.inner.verify_tls13_signature(message, cert, dss);
+        if r.is_ok() && self.cert_ok.load(std::sync::atomic::Ordering::Acquire) {
+            self.authenticated
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        r
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! reason is in the service's decision log); a refused request gets a `refused` response.
 
 use crate::atls::{
-    client_config, mutual_client_config, Attest, AttestedCertResolver, AttestedServerVerifier,
+    ca_verifier, client_config_with, Attest, AttestedCertResolver, AttestedServerVerifier,
+    AuthenticatingVerifier,
 };
 use crate::verify::{JoinKind, Verifier};
 use rustls::pki_types::ServerName;
@@ -256,9 +257,11 @@ impl Client {
             .map_err(|e| unreachable(e.to_string()))?;
         let resolver = Arc::new(AttestedCertResolver::new(Box::new(self.attest.clone())));
         let mut server_verifier = None;
-        let (config, name) = match &self.trust {
+        let (inner, name): (Arc<dyn rustls::client::danger::ServerCertVerifier>, _) = match &self
+            .trust
+        {
             ServerTrust::Ca(roots) => (
-                client_config(roots.clone(), resolver)
+                ca_verifier(roots.clone())
                     .map_err(|e| protocol(format!("TLS configuration: {e}")))?,
                 ServerName::try_from(SERVER_NAME)
                     .map_err(|e| protocol(format!("server name: {e}")))?,
@@ -271,17 +274,18 @@ impl Client {
                 );
                 let name = sv.server_name();
                 server_verifier = Some(sv.clone());
-                (
-                    mutual_client_config(sv, resolver)
-                        .map_err(|e| protocol(format!("TLS configuration: {e}")))?,
-                    name,
-                )
+                (sv, name)
             }
         };
+        // Whether the service proved itself before an alert arrives decides what the alert
+        // means ([`Client::classify`]).
+        let auth = AuthenticatingVerifier::new(inner);
+        let config = client_config_with(auth.clone(), resolver)
+            .map_err(|e| protocol(format!("TLS configuration: {e}")))?;
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| protocol(format!("TLS: {e}")))?;
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-        let io_err = |e: std::io::Error| self.classify(e);
+        let io_err = |e: std::io::Error| self.classify(e, auth.authenticated());
         // An attested service whose AK is trusted through its EK certificate proves it by
         // credential activation before the request is sent.
         if let Some(sv) = &server_verifier {
@@ -331,20 +335,30 @@ impl Client {
         Ok(resp)
     }
 
-    /// I/O errors during the exchange: a TLS alert from the server is a refusal (attestation
-    /// failed: the service's decision log says which check); a certificate problem on our side
-    /// is a protocol error (not the service we were configured to trust); the rest is transport.
-    fn classify(&self, e: std::io::Error) -> CallError {
+    /// I/O errors during the exchange: a TLS alert from the server, once the server proved its
+    /// identity in this handshake (`server_authenticated`), is a refusal (attestation failed:
+    /// the service's decision log says which check); an alert before that may come from anyone
+    /// on the path, so it is a transport error, retried like an unreachable service (an on-path
+    /// attacker must not be able to power booting nodes off or empty wg0's peers). A
+    /// certificate problem on our side is a protocol error (not the service we were configured
+    /// to trust); the rest is transport.
+    fn classify(&self, e: std::io::Error, server_authenticated: bool) -> CallError {
         let endpoint = self.endpoint.clone();
         if let Some(tls) = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             return match tls {
-                rustls::Error::AlertReceived(alert) => CallError::Refused {
+                rustls::Error::AlertReceived(alert) if server_authenticated => CallError::Refused {
                     endpoint,
                     reason: format!(
                         "TLS alert {alert:?} during attestation (the service's decision log says which check failed)"
+                    ),
+                },
+                rustls::Error::AlertReceived(alert) => CallError::Unreachable {
+                    endpoint,
+                    reason: format!(
+                        "TLS alert {alert:?} before the service proved its identity (not trusted: retried)"
                     ),
                 },
                 other => CallError::Protocol {

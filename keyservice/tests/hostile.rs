@@ -64,6 +64,54 @@ fn trickle(source: [u8; 4], server: SocketAddr, give_up: Duration) -> Option<Dur
     None
 }
 
+/// The service on loopback with `limits`: its address, its stop flag and its thread.
+fn start(
+    dir: &std::path::Path,
+    verifier: Arc<dyn Verifier>,
+    limits: ConnectionLimits,
+) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let store = Store::open(&dir.join(DB_FILE)).unwrap();
+    let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
+    let (chain, tls_key) = load_identity(dir).unwrap();
+    let server = Arc::new(Server::new(service, verifier, chain, tls_key).with_limits(limits));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    (
+        addr,
+        stop,
+        std::thread::spawn(move || server.run(listener, st)),
+    )
+}
+
+/// A node's client of the service at `addr` (trusting the cluster CA in `dir`).
+fn client(addr: &str, dir: &std::path::Path, node: &Node) -> Client {
+    let ca = std::fs::read(dir.join(tls::CA_CERT)).unwrap();
+    Client::new(
+        addr,
+        &ca,
+        Arc::new(TpmAttest {
+            attester: Attester::with_tcti(&node.tpm.tcti),
+            pcrs: QUOTED.to_vec(),
+            firmware_log: node.firmware_log.clone(),
+            runtime_log: node.runtime_log.clone(),
+        }),
+        Duration::from_secs(20),
+    )
+    .unwrap()
+}
+
+fn join_request() -> Request {
+    Request::Join {
+        wireguard: WgAnnounce {
+            public_key: base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
+            underlay: "10.0.2.15".parse().unwrap(),
+            listen_port: 51820,
+        },
+    }
+}
+
 #[test]
 fn trickling_clients_are_cut_bounded_and_logged_within_a_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,17 +124,6 @@ fn trickling_clients_are_cut_bounded_and_logged_within_a_budget() {
         key,
         Box::new(EnrolledAks::new([ak])),
     ));
-    let decisions = Arc::new(std::sync::Mutex::new(Vec::<Decision>::new()));
-    let d = decisions.clone();
-    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
-    let service = Arc::new(
-        Service::new(
-            store,
-            Box::new(move |x: &Decision| d.lock().unwrap().push(x.clone())),
-        )
-        .unwrap(),
-    );
-    let (chain, tls_key) = load_identity(dir.path()).unwrap();
     let limits = ConnectionLimits {
         deadline: Duration::from_secs(3),
         idle: Duration::from_secs(2),
@@ -98,12 +135,7 @@ fn trickling_clients_are_cut_bounded_and_logged_within_a_budget() {
         full_total: 10,
         summary_sources: 4,
     };
-    let server = Arc::new(Server::new(service, verifier, chain, tls_key).with_limits(limits));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let st = stop.clone();
-    let run = std::thread::spawn(move || server.run(listener, st));
+    let (addr, stop, run) = start(dir.path(), verifier, limits);
 
     // 1. One source opens 30 trickling connections: 4 are held, each cut at the deadline; the
     //    other 26 are closed at accept.
@@ -126,26 +158,8 @@ fn trickling_clients_are_cut_bounded_and_logged_within_a_budget() {
 
     // 3. Meanwhile a good node (another source) joins: the per-source limit kept slots for it,
     //    or the deadline frees one within a few seconds (its client retries within its timeout).
-    let ca = std::fs::read(dir.path().join(tls::CA_CERT)).unwrap();
-    let client = Client::new(
-        &addr.to_string(),
-        &ca,
-        Arc::new(TpmAttest {
-            attester: Attester::with_tcti(&node.tpm.tcti),
-            pcrs: QUOTED.to_vec(),
-            firmware_log: node.firmware_log.clone(),
-            runtime_log: node.runtime_log.clone(),
-        }),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let join = Request::Join {
-        wireguard: WgAnnounce {
-            public_key: base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
-            underlay: "10.0.2.15".parse().unwrap(),
-            listen_port: 51820,
-        },
-    };
+    let client = client(&addr.to_string(), dir.path(), &node);
+    let join = join_request();
     let mut joined = None;
     for _ in 0..20 {
         match client.call(&join) {
@@ -224,4 +238,54 @@ fn trickling_clients_are_cut_bounded_and_logged_within_a_budget() {
     assert!(log
         .iter()
         .any(|d| d.op == "join" && d.outcome == "granted" && d.ak.is_some()));
+}
+
+/// A TLS alert that reaches a node before the service proved its identity (here: a plaintext
+/// alert answering the ClientHello, as anyone on the path can send) is a transport error,
+/// retried; the same node refused by the real service (after it authenticated) gets a refusal.
+#[test]
+fn a_forged_alert_is_retried_a_real_refusal_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    common::cluster_state(dir.path(), None);
+    let node = boot("plain", &BOOT);
+
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in fake.incoming().take(1) {
+            let mut s = conn.unwrap();
+            let mut hello = [0u8; 512];
+            let _ = s.read(&mut hello);
+            // alert record, TLS 1.2 record version, 2 bytes: fatal (2), handshake_failure (40)
+            let _ = s.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+        }
+    });
+    let e = client(&fake_addr, dir.path(), &node)
+        .call(&join_request())
+        .unwrap_err();
+    assert!(e.retryable(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("before the service proved its identity"),
+        "{e}"
+    );
+
+    // The real service, whose golden values this node does not match: a refusal, final.
+    let other = boot("plain", &BOOT[..2]);
+    let (m, key) = manifest(&replayed(&other), |m| m.phase = Some("sysinit".into()));
+    let ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
+    let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        m,
+        key,
+        Box::new(EnrolledAks::new([ak])),
+    ));
+    let (addr, stop, run) = start(dir.path(), verifier, ConnectionLimits::default());
+    let e = client(&addr.to_string(), dir.path(), &node)
+        .call(&join_request())
+        .unwrap_err();
+    assert!(!e.retryable(), "{e}");
+    assert!(e.to_string().contains("refused this node"), "{e}");
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(addr);
+    run.join().unwrap();
 }

@@ -143,7 +143,7 @@ pub enum Response {
     Joined(Joined),
     DiskKey {
         /// base64 of the 64-byte disk key
-        key: String,
+        key: SecretB64,
     },
     Peers {
         peers: Vec<PeerInfo>,
@@ -151,6 +151,51 @@ pub enum Response {
     Refused {
         reason: String,
     },
+}
+
+/// A secret in base64 (a disk key in a [`Response::DiskKey`]): wiped from memory when dropped,
+/// never printed by `Debug` (`Display` is not implemented). [`Self::expose`] gives the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretB64(zeroize::Zeroizing<String>);
+
+impl SecretB64 {
+    pub fn new(b64: String) -> Self {
+        SecretB64(zeroize::Zeroizing::new(b64))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretB64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretB64(<{} characters withheld>)", self.0.len())
+    }
+}
+
+impl Serialize for SecretB64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretB64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretB64::new)
+    }
+}
+
+impl Response {
+    /// The kind of answer, for messages (never its content: a disk key must not reach a log).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Joined(_) => "joined",
+            Response::DiskKey { .. } => "disk-key",
+            Response::Peers { .. } => "peers",
+            Response::Refused { .. } => "refused",
+        }
+    }
 }
 
 /// Why a call failed: `Unreachable` may be retried; `Refused` and `Protocol` may not (the node
@@ -309,7 +354,8 @@ impl Client {
         line.push(b'\n');
         tls.write_all(&line).map_err(io_err)?;
         tls.flush().map_err(io_err)?;
-        let mut buf = Vec::new();
+        // The answer may hold a disk key: its bytes are wiped when dropped.
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
         read_line(&mut BufReader::new(&mut tls), &mut buf).map_err(io_err)?;
         // The service trusts this node's AK through its EK certificate: it challenges first.
         if let Ok(crate::credential::ActivationMessage::Challenge(c)) = serde_json::from_slice(&buf)
@@ -475,6 +521,25 @@ pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_key_answer_keeps_its_wire_form_and_is_never_printed() {
+        let key = "q".repeat(86) + "==";
+        let r = Response::DiskKey {
+            key: SecretB64::new(key.clone()),
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, format!(r#"{{"result":"disk-key","key":"{key}"}}"#));
+        let back: Response = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let Response::DiskKey { key: k } = &back else {
+            panic!()
+        };
+        assert_eq!(k.expose(), key);
+        for shown in [format!("{r:?}"), r.kind().to_string()] {
+            assert!(!shown.contains("qqqq"), "{shown}");
+        }
+    }
 
     #[test]
     fn wire_format_is_stable_and_strict() {

@@ -512,10 +512,11 @@ fn call_with_retry(
 }
 
 fn unexpected(op: &str, r: &Response) -> String {
-    format!(
-        "answered {op} with {}",
-        serde_json::to_string(r).unwrap_or_default()
-    )
+    // The kind only: a misplaced disk key must not reach the console.
+    match r {
+        Response::Refused { reason } => format!("answered {op} with a refusal: {reason}"),
+        other => format!("answered {op} with {}", other.kind()),
+    }
 }
 
 fn peer_from(p: &PeerInfo) -> Result<Peer, PeerError> {
@@ -648,7 +649,7 @@ impl KeySource for KeyService {
         };
         let key = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
-                .decode(key)
+                .decode(key.expose())
                 .map_err(|e| failed(format!("disk key: {e}")))?,
         );
         if key.len() != nacre_statedisk::keysource::DISK_KEY_LEN {

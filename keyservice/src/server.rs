@@ -382,7 +382,8 @@ impl Server {
                 Ok(format!("platform: {w}")),
             );
         }
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        // The answer may hold a disk key: its bytes are wiped when dropped.
+        let mut out = zeroize::Zeroizing::new(serde_json::to_vec(&response).unwrap_or_default());
         out.push(b'\n');
         let _ = tls.write_all(&out).and_then(|()| tls.flush());
         tls.conn.send_close_notify();

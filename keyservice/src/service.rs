@@ -499,7 +499,9 @@ impl Service {
                 let key = disk_key(&self.cluster.master_secret, &uuid, ak);
                 Ok((
                     Response::DiskKey {
-                        key: base64::engine::general_purpose::STANDARD.encode(key.as_slice()),
+                        key: nacre_attestation::join::SecretB64::new(
+                            base64::engine::general_purpose::STANDARD.encode(key.as_slice()),
+                        ),
                     },
                     format!("disk key for {uuid} to {}", rec.name),
                 ))

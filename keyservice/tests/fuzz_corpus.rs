@@ -301,7 +301,7 @@ fn write_seeds() {
             rejoin: false,
         }),
         Response::DiskKey {
-            key: "AA".repeat(43) + "==",
+            key: nacre_attestation::join::SecretB64::new("AA".repeat(43) + "=="),
         },
         Response::Peers { peers: vec![peer] },
         Response::Refused {

@@ -223,7 +223,9 @@ fn nodes_join_get_keys_and_peers_and_the_rules_hold() {
     else {
         panic!("no disk key")
     };
-    let k = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+    let k = base64::engine::general_purpose::STANDARD
+        .decode(k.expose())
+        .unwrap();
     assert_eq!(
         k,
         disk_key(&cluster.master_secret, UUID_A, &fingerprint(&aks[0])).to_vec()
@@ -376,7 +378,9 @@ fn state_survives_a_restart() {
         panic!()
     };
     assert_eq!(
-        base64::engine::general_purpose::STANDARD.decode(k).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(k.expose())
+            .unwrap(),
         disk_key(&cluster.master_secret, UUID_A, &fingerprint(&ak)).to_vec()
     );
 }

@@ -289,3 +289,68 @@ fn a_forged_alert_is_retried_a_real_refusal_is_final() {
     let _ = TcpStream::connect(addr);
     run.join().unwrap();
 }
+
+/// A copied or restored database that lost a disk's binding (here: its owner removed, as an
+/// older copy without the row would be) lets another attested node bind the UUID, but the key
+/// it gets is derived with its own AK: not the owner's key, so the disk stays closed to it.
+#[test]
+fn a_disk_whose_binding_is_lost_does_not_open_for_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    common::cluster_state(dir.path(), None);
+    let a = boot("plain", &BOOT);
+    let b = boot("plain", &BOOT);
+    let (m, key) = manifest(&replayed(&a), |m| m.phase = Some("sysinit".into()));
+    let aks = [&a, &b].map(|n| Attester::with_tcti(&n.tpm.tcti).ak_public().unwrap());
+    let verifier: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
+        m,
+        key,
+        Box::new(EnrolledAks::new(aks.clone())),
+    ));
+    const UUID: &str = "6a0c3f7e-54b2-4c8e-9a41-0d2f7b3e9c01";
+    let disk_key = |node: &Node, addr: &str| -> Vec<u8> {
+        let c = client(addr, dir.path(), node);
+        let Response::DiskKey { key } = c
+            .call(&Request::DiskKey {
+                disk_uuid: UUID.into(),
+            })
+            .unwrap()
+        else {
+            panic!("no disk key")
+        };
+        base64::engine::general_purpose::STANDARD
+            .decode(key.expose())
+            .unwrap()
+    };
+    let (addr, stop, run) = start(dir.path(), verifier.clone(), ConnectionLimits::default());
+    let addr = addr.to_string();
+    let mut join = join_request();
+    client(&addr, dir.path(), &a).call(&join).unwrap();
+    let owner_key = disk_key(&a, &addr);
+    if let Request::Join { wireguard } = &mut join {
+        wireguard.public_key = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
+    }
+    client(&addr, dir.path(), &b).call(&join).unwrap();
+    // While the binding exists, b is refused.
+    let e = client(&addr, dir.path(), &b)
+        .call(&Request::DiskKey {
+            disk_uuid: UUID.into(),
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("belongs to another node"), "{e}");
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(&addr);
+    run.join().unwrap();
+
+    // The binding is lost (the owner's record and rows gone from this copy of the database).
+    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+    store.remove_node("node-1", "test", 1).unwrap();
+    drop(store);
+    let (addr, stop, run) = start(dir.path(), verifier, ConnectionLimits::default());
+    let addr = addr.to_string();
+    let taken = disk_key(&b, &addr);
+    assert_eq!(taken.len(), 64);
+    assert_ne!(taken, owner_key, "another node got the owner's disk key");
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(&addr);
+    run.join().unwrap();
+}

@@ -8,10 +8,30 @@
 //! [`Verifier`] and refuses the handshake on any refusal; the verdict is kept for the caller.
 //!
 //! Mutual, for a server that runs in a CVM itself (the key service on attested control-plane
-//! nodes): the client's fresh nonce travels in SNI ([`server_name_for_nonce`]), the server's
-//! [`AttestedServerResolver`] answers with a certificate whose evidence is bound to it and the
-//! client's [`AttestedServerVerifier`] checks it. A server outside a CVM (the operator's machine)
-//! is trusted through ordinary roots instead ([`client_config`]).
+//! nodes). A TPM quote costs the server tens of milliseconds of a shared TPM, so it is made only
+//! for a client whose own evidence was verified (issue 14): TLS 1.3 sends the server's
+//! certificate before the client's, so the server's evidence cannot ride in its certificate.
+//! Instead:
+//!
+//! 1. The client's fresh nonce travels in SNI ([`server_name_for_nonce`]).
+//! 2. The server's [`AttestedServerResolver`] (one per connection) answers with a certificate for
+//!    a fresh per-connection key, *without* evidence, and remembers the nonce and the key's SPKI.
+//!    The client's [`AttestedServerVerifier`] only records that SPKI (and checks the
+//!    CertificateVerify signature: the server holds the key); the server is not yet trusted.
+//! 3. The client sends its attested certificate (as in the one-way mode); the server verifies it.
+//! 4. Only then does the server compute its evidence ([`AttestedServerResolver::evidence`]),
+//!    bound exactly as a certificate extension would bind it: qualifying data
+//!    SHA-256(client nonce || the server certificate's SPKI), and sends it as the first line over
+//!    the established channel (`{"server-evidence": ...}`, [`crate::join`]).
+//! 5. The client verifies it ([`AttestedServerVerifier::verify_evidence`]) against the nonce it
+//!    sent and the SPKI the server proved in the handshake, and sends nothing else (no request,
+//!    nothing secret) before it is accepted. Until then the server is unauthenticated: any alert
+//!    or failure is a transport error to the client, retried (a refused node's attestation in
+//!    this mode is therefore retried until its timeout: the service does not attest to a client
+//!    it refused).
+//!
+//! A server outside a CVM (the operator's machine) is trusted through ordinary roots instead
+//! ([`client_config`]); it is authenticated once the client's handshake is complete.
 
 use crate::evidence::Evidence;
 use crate::tpm::Attester;
@@ -423,13 +443,16 @@ impl ResolvesClientCert for AttestedCertResolver {
     }
 }
 
-/// Client side of mutual attestation: requires the server's certificate to carry evidence for
-/// this connection's nonce (sent in SNI). Make one per connection.
+/// Client side of mutual attestation: records the server's per-connection certificate key in
+/// the handshake (the server proves it holds it), then checks the server's evidence, sent after
+/// the handshake, against this connection's nonce (sent in SNI) and that key
+/// ([`AttestedServerVerifier::verify_evidence`]). Make one per connection.
 #[derive(Debug)]
 pub struct AttestedServerVerifier {
     verifier: Arc<dyn Verifier>,
     join: JoinKind,
     nonce: [u8; 32],
+    server_spki: Mutex<Option<Vec<u8>>>,
     verdict: Mutex<Option<Result<Accepted, Refusal>>>,
     provider: Arc<CryptoProvider>,
 }
@@ -441,6 +464,7 @@ impl AttestedServerVerifier {
             verifier,
             join,
             nonce: random_nonce()?,
+            server_spki: Mutex::new(None),
             verdict: Mutex::new(None),
             provider: provider(),
         })
@@ -451,12 +475,39 @@ impl AttestedServerVerifier {
         server_name_for_nonce(&self.nonce)
     }
 
+    /// The verdict on the server's evidence, once [`Self::verify_evidence`] ran.
     pub fn verdict(&self) -> Option<Result<Accepted, Refusal>> {
         self.verdict.lock().ok().and_then(|v| v.clone())
+    }
+
+    /// Check the evidence the server sent after the handshake: bound to this connection's nonce
+    /// and to the key of the certificate the server used in this handshake. The verdict is kept.
+    pub fn verify_evidence(&self, evidence: &Evidence) -> Result<Accepted, Refusal> {
+        let spki = self.server_spki.lock().ok().and_then(|s| s.clone());
+        let verdict = match spki {
+            None => Err(Refusal {
+                check: Check::QuoteFormat,
+                reason: "no server certificate was verified on this connection".into(),
+            }),
+            Some(spki) => self.verifier.verify(
+                evidence,
+                &Expectation {
+                    nonce: &self.nonce,
+                    tls_public_key: &spki,
+                    join: self.join,
+                },
+            ),
+        };
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(verdict.clone());
+        }
+        verdict
     }
 }
 
 impl ServerCertVerifier for AttestedServerVerifier {
+    /// Not trust: the certificate is the server's per-connection key, which its evidence (sent
+    /// after the handshake) must bind. Only its form and validity are checked here.
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -465,15 +516,17 @@ impl ServerCertVerifier for AttestedServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        check_and_record(
-            self.verifier.as_ref(),
-            &self.nonce,
-            self.join,
-            &self.verdict,
-            end_entity,
-            now,
-        )
-        .map(|()| ServerCertVerified::assertion())
+        let (rest, x) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        if !rest.is_empty() || !crate::x509util::valid_at(&x, now.as_secs() as i64) {
+            return Err(rustls::Error::General(
+                "server certificate: trailing bytes or not valid now".into(),
+            ));
+        }
+        if let Ok(mut s) = self.server_spki.lock() {
+            *s = Some(x.public_key().raw.to_vec());
+        }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -499,11 +552,15 @@ impl ServerCertVerifier for AttestedServerVerifier {
     }
 }
 
-/// Server side of mutual attestation: answers the client's SNI nonce with a fresh attested
-/// certificate; a client that sends no nonce gets no certificate (the handshake fails).
+/// Server side of mutual attestation, one per connection: answers a ClientHello that carries a
+/// nonce in SNI with a certificate for a fresh key and no evidence (no TPM is used before the
+/// client is verified); a client that sends no nonce gets no certificate (the handshake fails).
+/// After the client's evidence was accepted, [`Self::evidence`] makes the server's own.
 pub struct AttestedServerResolver {
     attest: Box<dyn Attest>,
     provider: Arc<CryptoProvider>,
+    /// The client's nonce and this connection's certificate SPKI, once resolved.
+    bound: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for AttestedServerResolver {
@@ -517,14 +574,46 @@ impl AttestedServerResolver {
         AttestedServerResolver {
             attest,
             provider: provider(),
+            bound: Mutex::new(None),
         }
+    }
+
+    /// The server's evidence for this connection: bound to the client's nonce and to the key
+    /// of the certificate presented in the handshake. Call it only once the client's evidence
+    /// was verified.
+    pub fn evidence(&self) -> Result<Evidence, String> {
+        let (nonce, spki) = self
+            .bound
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .ok_or("no certificate was presented on this connection")?;
+        self.attest.evidence(&nonce, &spki)
+    }
+
+    fn fresh(&self, nonce: Vec<u8>) -> Result<Arc<CertifiedKey>, String> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| format!("key generation: {e}"))?;
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let (cert, der) = self_signed(&key, "nacre-keyservice", None)?;
+        let signer = self
+            .provider
+            .key_provider
+            .load_private_key(der)
+            .map_err(|e| e.to_string())?;
+        let mut bound = self.bound.lock().map_err(|_| "poisoned".to_string())?;
+        if bound.is_some() {
+            return Err("one connection, one certificate".into());
+        }
+        *bound = Some((nonce, spki));
+        Ok(Arc::new(CertifiedKey::new(vec![cert], signer)))
     }
 }
 
 impl ResolvesServerCert for AttestedServerResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let nonce = nonce_from_sni(client_hello.server_name()?)?;
-        certified_key(self.attest.as_ref(), &self.provider, &nonce)
+        self.fresh(nonce).ok()
     }
 }
 

@@ -153,6 +153,15 @@ pub enum Response {
     },
 }
 
+/// The first line an attested (in-cluster) service sends after the handshake, once it verified
+/// the client: its evidence for this connection ([`crate::atls`], mutual mode).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEvidenceLine {
+    #[serde(rename = "server-evidence")]
+    pub evidence: crate::evidence::Evidence,
+}
+
 /// A secret in base64 (a disk key in a [`Response::DiskKey`]): wiped from memory when dropped,
 /// never printed by `Debug` (`Display` is not implemented). [`Self::expose`] gives the text.
 #[derive(Clone, PartialEq, Eq)]
@@ -330,25 +339,50 @@ impl Client {
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| protocol(format!("TLS: {e}")))?;
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-        let io_err = |e: std::io::Error| self.classify(e, auth.authenticated());
-        // An attested service whose AK is trusted through its EK certificate proves it by
-        // credential activation before the request is sent.
+        // When the service counts as authenticated: with a CA, once its certificate and
+        // handshake signature were verified; attested (mutual), once its evidence, sent after
+        // the handshake, was accepted and its AK proven (credential activation).
+        let attested_ok = std::cell::Cell::new(false);
+        let authenticated = || match &server_verifier {
+            Some(_) => attested_ok.get(),
+            None => auth.authenticated(),
+        };
+        let io_err = |e: std::io::Error| self.classify(e, authenticated());
+        // Before the attested service is authenticated, whatever goes wrong may be an attacker
+        // on the path: a transport error, retried.
+        let not_yet = |what: String| {
+            unreachable(format!(
+                "{what} (the service is not authenticated yet: retried)"
+            ))
+        };
         if let Some(sv) = &server_verifier {
             while tls.conn.is_handshaking() {
                 tls.conn.complete_io(tls.sock).map_err(io_err)?;
             }
-            match sv.verdict() {
-                Some(Ok(accepted)) => {
-                    challenge_peer(&mut tls, accepted).map_err(|e| match e {
-                        ActivationError::Io(e) => io_err(e),
-                        ActivationError::Refused(reason) => CallError::Refused {
-                            endpoint: self.endpoint.clone(),
-                            reason: format!("the key service's credential activation: {reason}"),
-                        },
-                    })?;
-                }
-                _ => return Err(protocol("no verdict on the service's evidence".into())),
+            // The service quotes only once it verified this node: its evidence is the first
+            // line after the handshake (crate::atls, mutual mode).
+            let mut first = Vec::new();
+            read_line(&mut BufReader::new(&mut tls), &mut first).map_err(io_err)?;
+            if first.is_empty() {
+                return Err(not_yet(
+                    "the service closed the connection without its evidence".into(),
+                ));
             }
+            let line: ServerEvidenceLine = serde_json::from_slice(&first)
+                .map_err(|e| not_yet(format!("the service's evidence line does not parse: {e}")))?;
+            let accepted = sv.verify_evidence(&line.evidence).map_err(|r| {
+                not_yet(format!(
+                    "the service's evidence is refused: {}: {}",
+                    r.check, r.reason
+                ))
+            })?;
+            challenge_peer(&mut tls, accepted).map_err(|e| match e {
+                ActivationError::Io(e) => io_err(e),
+                ActivationError::Refused(reason) => {
+                    not_yet(format!("the key service's credential activation: {reason}"))
+                }
+            })?;
+            attested_ok.set(true);
         }
         let mut line = serde_json::to_vec(req).map_err(|e| protocol(e.to_string()))?;
         line.push(b'\n');

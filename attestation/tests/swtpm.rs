@@ -417,12 +417,18 @@ mod atls {
     }
 
     /// Both sides in "CVMs": a node (client) and a control-plane node running the key service
-    /// (server, already initialized: PCR 15 set), each with its own swtpm and boot log.
-    fn mutual(server_manifest_tweak: impl Fn(&mut Manifest)) -> (Verdict, Verdict, bool) {
+    /// (server, already initialized: PCR 15 set), each with its own swtpm and boot log. The
+    /// server quotes only after it verified the client, and sends its evidence as the first
+    /// line; the client verifies it before it sends anything. Returns the server's verdict on
+    /// the node, the node's verdict on the server, whether the server quoted, and whether the
+    /// node's request reached the server.
+    fn mutual(server_manifest_tweak: impl Fn(&mut Manifest)) -> (Verdict, Verdict, bool, bool) {
         use nacre_attestation::atls::{
             mutual_client_config, mutual_server_config, AttestedServerResolver,
             AttestedServerVerifier,
         };
+        use nacre_attestation::join::{read_line, ServerEvidenceLine};
+        use std::io::BufReader;
         let node = setup("plain", &STAGE1);
         let cp = setup(
             "sb-custom",
@@ -439,11 +445,8 @@ mod atls {
         let acv = Arc::new(
             AttestedClientVerifier::new(Arc::new(node.verifier), JoinKind::First).unwrap(),
         );
-        let scfg = mutual_server_config(
-            acv.clone(),
-            Arc::new(AttestedServerResolver::new(Box::new(tpm_attest(&cp)))),
-        )
-        .unwrap();
+        let resolver = Arc::new(AttestedServerResolver::new(Box::new(tpm_attest(&cp))));
+        let scfg = mutual_server_config(acv.clone(), resolver.clone()).unwrap();
         let asv =
             Arc::new(AttestedServerVerifier::new(Arc::new(cp_verifier), JoinKind::Rejoin).unwrap());
         let ccfg = mutual_client_config(
@@ -453,40 +456,143 @@ mod atls {
         .unwrap();
         let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let addr = listener.local_addr().unwrap();
+        let server_acv = acv.clone();
         let server = std::thread::spawn(move || {
             let (tcp, _) = listener.accept().unwrap();
             let conn = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
+            while tls.conn.is_handshaking() {
+                if tls.conn.complete_io(&mut tls.sock).is_err() {
+                    return (false, false);
+                }
+            }
+            if !matches!(server_acv.verdict(), Some(Ok(_))) {
+                return (false, false);
+            }
+            let evidence = resolver.evidence().unwrap();
+            let mut line = serde_json::to_vec(&ServerEvidenceLine { evidence }).unwrap();
+            line.push(b'\n');
+            tls.write_all(&line).unwrap();
+            tls.flush().unwrap();
             let mut buf = [0u8; 5];
-            tls.read_exact(&mut buf).is_ok() && &buf == b"hello"
+            (true, tls.read_exact(&mut buf).is_ok() && &buf == b"hello")
         });
         let conn = rustls::ClientConnection::new(Arc::new(ccfg), asv.server_name()).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
-        let _ = tls.write_all(b"hello").and_then(|_| tls.flush());
-        let mut b = [0u8; 1];
-        let _ = tls.read(&mut b);
+        let mut first = Vec::new();
+        if read_line(&mut BufReader::new(&mut tls), &mut first).is_ok() && !first.is_empty() {
+            let line: ServerEvidenceLine = serde_json::from_slice(&first).unwrap();
+            if asv.verify_evidence(&line.evidence).is_ok() {
+                let _ = tls.write_all(b"hello").and_then(|_| tls.flush());
+            }
+        }
         drop(tls);
-        let delivered = server.join().unwrap();
-        (acv.verdict(), asv.verdict(), delivered)
+        let (quoted, delivered) = server.join().unwrap();
+        (acv.verdict(), asv.verdict(), quoted, delivered)
     }
 
     #[test]
     fn mutual_attested_tls_both_sides_verified() {
-        let (node, server, delivered) = mutual(|_| {});
+        let (node, server, quoted, delivered) = mutual(|_| {});
         assert!(node.unwrap().is_ok());
         let server = server.unwrap().unwrap();
         assert_ne!(server.pcrs[&15], vec![0; 32]);
-        assert!(delivered);
+        assert!(quoted && delivered);
     }
 
     #[test]
     fn mutual_attested_tls_refuses_a_server_with_other_measurements() {
-        let (node, server, delivered) =
+        let (node, server, quoted, delivered) =
             mutual(|m| m.measurements.get_mut(&7).unwrap().expected = vec![0x77; 32]);
-        // The client refuses the server before it ever sends its own certificate.
-        assert!(node.is_none());
+        // The server verified the node and quoted; the node refuses the server's evidence and
+        // sends it nothing.
+        assert!(node.unwrap().is_ok());
+        assert!(quoted);
         assert_eq!(server.unwrap().unwrap_err().check, Check::Measurements);
         assert!(!delivered);
+    }
+
+    /// The server quotes only for a client it verified: a node whose evidence the server
+    /// refuses gets no quote (the TPM is not used for it) and no evidence.
+    #[test]
+    fn mutual_attested_tls_no_quote_for_a_refused_client() {
+        use nacre_attestation::atls::{
+            mutual_client_config, mutual_server_config, AttestedServerResolver,
+            AttestedServerVerifier,
+        };
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(TpmAttest, Arc<AtomicUsize>);
+        impl Attest for Counting {
+            fn evidence(
+                &self,
+                nonce: &[u8],
+                spki: &[u8],
+            ) -> Result<nacre_attestation::Evidence, String> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                self.0.evidence(nonce, spki)
+            }
+        }
+        let node = setup("plain", &STAGE1);
+        let cp = setup("sb-custom", &[RuntimeEvent::Phase(Phase::EnterInitrd)]);
+        // The server expects other measurements of the node: it refuses it.
+        let (m, key) = manifest(&replayed(&node.node), |m| {
+            m.measurements.get_mut(&9).unwrap().expected = vec![0x99; 32]
+        });
+        let node_ak = Attester::with_tcti(&node.node.tpm.tcti)
+            .ak_public()
+            .unwrap();
+        let acv = Arc::new(
+            AttestedClientVerifier::new(
+                Arc::new(QemuVtpmVerifier::new(
+                    m,
+                    key,
+                    Box::new(EnrolledAks::new([node_ak])),
+                )),
+                JoinKind::First,
+            )
+            .unwrap(),
+        );
+        let quotes = Arc::new(AtomicUsize::new(0));
+        let resolver = Arc::new(AttestedServerResolver::new(Box::new(Counting(
+            tpm_attest(&cp),
+            quotes.clone(),
+        ))));
+        let scfg = mutual_server_config(acv.clone(), resolver).unwrap();
+        let asv =
+            Arc::new(AttestedServerVerifier::new(Arc::new(cp.verifier), JoinKind::Rejoin).unwrap());
+        let ccfg = mutual_client_config(
+            asv.clone(),
+            Arc::new(AttestedCertResolver::new(Box::new(tpm_attest(&node)))),
+        )
+        .unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            while tls.conn.is_handshaking() {
+                if tls.conn.complete_io(&mut tls.sock).is_err() {
+                    break;
+                }
+            }
+        });
+        let conn = rustls::ClientConnection::new(Arc::new(ccfg), asv.server_name()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+        let mut b = [0u8; 1];
+        let _ = tls.read(&mut b);
+        drop(tls);
+        server.join().unwrap();
+        assert_eq!(
+            acv.verdict().unwrap().unwrap_err().check,
+            Check::Measurements
+        );
+        assert_eq!(
+            quotes.load(Ordering::SeqCst),
+            0,
+            "the server quoted for a refused client"
+        );
+        assert!(asv.verdict().is_none(), "no evidence reached the node");
     }
 
     #[allow(dead_code)]

@@ -13,7 +13,7 @@ use crate::service::Service;
 use nacre_attestation::atls::{
     mutual_server_config, server_config, Attest, AttestedClientVerifier, AttestedServerResolver,
 };
-use nacre_attestation::join::{read_line, Request, Response};
+use nacre_attestation::join::{read_line, Request, Response, ServerEvidenceLine};
 use nacre_attestation::{JoinKind, Verifier};
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::io::{BufReader, Write};
@@ -240,14 +240,18 @@ impl Server {
             Ok(v) => Arc::new(v),
             Err(e) => return self.refuse(peer, None, "connect", "internal", e),
         };
+        // In the attested (mutual) mode the per-connection resolver makes the service's
+        // evidence once the client is verified.
+        let mut resolver = None;
         let config = match &self.identity {
             Identity::Certificate { chain, key } => {
                 server_config(verifier.clone(), chain.clone(), key.clone_key())
             }
-            Identity::Attested(a) => mutual_server_config(
-                verifier.clone(),
-                Arc::new(AttestedServerResolver::new(Box::new(a.clone()))),
-            ),
+            Identity::Attested(a) => {
+                let r = Arc::new(AttestedServerResolver::new(Box::new(a.clone())));
+                resolver = Some(r.clone());
+                mutual_server_config(verifier.clone(), r)
+            }
         };
         let config = match config {
             Ok(c) => c,
@@ -259,10 +263,27 @@ impl Server {
         };
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);
         let mut line = Vec::new();
-        let read = {
+        let read = (|| -> std::io::Result<()> {
+            if let Some(r) = &resolver {
+                // Mutual mode: finish the handshake (the client's evidence is verified in it),
+                // then, only for a client that was accepted, quote and send the evidence.
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(tls.sock)?;
+                }
+                if matches!(verifier.verdict(), Some(Ok(_))) {
+                    let evidence = r.evidence().map_err(|e| {
+                        std::io::Error::other(format!("making this service's evidence: {e}"))
+                    })?;
+                    let mut out = serde_json::to_vec(&ServerEvidenceLine { evidence })
+                        .map_err(std::io::Error::other)?;
+                    out.push(b'\n');
+                    tls.write_all(&out)?;
+                    tls.flush()?;
+                }
+            }
             let mut r = BufReader::new(&mut tls);
             read_line(&mut r, &mut line)
-        };
+        })();
         if read.is_err() {
             // A refused handshake: deliver the alert rustls queued before closing.
             while tls.conn.wants_write() {

@@ -200,7 +200,8 @@ fn an_in_cluster_service_trusted_through_its_ek_proves_itself_to_nodes() {
     let r = c.call(&join()).unwrap();
     assert!(matches!(r, Response::Joined(_)), "{r:?}");
 
-    // A service with genuine evidence that cannot activate: the node refuses it.
+    // A service with genuine evidence that cannot activate: the node does not trust it (not
+    // authenticated: a transport error, retried until the node's timeout, never served).
     let bad = run(Server::attested(
         svc,
         nodes,
@@ -213,8 +214,10 @@ fn an_in_cluster_service_trusted_through_its_ek_proves_itself_to_nodes() {
         Duration::from_secs(20),
     );
     match c.call(&join()) {
-        Err(e @ CallError::Refused { .. }) => {
-            assert!(e.to_string().contains("not the one sent"), "{e}")
+        Err(e @ CallError::Unreachable { .. }) => {
+            assert!(e.retryable());
+            assert!(e.to_string().contains("not the one sent"), "{e}");
+            assert!(e.to_string().contains("not authenticated yet"), "{e}");
         }
         other => panic!("expected the node to refuse the service, got {other:?}"),
     }

@@ -465,15 +465,20 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
         c.call(&announce(6, "10.0.2.40")).unwrap(),
         Response::Joined(_)
     ));
-    // A service whose PCR 11 is not what the node expects: the node refuses it (not retried).
+    // A service whose PCR 11 is not what the node expects: the node does not trust it (it is
+    // not authenticated, so this is a transport error: retried until the node's timeout).
     let wrong = expect(&|m| {
         m.measurements.get_mut(&11).unwrap().expected = vec![0xee; 32];
     });
     let c = Client::attested(&addr, wrong, node_attest(), Duration::from_secs(20));
     match c.call(&announce(6, "10.0.2.40")) {
-        Err(e @ CallError::Protocol { .. }) => {
-            assert!(!e.retryable());
-            assert!(e.to_string().contains("measurements"), "{e}");
+        Err(e @ CallError::Unreachable { .. }) => {
+            assert!(e.retryable());
+            assert!(
+                e.to_string()
+                    .contains("the service's evidence is refused: measurements"),
+                "{e}"
+            );
         }
         other => panic!("expected the node to refuse the service, got {other:?}"),
     }
@@ -532,9 +537,10 @@ fn nodes_check_the_in_cluster_service_phase_and_cluster() {
         (expect(cluster.cluster_id, &["sysinit"]), "at phase ready"),
     ] {
         match call(v) {
-            Err(e @ CallError::Protocol { .. }) => {
-                assert!(!e.retryable());
+            Err(e @ CallError::Unreachable { .. }) => {
+                assert!(e.retryable());
                 assert!(e.to_string().contains(why), "{e}");
+                assert!(e.to_string().contains("not authenticated yet"), "{e}");
             }
             other => panic!("expected the node to refuse the service, got {other:?}"),
         }

@@ -145,6 +145,98 @@ pub struct Report {
     pub max_ms: f64,
     pub firmware_log_bytes: usize,
     pub firmware_log_events: usize,
+    /// With `--hostile`: what the attackers did, and what it cost the service's disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostile: Option<HostileReport>,
+    /// Decisions in the log at the end, and the database file's size (bytes).
+    pub decisions: usize,
+    pub database_bytes: u64,
+}
+
+/// Unauthenticated attackers beside the good clients (`bench --hostile`), each kind from its
+/// own loopback sources (127.77.K.N): `slowloris` connections that trickle a ClientHello one
+/// byte every 500 ms and reconnect when cut; `flood` threads that connect and close at once in
+/// a loop; `garbage` threads that send a TLS record header and random bytes, then close.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Hostile {
+    pub slowloris: usize,
+    pub flood: usize,
+    pub garbage: usize,
+    /// Distinct source addresses per kind.
+    pub sources: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostileReport {
+    pub attack: Hostile,
+    /// Attacker connections opened (accepted by the kernel; the service closes most at once).
+    pub connections: u64,
+}
+
+/// One attacker thread until `stop`: returns the connections it opened.
+fn attacker(
+    kind: u8,
+    index: usize,
+    sources: usize,
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    use std::io::{Read, Write};
+    let source = std::net::Ipv4Addr::new(127, 77, kind, (index % sources.max(1) + 1) as u8);
+    let mut opened = 0u64;
+    let mut noise = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(sock) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        else {
+            return opened;
+        };
+        if sock
+            .bind(&std::net::SocketAddr::from((source, 0)).into())
+            .and_then(|()| sock.connect(&addr.into()))
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        opened += 1;
+        let mut s: std::net::TcpStream = sock.into();
+        match kind {
+            // slowloris
+            0 => {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]);
+                let mut b = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut b) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                    if s.write_all(&[0x01]).is_err() {
+                        break;
+                    }
+                }
+            }
+            // flood: connect and close
+            1 => {}
+            // garbage
+            _ => {
+                let _ =
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut noise);
+                let _ = s.write_all(&[0x16, 0x03, 0x01, 0x01, 0xf0]);
+                let _ = s.write_all(&noise);
+                let mut b = [0u8; 64];
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = s.read(&mut b);
+            }
+        }
+    }
+    opened
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -233,6 +325,7 @@ pub fn run(
     firmware_log: Vec<u8>,
     clients: usize,
     seconds: f64,
+    hostile: Option<Hostile>,
     progress: &dyn Fn(&str),
 ) -> Result<Report, String> {
     let events = EventLog::parse(&firmware_log)
@@ -263,9 +356,14 @@ pub fn run(
         .local_addr()
         .map_err(|e| e.to_string())?
         .to_string();
-    let server = Arc::new(crate::server::Server::new(
-        service, verifier, chain, tls_key,
-    ));
+    // The good clients all connect from 127.0.0.1 (real nodes have one address each): the
+    // per-source limit is raised to their number so it does not cut them.
+    let limits = crate::limits::ConnectionLimits {
+        per_source: clients.max(8),
+        ..Default::default()
+    };
+    let server =
+        Arc::new(crate::server::Server::new(service, verifier, chain, tls_key).with_limits(limits));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -277,6 +375,25 @@ pub fn run(
         firmware_log.len()
     ));
 
+    let attack_stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    if let Some(h) = hostile {
+        let sa: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        for (kind, n) in [(0u8, h.slowloris), (1, h.flood), (2, h.garbage)] {
+            for i in 0..n {
+                let stop = attack_stop.clone();
+                attackers.push(std::thread::spawn(move || {
+                    attacker(kind, i, h.sources, sa, stop)
+                }));
+            }
+        }
+        progress(&format!(
+            "attackers: {} slowloris, {} flood, {} garbage threads from {} sources each",
+            h.slowloris, h.flood, h.garbage, h.sources
+        ));
+        // Let them take their slots first.
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -321,8 +438,23 @@ pub fn run(
         failures += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    attack_stop.store(true, Ordering::SeqCst);
+    let connections: u64 = attackers.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     stop.store(true, Ordering::SeqCst);
     let _ = std::net::TcpStream::connect(&addr);
+    // The server thread writes the counted events' summaries as it stops, then drops the
+    // database: wait until it can be opened again.
+    let mut decisions = 0;
+    for _ in 0..600 {
+        if let Ok(store) = Store::open(&state.join(DB_FILE)) {
+            decisions = store.decisions().map(|d| d.len()).unwrap_or(0);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let database_bytes = std::fs::metadata(state.join(DB_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
     all.sort_unstable();
     Ok(Report {
         clients,
@@ -336,6 +468,12 @@ pub fn run(
         max_ms: percentile(&all, 1.0),
         firmware_log_bytes: firmware_log.len(),
         firmware_log_events: events,
+        hostile: hostile.map(|attack| HostileReport {
+            attack,
+            connections,
+        }),
+        decisions,
+        database_bytes,
     })
 }
 
@@ -578,9 +716,36 @@ mod tests {
             "/../eventlog/tests/fixtures/plain.eventlog.bin"
         ))
         .unwrap();
-        let r = run(dir.path(), fw, 2, 0.5, &|_| {}).unwrap();
+        let r = run(dir.path(), fw, 2, 0.5, None, &|_| {}).unwrap();
         assert!(r.requests >= 2, "{r:?}");
         assert_eq!(r.failures, 0, "{r:?}");
+        assert!(r.decisions >= r.requests && r.database_bytes > 0, "{r:?}");
+    }
+
+    /// With attackers beside them the good clients are still served, the attackers' connections
+    /// are counted, and the log holds far fewer records than they opened connections.
+    #[test]
+    fn hostile_clients_beside_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../eventlog/tests/fixtures/plain.eventlog.bin"
+        ))
+        .unwrap();
+        let h = Hostile {
+            slowloris: 2,
+            flood: 2,
+            garbage: 2,
+            sources: 2,
+        };
+        let r = run(dir.path(), fw, 2, 1.0, Some(h), &|_| {}).unwrap();
+        assert!(r.requests >= 2, "{r:?}");
+        assert_eq!(r.failures, 0, "{r:?}");
+        let c = r.hostile.as_ref().unwrap().connections;
+        assert!(c > 20, "{r:?}");
+        // Good requests are logged one by one; the attackers' at most 64 in full per window
+        // plus summaries.
+        assert!(r.decisions <= r.requests + 64 + 17, "{r:?}");
     }
 
     /// Every platform's verification succeeds on the real fixtures (the figures are of

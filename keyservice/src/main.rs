@@ -169,6 +169,13 @@ enum Cmd {
         /// The SNP and TDX fixtures (snp/milan-*, tdx/tdx_quote*), with --verification.
         #[arg(long, default_value = "attestation/tests/fixtures")]
         fixtures: PathBuf,
+        /// Unauthenticated attackers beside the clients: slowloris, flood and garbage threads,
+        /// this many of each kind (see bench::Hostile); compare with a run without it.
+        #[arg(long)]
+        hostile: Option<usize>,
+        /// Source addresses per attacker kind (with --hostile).
+        #[arg(long, default_value_t = 4)]
+        hostile_sources: usize,
     },
     /// The decision log.
     Log {
@@ -1166,6 +1173,8 @@ fn main() -> Result<()> {
             verification,
             iterations,
             fixtures,
+            hostile,
+            hostile_sources,
         } => {
             let fw = std::fs::read(&firmware_log)
                 .with_context(|| format!("reading {}", firmware_log.display()))?;
@@ -1182,7 +1191,13 @@ fn main() -> Result<()> {
             let dir =
                 std::env::temp_dir().join(format!("nacre-keyservice-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let r = nacre_keyservice::bench::run(&dir, fw, clients, seconds, &|l| {
+            let hostile = hostile.map(|n| nacre_keyservice::bench::Hostile {
+                slowloris: n,
+                flood: n,
+                garbage: n,
+                sources: hostile_sources,
+            });
+            let r = nacre_keyservice::bench::run(&dir, fw, clients, seconds, hostile, &|l| {
                 eprintln!("bench: {l}")
             });
             let _ = std::fs::remove_dir_all(&dir);
@@ -1193,6 +1208,16 @@ fn main() -> Result<()> {
                 println!(
                     "{} attested requests in {:.1} s with {} clients: {:.0}/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failures",
                     r.requests, r.seconds, r.clients, r.per_second, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.failures
+                );
+                if let Some(h) = &r.hostile {
+                    println!(
+                        "attackers: {} slowloris + {} flood + {} garbage threads ({} sources each) opened {} connections",
+                        h.attack.slowloris, h.attack.flood, h.attack.garbage, h.attack.sources, h.connections
+                    );
+                }
+                println!(
+                    "decision log: {} records, database {} bytes",
+                    r.decisions, r.database_bytes
                 );
             }
         }

@@ -31,7 +31,7 @@ echo "== TDX MRTD oracle: mosaik's TDVF code (measurements/tests/oracle/mosaik-m
 NACRE_MOSAIK_MRTD=$(measurements/tests/oracle/mosaik-mrtd.sh "$PWD/target/oracle/mosaik-mrtd" | tail -n1)
 export NACRE_MOSAIK_MRTD
 echo "== cargo test (host tests, oracles, QEMU boots)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/cluster.sh)"
 tests/e2e/cluster.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"

@@ -230,8 +230,8 @@ pub trait AkTrust: Send + Sync {
 /// AKs an operator enrolled (read with `Attester::ak_public` on the node, or `tpm2_readpublic`):
 /// the AK is trusted iff its SPKI is one of them. The operator vouches that the key is the
 /// node TPM's restricted AK (only a restricted key makes the TPM_GENERATED magic meaningful).
-/// Not written yet: the swtpm EK-certificate chain (operator CA) + TPM2_MakeCredential /
-/// ActivateCredential binding the AK to the EK.
+/// The other way to trust an AK is its TPM's EK certificate with credential activation
+/// ([`crate::ek`], [`crate::credential`]).
 #[derive(Debug, Clone, Default)]
 pub struct EnrolledAks {
     keys: Vec<Vec<u8>>,

@@ -47,10 +47,21 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
-/// OID of the evidence extension. PLACEHOLDER under the UUID arc would need 128-bit
-/// components; this private arc must be replaced by nacre's registered one before release.
-pub const EVIDENCE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 99999, 1, 1];
-const EVIDENCE_OID_STR: &str = "1.3.6.1.4.1.99999.1.1";
+/// The evidence extension's OID, nacre's own without registration (ITU-T X.667: the UUID
+/// 33bbe192-d7e9-450e-b699-19cd200b76bb as an arc under 2.25). Defined here once for both sides;
+/// `docs/attested-tls.md` gives the extension's ASN.1.
+pub const EVIDENCE_OID: &str = "2.25.68766162473870553935326749242941994683";
+/// [`EVIDENCE_OID`] as DER content octets (first octet 2*40+25, then the UUID's 128-bit
+/// integer in base 128).
+pub const EVIDENCE_OID_DER: [u8; 19] = [
+    0x69, 0xe7, 0xbb, 0xf0, 0xe4, 0xda, 0xfe, 0xca, 0x94, 0x9d, 0xb6, 0xcc, 0xc6, 0xb9, 0xd2, 0x80,
+    0xad, 0xed, 0x3b,
+];
+/// rcgen writes OID arcs of at most 64 bits: the extension is written under this private
+/// stand-in, then its OID is replaced by [`EVIDENCE_OID_DER`] and the certificate re-signed
+/// ([`with_evidence_oid`]). Never on the wire.
+const STAND_IN_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 99999, 1, 1];
+const STAND_IN_OID_DER: [u8; 10] = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x01, 0x01];
 const NONCE_PREFIX: &str = "nacre-nonce:";
 /// Validity of the attested certificate.
 pub const CERT_LIFETIME: time::Duration = time::Duration::minutes(10);
@@ -172,17 +183,106 @@ fn self_signed(
         params
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(
-                EVIDENCE_OID,
+                STAND_IN_OID,
                 evidence,
             ));
     }
+    let with_evidence = !params.custom_extensions.is_empty();
     let cert = params
         .self_signed(key)
         .map_err(|e| format!("self-signing: {e}"))?;
-    Ok((
-        cert.der().clone(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    ))
+    let pkcs8 = key.serialize_der();
+    let der = if with_evidence {
+        CertificateDer::from(with_evidence_oid(cert.der(), &pkcs8)?)
+    } else {
+        cert.der().clone()
+    };
+    Ok((der, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8))))
+}
+
+/// One DER TLV: (tag, content, the rest after it). Definite lengths only (DER).
+fn der_tlv(b: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
+    let bad = || "certificate DER: truncated or indefinite length".to_string();
+    let (&tag, rest) = b.split_first().ok_or_else(bad)?;
+    let (&l0, rest) = rest.split_first().ok_or_else(bad)?;
+    let (len, rest) = if l0 < 0x80 {
+        (l0 as usize, rest)
+    } else {
+        let n = (l0 & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return Err(bad());
+        }
+        let len = rest[..n].iter().fold(0usize, |a, &x| (a << 8) | x as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return Err(bad());
+    }
+    Ok((tag, &rest[..len], &rest[len..]))
+}
+
+fn der_push(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let be = (n as u32).to_be_bytes();
+        let skip = be.iter().take_while(|&&x| x == 0).count();
+        out.push(0x80 | (4 - skip) as u8);
+        out.extend_from_slice(&be[skip..]);
+    }
+    out.extend_from_slice(content);
+}
+
+/// A DER value with every OID equal to the stand-in replaced by the evidence OID; constructed
+/// values are walked (their lengths re-encoded), primitive ones copied.
+fn replace_oid(b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(b.len() + 16);
+    let mut rest = b;
+    while !rest.is_empty() {
+        let (tag, content, next) = der_tlv(rest)?;
+        if tag == 0x06 && content == STAND_IN_OID_DER {
+            der_push(&mut out, tag, &EVIDENCE_OID_DER);
+        } else if tag & 0x20 != 0 {
+            der_push(&mut out, tag, &replace_oid(content)?);
+        } else {
+            der_push(&mut out, tag, content);
+        }
+        rest = next;
+    }
+    Ok(out)
+}
+
+/// The certificate `der` (self-signed by `pkcs8`, ECDSA P-256 SHA-256) with the evidence
+/// extension's stand-in OID replaced and the TBSCertificate signed again.
+fn with_evidence_oid(der: &[u8], pkcs8: &[u8]) -> Result<Vec<u8>, String> {
+    let (tag, cert, rest) = der_tlv(der)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return Err("certificate DER: not one SEQUENCE".into());
+    }
+    let (tbs_tag, tbs, after) = der_tlv(cert)?;
+    let (alg_tag, alg, _) = der_tlv(after)?;
+    let mut new_tbs = Vec::new();
+    der_push(&mut new_tbs, tbs_tag, &replace_oid(tbs)?);
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8,
+        &rng,
+    )
+    .map_err(|e| format!("certificate key: {e}"))?;
+    let sig = key
+        .sign(&rng, &new_tbs)
+        .map_err(|e| format!("re-signing the certificate: {e}"))?;
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(sig.as_ref());
+    let mut body = new_tbs;
+    der_push(&mut body, alg_tag, alg);
+    der_push(&mut body, 0x03, &bits);
+    let mut out = Vec::new();
+    der_push(&mut out, 0x30, &body);
+    Ok(out)
 }
 
 /// The evidence and the SPKI (DER) of an attested certificate, and whether it is valid now.
@@ -198,7 +298,7 @@ pub fn evidence_from_cert(cert: &[u8], now: UnixTime) -> Result<(Evidence, Vec<u
     let ext = x
         .extensions()
         .iter()
-        .find(|e| e.oid.to_id_string() == EVIDENCE_OID_STR)
+        .find(|e| e.oid.as_bytes() == EVIDENCE_OID_DER)
         .ok_or("certificate has no evidence extension")?;
     let evidence =
         Evidence::from_json(ext.value).map_err(|e| format!("evidence does not parse: {e}"))?;
@@ -775,6 +875,72 @@ impl ServerCertVerifier for AuthenticatingVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The evidence extension carries nacre's 2.25 OID (read back by x509-parser and, as
+    /// text, by OpenSSL when it is installed), and the rewritten certificate's self-signature
+    /// verifies.
+    #[test]
+    fn the_evidence_extension_has_nacres_uuid_oid() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let (der, _) = self_signed(&key, "nacre-node", Some(br#"{"x":1}"#.to_vec())).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ext: Vec<_> = x
+            .extensions()
+            .iter()
+            .filter(|e| e.oid.as_bytes() == EVIDENCE_OID_DER)
+            .collect();
+        assert_eq!(ext.len(), 1);
+        assert_eq!(ext[0].value, br#"{"x":1}"#);
+        assert!(!x
+            .extensions()
+            .iter()
+            .any(|e| e.oid.as_bytes() == STAND_IN_OID_DER));
+        let spki = x.public_key().subject_public_key.data.to_vec();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, spki)
+            .verify(x.tbs_certificate.as_ref(), &x.signature_value.data)
+            .expect("the re-signed certificate's signature");
+        // The DER content is the OID's text form.
+        let mut arcs = vec![2u128, 25];
+        let mut v: u128 = 0;
+        for &b in &EVIDENCE_OID_DER[1..] {
+            v = (v << 7) | u128::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                arcs.push(v);
+                v = 0;
+            }
+        }
+        assert_eq!(EVIDENCE_OID_DER[0], 2 * 40 + 25);
+        let text: Vec<String> = arcs.iter().map(u128::to_string).collect();
+        assert_eq!(text.join("."), EVIDENCE_OID);
+        assert_eq!(
+            arcs[2],
+            u128::from_str_radix("33bbe192d7e9450eb69919cd200b76bb", 16).unwrap()
+        );
+        // OpenSSL, an independent reader, prints the same OID.
+        let dir = std::env::temp_dir().join(format!("nacre-oid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cert.der");
+        std::fs::write(&path, &der).unwrap();
+        if let Ok(o) = std::process::Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(&path)
+            .output()
+        {
+            let t = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success() && t.contains(EVIDENCE_OID), "{t}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn der_rewriting_refuses_truncated_input() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let (der, _) = self_signed(&key, "n", Some(b"{}".to_vec())).unwrap();
+        let pkcs8 = key.serialize_der();
+        for cut in [1, 10, der.len() / 2, der.len() - 1] {
+            assert!(with_evidence_oid(&der[..cut], &pkcs8).is_err(), "cut {cut}");
+        }
+    }
 
     #[test]
     fn nonce_round_trips_through_the_hint() {

@@ -13,10 +13,10 @@ use nacre_attestation::evidence::{Evidence, Platform};
 use nacre_attestation::{atls, attest, azure, nitro, snp, tdx};
 use nacre_eventlog::{cel, replay, EventLog, RuntimeEvent};
 
-/// The time an attested certificate is judged at: 2026-12-03T17:16:40Z, when the seed
+/// The time an attested certificate is judged at: 2026-12-04T15:33:20Z, just after the seed
 /// certificate (seeds/atls/swtpm-node.der, 10 minutes valid) was made. Fixed so a run is
 /// reproducible and the seed stays valid.
-pub const ATLS_NOW: u64 = 1_796_317_000;
+pub const ATLS_NOW: u64 = 1_796_398_400;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()

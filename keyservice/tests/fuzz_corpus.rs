@@ -212,8 +212,11 @@ fn write_seeds() {
     write("tpm/quote-attest.bin", &ev.quote.attest);
     write("tpm/quote-signature.bin", &ev.quote.signature);
     if let Some(ek) = &ev.ek {
-        write("tpm/certify-attest.bin", &ek.certify_attest);
-        write("tpm/certify-signature.bin", &ek.certify_signature);
+        // (The refused signing-EK certify of earlier versions: none from today's TPMs.)
+        if !ek.certify_attest.is_empty() {
+            write("tpm/certify-attest.bin", &ek.certify_attest);
+            write("tpm/certify-signature.bin", &ek.certify_signature);
+        }
         write("tpm/ak-public-area.bin", &ek.ak_public_area);
     }
     write(

@@ -30,8 +30,9 @@ pub use keysource::{KeyError, KeySource};
 pub use select::Selector;
 
 /// `[state_disk]` in `/etc/nacre/init.toml`: exactly one of `serial = "…"`,
-/// `device_name = "…"`, `rule = "only-data-disk"` (see [`select`]), then `key_source` and
-/// `integrity`. Unknown keys are errors.
+/// `device_name = "…"`, `rule = "only-data-disk"` (see [`select`]), then `key_source` (when
+/// absent: `key-service` on a node with a key service, else `tpm-sealed`) and `integrity`.
+/// Unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "RawConfig")]
 pub struct Config {
@@ -39,6 +40,8 @@ pub struct Config {
     pub disk: Selector,
     /// Where the disk key comes from.
     pub key_source: KeySourceKind,
+    /// `key_source` was written; otherwise [`Config::default_to_key_service`] may choose.
+    pub key_source_given: bool,
     /// `"hmac(sha256)"`: dm-integrity under dm-crypt (authenticated sectors). Absent: none.
     pub integrity: Option<Integrity>,
 }
@@ -54,7 +57,7 @@ struct RawConfig {
     #[serde(default)]
     rule: Option<select::Rule>,
     #[serde(default)]
-    key_source: KeySourceKind,
+    key_source: Option<KeySourceKind>,
     #[serde(default)]
     integrity: Option<Integrity>,
 }
@@ -93,7 +96,8 @@ impl TryFrom<RawConfig> for Config {
         let (_, disk) = given.remove(0);
         Ok(Config {
             disk,
-            key_source: r.key_source,
+            key_source: r.key_source.unwrap_or_default(),
+            key_source_given: r.key_source.is_some(),
             integrity: r.integrity,
         })
     }
@@ -117,6 +121,14 @@ pub enum Integrity {
 }
 
 impl Config {
+    /// Without an explicit `key_source`, a node that has a key service uses it (the disk key is
+    /// then released only to an attested node, and bound to it), else the TPM-sealed key.
+    pub fn default_to_key_service(&mut self, key_service_configured: bool) {
+        if !self.key_source_given && key_service_configured {
+            self.key_source = KeySourceKind::KeyService;
+        }
+    }
+
     /// The header profile for this configuration and a key source's token type.
     pub fn profile(&self, token_type: Option<&str>) -> luks2::Profile {
         luks2::Profile {
@@ -196,6 +208,17 @@ mod tests {
         let c = parse(r#"{"serial":"nacre-state"}"#).unwrap();
         assert_eq!(c.disk, Selector::Serial("nacre-state".into()));
         assert_eq!(c.key_source, KeySourceKind::TpmSealed);
+        assert!(!c.key_source_given);
+        // Unwritten: the key service where one is configured.
+        let mut d = c.clone();
+        d.default_to_key_service(false);
+        assert_eq!(d.key_source, KeySourceKind::TpmSealed);
+        d.default_to_key_service(true);
+        assert_eq!(d.key_source, KeySourceKind::KeyService);
+        // Written: kept.
+        let mut e = parse(r#"{"serial":"s","key_source":"tpm-sealed"}"#).unwrap();
+        e.default_to_key_service(true);
+        assert_eq!(e.key_source, KeySourceKind::TpmSealed);
         assert_eq!(c.integrity, None);
         assert!(!c.profile(None).integrity);
         let c = parse(r#"{"serial":"s","key_source":"tpm-sealed","integrity":"hmac(sha256)"}"#)

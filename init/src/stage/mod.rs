@@ -341,9 +341,10 @@ fn write_kubelet_join(j: &nacre_attestation::join::Joined) -> Result<(), String>
 /// `[state_disk]`: find the disk, format it if its first format never completed, validate a
 /// detached copy of its LUKS2 header, open it with the key source's key, mount it on /var.
 fn open_state_disk(cfg: &toml::Table, service: Option<&mut KeyService>) -> Result<(), String> {
-    let sd: nacre_statedisk::Config = crate::config::section(cfg, "state_disk")
+    let mut sd: nacre_statedisk::Config = crate::config::section(cfg, "state_disk")
         .map_err(|e| e.to_string())?
         .ok_or("no [state_disk] table")?;
+    sd.default_to_key_service(service.is_some());
     let mut own;
     let keys: &mut dyn KeySource =
         match (sd.key_source(), service) {

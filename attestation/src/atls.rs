@@ -295,11 +295,16 @@ pub fn evidence_from_cert(cert: &[u8], now: UnixTime) -> Result<(Evidence, Vec<u
     if !crate::x509util::valid_at(&x, now.as_secs() as i64) {
         return Err("certificate is not valid now".into());
     }
-    let ext = x
+    let mut found = x
         .extensions()
         .iter()
-        .find(|e| e.oid.as_bytes() == EVIDENCE_OID_DER)
+        .filter(|e| e.oid.as_bytes() == EVIDENCE_OID_DER);
+    let ext = found
+        .next()
         .ok_or("certificate has no evidence extension")?;
+    if found.next().is_some() {
+        return Err("certificate has the evidence extension more than once".into());
+    }
     let evidence =
         Evidence::from_json(ext.value).map_err(|e| format!("evidence does not parse: {e}"))?;
     Ok((evidence, x.public_key().raw.to_vec()))
@@ -661,6 +666,9 @@ pub struct AttestedServerResolver {
     provider: Arc<CryptoProvider>,
     /// The client's nonce and this connection's certificate SPKI, once resolved.
     bound: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// The certificate of this connection: a second ClientHello (after a HelloRetryRequest)
+    /// with the same nonce gets the same one.
+    issued: Mutex<Option<Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for AttestedServerResolver {
@@ -675,6 +683,7 @@ impl AttestedServerResolver {
             attest,
             provider: provider(),
             bound: Mutex::new(None),
+            issued: Mutex::new(None),
         }
     }
 
@@ -692,6 +701,24 @@ impl AttestedServerResolver {
     }
 
     fn fresh(&self, nonce: Vec<u8>) -> Result<Arc<CertifiedKey>, String> {
+        if let Some((n, _)) = self
+            .bound
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .as_ref()
+        {
+            // A retried ClientHello of the same connection: the same nonce, the same
+            // certificate; another nonce on one connection is refused.
+            if *n != nonce {
+                return Err("one connection, one nonce".into());
+            }
+            return self
+                .issued
+                .lock()
+                .map_err(|_| "poisoned".to_string())?
+                .clone()
+                .ok_or_else(|| "no certificate issued".to_string());
+        }
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| format!("key generation: {e}"))?;
         let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
@@ -706,7 +733,11 @@ impl AttestedServerResolver {
             return Err("one connection, one certificate".into());
         }
         *bound = Some((nonce, spki));
-        Ok(Arc::new(CertifiedKey::new(vec![cert], signer)))
+        let ck = Arc::new(CertifiedKey::new(vec![cert], signer));
+        if let Ok(mut i) = self.issued.lock() {
+            *i = Some(ck.clone());
+        }
+        Ok(ck)
     }
 }
 
@@ -930,6 +961,24 @@ mod tests {
             assert!(o.status.success() && t.contains(EVIDENCE_OID), "{t}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_certificate_with_the_extension_twice_carries_no_evidence() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["n".to_string()]).unwrap();
+        for _ in 0..2 {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    STAND_IN_OID,
+                    b"{}".to_vec(),
+                ));
+        }
+        let cert = params.self_signed(&key).unwrap();
+        let der = with_evidence_oid(cert.der(), &key.serialize_der()).unwrap();
+        let e = evidence_from_cert(&der, UnixTime::now()).unwrap_err();
+        assert!(e.contains("more than once"), "{e}");
     }
 
     #[test]

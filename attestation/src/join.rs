@@ -415,13 +415,15 @@ impl Client {
         Ok(resp)
     }
 
-    /// I/O errors during the exchange: a TLS alert from the server, once the server proved its
-    /// identity in this handshake (`server_authenticated`), is a refusal (attestation failed:
-    /// the service's decision log says which check); an alert before that may come from anyone
-    /// on the path, so it is a transport error, retried like an unreachable service (an on-path
-    /// attacker must not be able to power booting nodes off or empty wg0's peers). A
-    /// certificate problem on our side is a protocol error (not the service we were configured
-    /// to trust); the rest is transport.
+    /// I/O errors during the exchange. The service refuses an attestation with one alert,
+    /// `handshake_failure` (its certificate verifier's error); only that alert, and only once
+    /// the server proved its identity in this handshake (`server_authenticated`), is a
+    /// refusal. Every other TLS error may be provoked by whoever is on the path (a forged
+    /// plaintext alert or record before authentication; a flipped byte in our records, which
+    /// the real server answers with `bad_record_mac`; injected bytes, which fail to decrypt):
+    /// those are transport errors, retried like an unreachable service (a node is not powered
+    /// off, wg0's peers are not emptied). A real misconfiguration (a service this node does not
+    /// trust) still fails closed when the retries run out, with this error named.
     fn classify(&self, e: std::io::Error, server_authenticated: bool) -> CallError {
         let endpoint = self.endpoint.clone();
         if let Some(tls) = e
@@ -429,21 +431,23 @@ impl Client {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             return match tls {
-                rustls::Error::AlertReceived(alert) if server_authenticated => CallError::Refused {
+                rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure)
+                    if server_authenticated =>
+                {
+                    CallError::Refused {
+                        endpoint,
+                        reason: "TLS alert HandshakeFailure during attestation (the service's decision log says which check failed)".into(),
+                    }
+                }
+                other if server_authenticated => CallError::Unreachable {
+                    endpoint,
+                    reason: format!("TLS: {other} (not the service's refusal: retried)"),
+                },
+                other => CallError::Unreachable {
                     endpoint,
                     reason: format!(
-                        "TLS alert {alert:?} during attestation (the service's decision log says which check failed)"
+                        "TLS: {other} before the service proved its identity (not trusted: retried)"
                     ),
-                },
-                rustls::Error::AlertReceived(alert) => CallError::Unreachable {
-                    endpoint,
-                    reason: format!(
-                        "TLS alert {alert:?} before the service proved its identity (not trusted: retried)"
-                    ),
-                },
-                other => CallError::Protocol {
-                    endpoint,
-                    reason: format!("TLS: {other}"),
                 },
             };
         }

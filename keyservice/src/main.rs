@@ -893,11 +893,14 @@ fn tdx_verifier(
     ))
 }
 
-/// `serve --expire-after-days`: remove stale nodes now, then hourly in a thread.
+/// `serve --expire-after-days`: remove nodes not heard from for that long while the service
+/// was up (a node counts as seen when the service starts, so downtime expires nobody), hourly
+/// in a thread.
 fn expire_nodes(service: Arc<Service>, days: u64) -> Result<()> {
     let max_age = days * 86_400;
+    let up_since = nacre_keyservice::store::now_unix();
     let sweep = move |service: &Service| -> Result<(), nacre_keyservice::store::StoreError> {
-        for (ak, t) in service.expire(max_age)? {
+        for (ak, t) in service.expire(max_age, up_since)? {
             println!(
                 "nacre-keyservice: expired {} ({}, ak {}): not seen for {days} day(s)",
                 t.name,
@@ -907,7 +910,6 @@ fn expire_nodes(service: Arc<Service>, days: u64) -> Result<()> {
         }
         Ok(())
     };
-    sweep(&service).context("expiring nodes")?;
     std::thread::Builder::new()
         .name("expiry".into())
         .spawn(move || loop {

@@ -246,11 +246,16 @@ impl Service {
         Ok((ak, t))
     }
 
-    /// Remove every node not heard from (join or peers refresh) for `max_age` seconds.
-    pub fn expire(&self, max_age: u64) -> Result<Vec<(String, crate::store::Removed)>, StoreError> {
+    /// Remove every node not heard from (join or peers refresh) for `max_age` seconds of the
+    /// service's uptime (it has been up since `up_since`; [`Store::stale_nodes`]).
+    pub fn expire(
+        &self,
+        max_age: u64,
+        up_since: u64,
+    ) -> Result<Vec<(String, crate::store::Removed)>, StoreError> {
         let by = format!("expiry (not seen for {} s)", max_age);
         let mut out = Vec::new();
-        for ak in self.store.stale_nodes(max_age, now_unix())? {
+        for ak in self.store.stale_nodes(max_age, now_unix(), up_since)? {
             out.push(self.remove_node(&ak, &by)?);
         }
         Ok(out)

@@ -2,9 +2,10 @@
 //! the cluster's secrets and settings (`meta`), the nodes that joined (`nodes`, by attestation-key
 //! fingerprint), which node each state disk belongs to (`disks_v2`, by LUKS2 UUID; `disks` holds
 //! bindings of the former v1 derivation, which are refused), the removed nodes (`removed`, by AK:
-//! tombstones, a removed AK is never admitted again), the overlay host indices removals freed
-//! (`free_hosts`, handed out again first) and the decision log (`decisions`, every grant and
-//! refusal in order).
+//! tombstones, a removed AK is never admitted again; their names, overlay addresses and pod
+//! ranges are never handed out again, so a removed machine's kubelet credential for `node-N`
+//! never names a new machine) and the decision log (`decisions`, every grant and refusal in
+//! order).
 //!
 //! The master secret is stored in the file (mode 0600): protect the file (or the machine) like
 //! the cluster's storage itself. Every write is committed durably before the answer leaves.
@@ -23,7 +24,6 @@ const DISKS_V1: TableDefinition<&str, &str> = TableDefinition::new("disks");
 /// v2 bindings (disk key = HKDF(master, UUID, owner's AK)).
 const DISKS: TableDefinition<&str, &str> = TableDefinition::new("disks_v2");
 const REMOVED: TableDefinition<&str, &[u8]> = TableDefinition::new("removed");
-const FREE_HOSTS: TableDefinition<u32, u64> = TableDefinition::new("free_hosts");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 
 /// The database file inside the state directory.
@@ -222,7 +222,6 @@ impl Store {
             tx.open_table(NODES).map_err(db)?;
             tx.open_table(DISKS).map_err(db)?;
             tx.open_table(REMOVED).map_err(db)?;
-            tx.open_table(FREE_HOSTS).map_err(db)?;
             tx.open_table(DECISIONS).map_err(db)?;
         }
         tx.commit().map_err(db)?;
@@ -361,33 +360,21 @@ impl Store {
                             )));
                         }
                     }
-                    // A host index a removal freed first (its node's AK is refused for
-                    // good), else the next never used one.
-                    let mut free = tx.open_table(FREE_HOSTS).map_err(db)?;
-                    let reused = free.first().map_err(db)?.map(|(k, _)| k.value());
-                    let next = match reused {
-                        Some(i) => i,
-                        None => meta
-                            .get("next_host")
-                            .map_err(db)?
-                            .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
-                            .map(u32::from_le_bytes)
-                            .ok_or(StoreError::Corrupt { what: "next_host" })?,
-                    };
+                    // Host indices (and so names, addresses and pod ranges) are never
+                    // reused, not even a removed node's.
+                    let next = meta
+                        .get("next_host")
+                        .map_err(db)?
+                        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                        .map(u32::from_le_bytes)
+                        .ok_or(StoreError::Corrupt { what: "next_host" })?;
                     let addr = overlay.host(next).ok_or_else(|| {
                         StoreError::Exhausted(format!(
                             "the overlay range {overlay} has no free address left"
                         ))
                     })?;
-                    match reused {
-                        Some(i) => {
-                            free.remove(i).map_err(db)?;
-                        }
-                        None => {
-                            meta.insert("next_host", (next + 1).to_le_bytes().as_slice())
-                                .map_err(db)?;
-                        }
-                    }
+                    meta.insert("next_host", (next + 1).to_le_bytes().as_slice())
+                        .map_err(db)?;
                     (
                         NodeRecord {
                             name: format!("node-{next}"),
@@ -418,8 +405,8 @@ impl Store {
                     ))
                 })?;
                 let range = range.to_string();
-                // By construction no other node holds it (a host index is reused only after
-                // its node's record is gone); checked anyway, fail closed.
+                // By construction no other node holds it (host indices are never reused);
+                // checked anyway, fail closed.
                 for item in nodes.iter().map_err(db)? {
                     let (k, v) = item.map_err(db)?;
                     let other = parse_record(k.value(), v.value())?;
@@ -469,6 +456,31 @@ impl Store {
         let tx = self.db.begin_write().map_err(db)?;
         let owner;
         {
+            // In this transaction: a node removed since the caller looked it up gets nothing.
+            if tx
+                .open_table(REMOVED)
+                .map_err(db)?
+                .get(ak)
+                .map_err(db)?
+                .is_some()
+            {
+                return Err(StoreError::Refused {
+                    check: "policy",
+                    reason: "disk-key: this node was removed".into(),
+                });
+            }
+            if tx
+                .open_table(NODES)
+                .map_err(db)?
+                .get(ak)
+                .map_err(db)?
+                .is_none()
+            {
+                return Err(StoreError::Refused {
+                    check: "policy",
+                    reason: "disk-key: the node has not joined".into(),
+                });
+            }
             if let Ok(v1) = tx.open_table(DISKS_V1) {
                 if let Some(o) = v1.get(uuid).map_err(db)? {
                     return Err(StoreError::Refused {
@@ -555,9 +567,9 @@ impl Store {
 
     /// Remove a node, by name or AK fingerprint, in one transaction: its record goes (so its
     /// peers entry disappears for the others at their next refresh), its AK gets a tombstone
-    /// (never admitted again), its overlay host index (and so its pod range) is freed for a
-    /// later node, and its disk bindings are removed (their keys name its AK, which is refused:
-    /// no node can get them again). Returns its AK and tombstone.
+    /// (never admitted again), and its disk bindings are removed (their keys name its AK, which
+    /// is refused: no node can get them again). Its name, overlay address and pod range are not
+    /// handed out again. Returns its AK and tombstone.
     pub fn remove_node(
         &self,
         selector: &str,
@@ -592,10 +604,6 @@ impl Store {
             for u in &owned {
                 disks.remove(u.as_str()).map_err(db)?;
             }
-            tx.open_table(FREE_HOSTS)
-                .map_err(db)?
-                .insert(rec.host_index, now)
-                .map_err(db)?;
             let t = Removed {
                 name: rec.name,
                 overlay: rec.overlay,
@@ -614,12 +622,20 @@ impl Store {
         Ok(out)
     }
 
-    /// The nodes not heard from since `now - max_age` seconds (candidates for expiry).
-    pub fn stale_nodes(&self, max_age: u64, now: u64) -> Result<Vec<String>, StoreError> {
+    /// The nodes not heard from for more than `max_age` seconds of the service's own uptime
+    /// (candidates for expiry): a node counts as seen at `up_since`, when the service started,
+    /// so a service that was down (or a clock that jumped) for longer does not expire every
+    /// node at its start.
+    pub fn stale_nodes(
+        &self,
+        max_age: u64,
+        now: u64,
+        up_since: u64,
+    ) -> Result<Vec<String>, StoreError> {
         Ok(self
             .nodes()?
             .into_iter()
-            .filter(|(_, r)| now.saturating_sub(r.last_seen()) > max_age)
+            .filter(|(_, r)| now.saturating_sub(r.last_seen().max(up_since)) > max_age)
             .map(|(ak, _)| ak)
             .collect())
     }
@@ -830,9 +846,9 @@ mod tests {
     }
 
     /// Removal: the record goes, the AK is refused for good, its disk bindings go, and its
-    /// host index (with its pod range) is handed to the next new node.
+    /// name, address and pod range are never handed out again.
     #[test]
-    fn removed_nodes_are_refused_and_their_addresses_reused() {
+    fn removed_nodes_are_refused_and_their_names_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let p = pods("10.32.0.0/16", 24);
         let c = cluster(Some(p.clone()));
@@ -866,19 +882,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("removed at unix 100 by operator"), "{e}");
-        // The next new node gets its address and pod range; the one after, a fresh one.
+        // The next new node gets a fresh name, address and pod range, never node-2's (the
+        // removed machine's kubelet credential names node-2).
         let (d, known) = store
             .record_join("d", &c.overlay, Some(&p), |r| wg(r, "kd"))
             .unwrap();
         assert!(!known);
         assert_eq!(
-            (d.overlay.as_str(), d.pod_range.as_deref()),
-            ("10.244.0.2/32", Some("10.32.2.0/24"))
+            (d.name.as_str(), d.overlay.as_str(), d.pod_range.as_deref()),
+            ("node-4", "10.244.0.4/32", Some("10.32.4.0/24"))
         );
-        let (e, _) = store
-            .record_join("e", &c.overlay, Some(&p), |r| wg(r, "ke"))
-            .unwrap();
-        assert_eq!(e.overlay, "10.244.0.4/32");
+        // A removed node asks for a disk: refused inside the binding's transaction.
+        let e = store.bind_disk("u-x", "b").unwrap_err().to_string();
+        assert!(e.contains("this node was removed"), "{e}");
+        let e = store
+            .bind_disk("u-x", "never-joined")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has not joined"), "{e}");
         // A removed node's disk can be bound by another node, whose key differs (the owner is
         // in the derivation).
         assert_eq!(store.bind_disk("u-b", "d").unwrap(), "d");
@@ -962,15 +983,24 @@ mod tests {
             .record_join("a", &c.overlay, None, |r| wg(r, "ka"))
             .unwrap();
         let now = now_unix();
-        assert!(store.stale_nodes(60, now).unwrap().is_empty());
+        assert!(store.stale_nodes(60, now, 0).unwrap().is_empty());
         assert_eq!(
-            store.stale_nodes(60, now + 120).unwrap(),
+            store.stale_nodes(60, now + 120, 0).unwrap(),
             vec!["a".to_string()]
         );
+        // A service that (re)started within max_age expires nobody, however old last_seen is.
+        assert!(store
+            .stale_nodes(60, now + 120, now + 100)
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .stale_nodes(60, now + 1_000_000, now + 1_000_000)
+            .unwrap()
+            .is_empty());
         // A peers refresh an hour later counts as being seen.
         store.touch("a", now + 2 * TOUCH_INTERVAL).unwrap();
         assert!(store
-            .stale_nodes(60, now + 2 * TOUCH_INTERVAL + 30)
+            .stale_nodes(60, now + 2 * TOUCH_INTERVAL + 30, 0)
             .unwrap()
             .is_empty());
     }

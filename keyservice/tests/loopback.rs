@@ -19,7 +19,7 @@ use nacre_keyservice::store::{Cluster, Decision, Store, DB_FILE};
 use nacre_keyservice::{disk_key, tls, Service};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
@@ -103,6 +103,26 @@ fn client(addr: &str, dir: &Path, node: &Node) -> Client {
 /// over mutual attested TLS and accepting `node` (its golden values, its AK enrolled); returns
 /// the address it listens on.
 fn attested_service(dir: &Path, control_plane: &Node, node: &Node) -> String {
+    attested_service_counting(dir, control_plane, node, Arc::new(AtomicUsize::new(0)))
+}
+
+/// The service's attester, counting the evidence it makes (each is a TPM quote).
+struct Counting(TpmAttest, Arc<AtomicUsize>);
+
+impl nacre_attestation::atls::Attest for Counting {
+    fn evidence(&self, nonce: &[u8], spki: &[u8]) -> Result<nacre_attestation::Evidence, String> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.evidence(nonce, spki)
+    }
+}
+
+/// [`attested_service`], counting the service's quotes in `quotes`.
+fn attested_service_counting(
+    dir: &Path,
+    control_plane: &Node,
+    node: &Node,
+    quotes: Arc<AtomicUsize>,
+) -> String {
     let (node_manifest, node_key) = manifest(&replayed(node), sysinit);
     let node_ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
     let nodes: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
@@ -112,7 +132,7 @@ fn attested_service(dir: &Path, control_plane: &Node, node: &Node) -> String {
     ));
     let store = Store::open(&dir.join(DB_FILE)).unwrap();
     let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
-    let own = tpm_attest(control_plane);
+    let own = Counting(tpm_attest(control_plane), quotes);
     let server = Arc::new(Server::attested(service, nodes, Arc::new(own)));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -440,7 +460,31 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
     cluster_state(dir.path());
     let control_plane = boot("plain", &BOOT);
     let node = boot("plain", &BOOT);
-    let addr = attested_service(dir.path(), &control_plane, &node);
+    let quotes = Arc::new(AtomicUsize::new(0));
+    let addr = attested_service_counting(dir.path(), &control_plane, &node, quotes.clone());
+    let quoted = || quotes.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A node the service does not admit (not its golden values) costs it no quote: the real
+    // server quotes only after it verified the client.
+    let stranger = boot("plain", &BOOT[..2]);
+    let e = Client::attested(
+        &addr,
+        Arc::new(QemuVtpmVerifier::new(
+            manifest(&replayed(&control_plane), |_| {}).0,
+            manifest(&replayed(&control_plane), |_| {}).1,
+            Box::new(EnrolledAks::new([Attester::with_tcti(
+                &control_plane.tpm.tcti,
+            )
+            .ak_public()
+            .unwrap()])),
+        )),
+        Arc::new(tpm_attest(&stranger)),
+        Duration::from_secs(20),
+    )
+    .call(&announce(7, "10.0.2.41"))
+    .unwrap_err();
+    assert!(e.retryable(), "{e}");
+    assert_eq!(quoted(), 0, "the service quoted for a client it refused");
 
     // What nodes expect of the service: the control plane's golden values and its AK.
     let cp_ak = Attester::with_tcti(&control_plane.tpm.tcti)
@@ -465,6 +509,7 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
         c.call(&announce(6, "10.0.2.40")).unwrap(),
         Response::Joined(_)
     ));
+    assert_eq!(quoted(), 1, "one quote for the admitted node");
     // A service whose PCR 11 is not what the node expects: the node does not trust it (it is
     // not authenticated, so this is a transport error: retried until the node's timeout).
     let wrong = expect(&|m| {

@@ -74,7 +74,8 @@ fn init_max_nodes_and_remove_through_the_binary() {
         "{out}"
     );
 
-    // Room for one more node now; the removed AK stays refused.
+    // Room for one more node now (under a fresh name and address); the removed AK stays
+    // refused.
     let store = Store::open(&state.join(DB_FILE)).unwrap();
     let c = store.cluster().unwrap();
     let e = store
@@ -84,5 +85,8 @@ fn init_max_nodes_and_remove_through_the_binary() {
     let (rec, _) = store
         .record_join("cc33", &c.overlay, None, |r| r.wg_public_key = "kc".into())
         .unwrap();
-    assert_eq!(rec.overlay, "10.244.0.2/32");
+    assert_eq!(
+        (rec.name.as_str(), rec.overlay.as_str()),
+        ("node-3", "10.244.0.3/32")
+    );
 }

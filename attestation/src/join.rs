@@ -363,6 +363,20 @@ impl Client {
             // line after the handshake (crate::atls, mutual mode).
             let mut first = Vec::new();
             read_line(&mut BufReader::new(&mut tls), &mut first).map_err(io_err)?;
+            // A service that trusts this node's AK through its EK certificate proves it first
+            // (credential activation), before it quotes.
+            if let Ok(crate::credential::ActivationMessage::Challenge(c)) =
+                serde_json::from_slice(&first)
+            {
+                answer_challenge(&mut tls, &c, self.attest.as_ref()).map_err(|e| match e {
+                    ActivationError::Io(e) => io_err(e),
+                    ActivationError::Refused(reason) => not_yet(format!(
+                        "answering the service's credential challenge: {reason}"
+                    )),
+                })?;
+                first.clear();
+                read_line(&mut BufReader::new(&mut tls), &mut first).map_err(io_err)?;
+            }
             if first.is_empty() {
                 return Err(not_yet(
                     "the service closed the connection without its evidence".into(),

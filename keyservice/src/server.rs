@@ -263,14 +263,33 @@ impl Server {
         };
         let mut tls = rustls::Stream::new(&mut conn, &mut sock);
         let mut line = Vec::new();
+        // Mutual mode: the client's acceptance once its AK is proven (credential activation,
+        // before this service quotes), and why proving it failed.
+        let mut proven = None;
+        let mut activation_failure = None;
         let read = (|| -> std::io::Result<()> {
             if let Some(r) = &resolver {
-                // Mutual mode: finish the handshake (the client's evidence is verified in it),
-                // then, only for a client that was accepted, quote and send the evidence.
+                // Mutual mode: finish the handshake (the client's evidence is verified in it);
+                // then, only for a client that was accepted and whose AK is proven, quote and
+                // send the evidence.
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(tls.sock)?;
                 }
-                if matches!(verifier.verdict(), Some(Ok(_))) {
+                if let Some(Ok(a)) = verifier.verdict() {
+                    use nacre_attestation::join::{challenge_peer, ActivationError};
+                    match challenge_peer(&mut tls, a) {
+                        Ok(a) => proven = Some(a),
+                        Err(e) => {
+                            let failure = match e {
+                                ActivationError::Io(e) if is_abort(e.kind()) => {
+                                    ActivationFailure::Aborted(e.to_string())
+                                }
+                                other => ActivationFailure::Refused(other.to_string()),
+                            };
+                            activation_failure = Some(failure);
+                            return Err(std::io::Error::other("credential activation failed"));
+                        }
+                    }
                     let evidence = r.evidence().map_err(|e| {
                         std::io::Error::other(format!("making this service's evidence: {e}"))
                     })?;
@@ -332,17 +351,37 @@ impl Server {
                 };
             }
         };
+        let fingerprint = accepted.ak_fingerprint();
+        match activation_failure {
+            Some(ActivationFailure::Aborted(detail)) => {
+                let _ = self
+                    .service
+                    .record_aborted_activation(peer, fingerprint, detail);
+                return;
+            }
+            Some(ActivationFailure::Refused(reason)) => {
+                return self.refuse(
+                    peer,
+                    Some(fingerprint),
+                    "attest",
+                    "credential activation",
+                    reason,
+                );
+            }
+            None => {}
+        }
         if let Err(e) = read {
             return self.refuse(
                 peer,
-                Some(accepted.ak_fingerprint()),
+                Some(fingerprint),
                 "request",
                 "request",
                 format!("reading the request: {e}"),
             );
         }
+        // Mutual mode: proven before the quote already.
+        let accepted = proven.unwrap_or(accepted);
         // Credential activation (EK-certified AKs), both directions, before anything is served.
-        let fingerprint = accepted.ak_fingerprint();
         let accepted = match self.activation(&mut tls, accepted, &mut line) {
             Ok(a) => a,
             Err(ActivationFailure::Aborted(detail)) => {

@@ -68,6 +68,19 @@ fn attest(node: &Node) -> TpmAttest {
 
 /// A node (or service) whose evidence is genuine but that answers credential challenges with
 /// something else than its TPM's answer (as a software AK would have to).
+/// An attester that counts the evidence it makes (each a TPM quote).
+struct Counting(TpmAttest, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Attest for Counting {
+    fn evidence(&self, nonce: &[u8], tls_spki: &[u8]) -> Result<Evidence, String> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.evidence(nonce, tls_spki)
+    }
+    fn activate_credential(&self, c: &CredentialChallenge) -> Result<Vec<u8>, String> {
+        self.0.activate_credential(c)
+    }
+}
+
 struct NoActivation(TpmAttest);
 
 impl Attest for NoActivation {
@@ -179,11 +192,13 @@ fn an_in_cluster_service_trusted_through_its_ek_proves_itself_to_nodes() {
     let node = boot_on(swtpm_with_ek(&ca, false), "plain", &BOOT);
     let nodes = ek_verifier(&node, &ca);
     let (svc, _) = service(dir.path());
+    let quotes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let good = run(Server::attested(
         svc.clone(),
         nodes.clone(),
-        Arc::new(attest(&control_plane)),
+        Arc::new(Counting(attest(&control_plane), quotes.clone())),
     ));
+    let quoted = || quotes.load(std::sync::atomic::Ordering::SeqCst);
     let (m, k) = manifest(&replayed(&control_plane), |_| {});
     let the_service: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
         m,
@@ -199,6 +214,24 @@ fn an_in_cluster_service_trusted_through_its_ek_proves_itself_to_nodes() {
     );
     let r = c.call(&join()).unwrap();
     assert!(matches!(r, Response::Joined(_)), "{r:?}");
+    assert_eq!(quoted(), 1);
+
+    // A node with genuine evidence whose AK cannot be proven (it cannot activate the
+    // service's challenge) gets no quote: the service proves the client's AK before quoting.
+    let e = Client::attested(
+        &good,
+        the_service.clone(),
+        Arc::new(NoActivation(attest(&node))),
+        Duration::from_secs(20),
+    )
+    .call(&join())
+    .unwrap_err();
+    assert!(e.retryable(), "{e}");
+    assert_eq!(
+        quoted(),
+        1,
+        "the service quoted for a client whose AK was not proven"
+    );
 
     // A service with genuine evidence that cannot activate: the node does not trust it (not
     // authenticated: a transport error, retried until the node's timeout, never served).

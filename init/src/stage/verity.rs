@@ -71,6 +71,12 @@ impl Superblock {
         if data_blocks == 0 {
             return Err(VerityError::BadSuperblock("no data blocks"));
         }
+        // The data area's size in bytes must fit in 64 bits (`data_sectors` multiplies).
+        if data_blocks.checked_mul(u64::from(data_block_size)).is_none() {
+            return Err(VerityError::BadSuperblock(
+                "data area larger than 2^64 bytes",
+            ));
+        }
         let salt_size = u16::from_le_bytes([b[80], b[81]]) as usize;
         let salt = b
             .get(88..88 + salt_size)
@@ -200,5 +206,21 @@ mod tests {
             }
             assert!(Superblock::parse(&b).is_err(), "byte {at}");
         }
+    }
+
+    /// Found by the `verity_superblock` fuzz target: a data block count whose byte size does
+    /// not fit in 64 bits made `data_sectors` overflow (a wrong table size in a release build,
+    /// a panic of PID 1 in a debug one). Refused at parse; the largest that fits is exact.
+    #[test]
+    fn a_data_area_beyond_64_bits_is_refused() {
+        let mut b = sb();
+        b[72..80].copy_from_slice(&(u64::MAX / 4096 + 1).to_le_bytes());
+        assert_eq!(
+            Superblock::parse(&b),
+            Err(VerityError::BadSuperblock("data area larger than 2^64 bytes"))
+        );
+        b[72..80].copy_from_slice(&(u64::MAX / 4096).to_le_bytes());
+        let s = Superblock::parse(&b).unwrap();
+        assert_eq!(s.data_sectors(), (u64::MAX / 4096) * 8);
     }
 }

@@ -72,7 +72,10 @@ impl Superblock {
             return Err(VerityError::BadSuperblock("no data blocks"));
         }
         // The data area's size in bytes must fit in 64 bits (`data_sectors` multiplies).
-        if data_blocks.checked_mul(u64::from(data_block_size)).is_none() {
+        if data_blocks
+            .checked_mul(u64::from(data_block_size))
+            .is_none()
+        {
             return Err(VerityError::BadSuperblock(
                 "data area larger than 2^64 bytes",
             ));
@@ -217,7 +220,9 @@ mod tests {
         b[72..80].copy_from_slice(&(u64::MAX / 4096 + 1).to_le_bytes());
         assert_eq!(
             Superblock::parse(&b),
-            Err(VerityError::BadSuperblock("data area larger than 2^64 bytes"))
+            Err(VerityError::BadSuperblock(
+                "data area larger than 2^64 bytes"
+            ))
         );
         b[72..80].copy_from_slice(&(u64::MAX / 4096).to_le_bytes());
         let s = Superblock::parse(&b).unwrap();

@@ -11,7 +11,12 @@
 //!   kept: [`lease::spawn_keeper`] renews it at T1/T2 in a thread.
 //! - [`sysctl`]: strict reverse-path filtering and forwarding (ingress filtering, pods).
 //! - [`watch`]: a thread that puts the cluster routes back when wg0 or cni0 change
-//!   ([`reconcile_routes`]; the kernel drops a link's routes when it goes down).
+//!   ([`reconcile_routes`]; the kernel drops a link's routes when it goes down), and creates
+//!   a deleted wg0 again ([`restore_wg0`]).
+//!
+//! Peers change in place ([`wg::plan_peers`]): those that stay keep their sessions, and with a
+//! new peer only the node with the greater public key starts the handshake at once
+//! ([`wg::initiates`]; two initiations crossing cost WireGuard's 5 s rekey timeout).
 //!
 //! Cluster traffic never leaves unencrypted: for every cluster range, a policy rule (priority
 //! [`RULE_PRIORITY`], before the main table) sends it to table [`WG_TABLE`], which routes it
@@ -100,6 +105,31 @@ pub const LOCAL_RULE_PRIORITY: u32 = RULE_PRIORITY - 1;
 pub const POD_BRIDGE: &str = "cni0";
 /// How long to wait for the underlay interface to appear.
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after adding peers that start the handshake themselves their configured
+/// keepalive is set (sooner, its first keepalive would be an initiation crossing theirs).
+const DEFERRED_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// What wg0 was set up with, to create it again if it is deleted ([`restore_wg0`]): its
+/// private key (kept in PID 1's memory as the kernel keeps it; wiped on drop), port, overlay
+/// address and the peers it has now ([`update_peers`] keeps them current).
+struct Wg0State {
+    key: wg::PrivateKey,
+    public_key: wg::Key,
+    listen_port: u16,
+    overlay: Cidr,
+    peers: Vec<peers::Peer>,
+    keepalive_s: Option<u16>,
+}
+
+/// wg0 as [`setup_overlay`] made it (None: no wg0 in this process).
+static WG0: std::sync::Mutex<Option<Wg0State>> = std::sync::Mutex::new(None);
+
+fn wg0_state() -> std::sync::MutexGuard<'static, Option<Wg0State>> {
+    match WG0.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -453,7 +483,6 @@ fn setup_wireguard(
     let key = wg::PrivateKey::generate().map_err(NetError::Key)?;
     wgnl.configure(link.index, &key, cfg.listen_port)
         .ctx(|| format!("setting {WG_IFNAME}'s key and port {}", cfg.listen_port))?;
-    drop(key);
     let dev = wgnl
         .device(link.index)
         .ctx(|| format!("reading {WG_IFNAME} back"))?;
@@ -521,9 +550,20 @@ fn setup_wireguard(
         .map_err(|err| NetError::Peers { source_name, err })?;
     peers::validate(&peers, &me, &cfg.cluster_ranges)
         .map_err(|err| NetError::Peers { source_name, err })?;
-    wgnl.set_peers(link.index, &peers, cfg.persistent_keepalive_s)
-        .ctx(|| format!("setting {}'s peers", WG_IFNAME))?;
+    let initiated = apply_peers(
+        &mut wgnl,
+        link.index,
+        &public_key,
+        &peers,
+        cfg.persistent_keepalive_s,
+    )?;
     route_cluster_via(rt, &cfg.cluster_ranges, link.index)?;
+    if initiated > 0 {
+        log(&format!(
+            "{WG_IFNAME}: handshake started with {initiated} of {} peer(s) (the greater key starts)",
+            peers.len()
+        ));
+    }
     let names: Vec<String> = peers
         .iter()
         .map(|p| {
@@ -542,6 +582,14 @@ fn setup_wireguard(
     for n in &names {
         log(&format!("{WG_IFNAME}: peer {n}"));
     }
+    *wg0_state() = Some(Wg0State {
+        key,
+        public_key,
+        listen_port: cfg.listen_port,
+        overlay: host,
+        peers,
+        keepalive_s: cfg.persistent_keepalive_s,
+    });
     Ok(WgSummary {
         me,
         public_key: key_b64(&public_key),
@@ -631,7 +679,114 @@ pub fn install_pod_range(rt: &mut Rtnl, pod: &Cidr) -> Result<u32, NetError> {
     Ok(link.index)
 }
 
-/// Replace wg0's peers with a new set from the peer source (checked like the first set).
+/// Set wg0's peers to `next` ([`wg::plan_peers`]): peers that stay keep their sessions, gone
+/// ones are removed, and with new ones this node starts the handshake at once where its key
+/// is the greater ([`wg::initiates`]). Returns how many handshakes it started.
+fn apply_peers(
+    wgnl: &mut wg::Wg,
+    index: u32,
+    me: &wg::Key,
+    next: &[peers::Peer],
+    keepalive_s: Option<u16>,
+) -> Result<usize, NetError> {
+    let current: Vec<wg::Key> = wgnl
+        .device(index)
+        .ctx(|| format!("reading {WG_IFNAME}'s peers"))?
+        .peers
+        .iter()
+        .map(|p| p.public_key)
+        .collect();
+    let plan = wg::plan_peers(me, &current, next, keepalive_s);
+    wgnl.apply(index, &plan.now)
+        .ctx(|| format!("setting {WG_IFNAME}'s peers"))?;
+    wgnl.apply(index, &plan.after)
+        .ctx(|| format!("setting {WG_IFNAME}'s keepalives back to none"))?;
+    if !plan.deferred.is_empty() {
+        let deferred = plan.deferred;
+        // A best effort: the peers only miss keepalives until the next change if it fails.
+        let _ = spawn_quiet("wg-keepalive", move || {
+            std::thread::sleep(DEFERRED_KEEPALIVE);
+            if let Ok(mut w) = wg::Wg::open() {
+                let _ = w.apply(index, &deferred);
+            }
+        });
+    }
+    Ok(plan.initiated)
+}
+
+/// Start a thread with every signal blocked (in PID 1 the main thread takes them all on its
+/// signalfd; a signal handed to this thread instead would be lost).
+pub(crate) fn spawn_quiet(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), std::io::Error> {
+    // SAFETY: sigfillset and pthread_sigmask on signal sets owned by this function.
+    let (rc, old) = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        (libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old), old)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    spawned.map(|_| ())
+}
+
+/// Create wg0 again if it was deleted (by anyone: nothing in a node deletes it), as
+/// [`setup_overlay`] made it: the same key (so peers and the key service know it), port,
+/// overlay address and the current peers, then up. Returns what it did, or `None` when wg0
+/// exists or was never set up in this process. The caller puts the routes back
+/// ([`reconcile_routes`]); until then the fail-closed fallbacks answer.
+pub fn restore_wg0(rt: &mut Rtnl) -> Result<Option<String>, NetError> {
+    let guard = wg0_state();
+    let Some(st) = guard.as_ref() else {
+        return Ok(None);
+    };
+    let sel = Selector::Name(WG_IFNAME.into());
+    if rt.find(&sel).ctx(|| "listing interfaces".into())?.is_some() {
+        return Ok(None);
+    }
+    ignore_errno(rt.create_wireguard(WG_IFNAME), libc::EEXIST)
+        .ctx(|| format!("creating {WG_IFNAME} again"))?;
+    let link = wait_for_link(rt, &sel)?;
+    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+    wgnl.configure(link.index, &st.key, st.listen_port)
+        .ctx(|| format!("setting {WG_IFNAME}'s key and port {}", st.listen_port))?;
+    let dev = wgnl
+        .device(link.index)
+        .ctx(|| format!("reading {WG_IFNAME} back"))?;
+    if dev.public_key != Some(st.public_key) || dev.listen_port != st.listen_port {
+        return Err(NetError::Key(format!(
+            "{WG_IFNAME} created again reports another key or port"
+        )));
+    }
+    ignore_errno(rt.add_address(link.index, &st.overlay, false), libc::EEXIST)
+        .ctx(|| format!("adding {} to {WG_IFNAME}", st.overlay))?;
+    rt.set_up(link.index)
+        .ctx(|| format!("setting {WG_IFNAME} up"))?;
+    let initiated = apply_peers(
+        &mut wgnl,
+        link.index,
+        &st.public_key,
+        &st.peers,
+        st.keepalive_s,
+    )?;
+    Ok(Some(format!(
+        "{WG_IFNAME} was deleted: created again with its key, {}, port {} and {} peer(s) ({initiated} handshake(s) started)",
+        st.overlay,
+        st.listen_port,
+        st.peers.len()
+    )))
+}
+
+/// Replace wg0's peers with a new set from the peer source (checked like the first set). The
+/// peers in both sets keep their sessions.
 pub fn update_peers(
     me: &LocalNode,
     cfg: &WireguardConfig,
@@ -640,9 +795,19 @@ pub fn update_peers(
 ) -> Result<(), NetError> {
     peers::validate(peers, me, &cfg.cluster_ranges)
         .map_err(|err| NetError::Peers { source_name, err })?;
+    let mut state = wg0_state();
     let (link, mut wgnl) = open_wg0()?;
-    wgnl.set_peers(link.index, peers, cfg.persistent_keepalive_s)
-        .ctx(|| format!("setting {}'s peers", WG_IFNAME))?;
+    apply_peers(
+        &mut wgnl,
+        link.index,
+        &me.public_key,
+        peers,
+        cfg.persistent_keepalive_s,
+    )?;
+    if let Some(st) = state.as_mut() {
+        st.peers = peers.to_vec();
+    }
+    drop(state);
     // The routes that went with wg0 (and cni0) may have gone with a link change since.
     let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;
     reconcile_routes(&mut rt, &cfg.cluster_ranges, me.pod_range.as_ref())?;

@@ -4,6 +4,8 @@
 //! whenever wg0 or [`crate::POD_BRIDGE`] appears, changes (up, down) or disappears; until the
 //! routes are back, the `unreachable` fallbacks answer (cluster traffic never takes the
 //! underlay in between). A lost notification (the socket's buffer overran) reconciles too.
+//! A deleted wg0 is first created again as it was ([`crate::restore_wg0`]: same key, address,
+//! port and peers), so the node does not stay cut off from its cluster.
 
 use crate::cidr::Cidr;
 use crate::config::WG_IFNAME;
@@ -75,52 +77,38 @@ pub fn spawn(
     })?;
     // The thread starts with every signal blocked: in PID 1 the main thread takes them all on
     // its signalfd (as the DHCP lease keeper does).
-    // SAFETY: sigfillset and pthread_sigmask on signal sets owned by this function.
-    let (rc, old) = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        (libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old), old)
-    };
-    if rc != 0 {
-        return Err(NetError::Netlink {
-            what: "blocking signals for the route watcher".into(),
-            err: NlError::Io(std::io::Error::from_raw_os_error(rc)),
-        });
-    }
-    let spawned = std::thread::Builder::new()
-        .name("route-watch".into())
-        .spawn(move || loop {
-            let names = match socket.recv_from_full() {
-                Ok((data, _)) => match link_names(&data) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        log(&format!("link notification: {e}"));
-                        continue;
-                    }
-                },
-                // ENOBUFS: notifications were lost; look at the links as they are now.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => vec![WG_IFNAME.into()],
+    let spawned = crate::spawn_quiet("route-watch", move || loop {
+        let names = match socket.recv_from_full() {
+            Ok((data, _)) => match link_names(&data) {
+                Ok(n) => n,
                 Err(e) => {
-                    log(&format!("link notifications: {e} (watcher stops)"));
-                    return;
+                    log(&format!("link notification: {e}"));
+                    continue;
                 }
-            };
-            if !concerns_us(&names) {
-                continue;
+            },
+            // ENOBUFS: notifications were lost; look at the links as they are now.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => vec![WG_IFNAME.into()],
+            Err(e) => {
+                log(&format!("link notifications: {e} (watcher stops)"));
+                return;
             }
-            match crate::reconcile_routes(&mut rt, &ranges, pod_range.as_ref()) {
-                Ok(done) if done.is_empty() => {
-                    log("cluster routes: no link up, the unreachable fallbacks answer")
-                }
-                Ok(done) => log(&format!("cluster routes in place: {}", done.join(", "))),
-                Err(e) => log(&format!("cluster routes: {e}")),
+        };
+        if !concerns_us(&names) {
+            continue;
+        }
+        match crate::restore_wg0(&mut rt) {
+            Ok(Some(done)) => log(&done),
+            Ok(None) => {}
+            Err(e) => log(&format!("{WG_IFNAME} deleted, creating it again: {e}")),
+        }
+        match crate::reconcile_routes(&mut rt, &ranges, pod_range.as_ref()) {
+            Ok(done) if done.is_empty() => {
+                log("cluster routes: no link up, the unreachable fallbacks answer")
             }
-        });
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+            Ok(done) => log(&format!("cluster routes in place: {}", done.join(", "))),
+            Err(e) => log(&format!("cluster routes: {e}")),
+        }
+    });
     spawned.map(|_| ()).map_err(|e| NetError::Netlink {
         what: "starting the route watcher".into(),
         err: NlError::Io(e),

@@ -10,8 +10,7 @@ use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 use netlink_packet_wireguard::{
     WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute,
-    WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
-    WireguardPeerFlags,
+    WireguardCmd, WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -89,36 +88,113 @@ pub fn device_attributes(
     ]
 }
 
-/// WG_CMD_SET_DEVICE's attributes for the peers, replacing any the device has.
-pub fn peer_attributes(
-    ifindex: u32,
-    peers: &[Peer],
-    keepalive_s: Option<u16>,
-) -> Vec<WireguardAttribute> {
-    let peers = peers
+/// One change to a device's peers (WG_CMD_SET_DEVICE without `ReplacePeers`: the peers not
+/// named keep their sessions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerOp {
+    /// Add the peer or update it in place (endpoint; allowed IPs replaced). The keepalive
+    /// interval if `Some` (a change from 0 sends a keepalive at once, which starts the
+    /// handshake); left as it is if `None` (0 for a new peer).
+    Set(Peer, Option<u16>),
+    /// Remove the peer (and its session).
+    Remove(Key),
+    /// Only the keepalive interval of a peer the device has (never adds one).
+    Keepalive(Key, u16),
+}
+
+/// WG_CMD_SET_DEVICE's attributes for these peer changes.
+pub fn peer_op_attributes(ifindex: u32, ops: &[PeerOp]) -> Vec<WireguardAttribute> {
+    let peers = ops
         .iter()
-        .map(|p| {
-            let mut a = vec![
-                WireguardPeerAttribute::PublicKey(p.public_key),
-                WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
-            ];
-            if let Some(e) = p.endpoint {
-                a.push(WireguardPeerAttribute::Endpoint(e));
+        .map(|op| match op {
+            PeerOp::Set(p, keepalive_s) => {
+                let mut a = vec![
+                    WireguardPeerAttribute::PublicKey(p.public_key),
+                    WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps),
+                ];
+                if let Some(e) = p.endpoint {
+                    a.push(WireguardPeerAttribute::Endpoint(e));
+                }
+                if let Some(k) = keepalive_s {
+                    a.push(WireguardPeerAttribute::PersistentKeepalive(*k));
+                }
+                a.push(WireguardPeerAttribute::AllowedIps(
+                    p.allowed_ips.iter().map(allowed_ip).collect(),
+                ));
+                WireguardPeer(a)
             }
-            if let Some(k) = keepalive_s {
-                a.push(WireguardPeerAttribute::PersistentKeepalive(k));
-            }
-            a.push(WireguardPeerAttribute::AllowedIps(
-                p.allowed_ips.iter().map(allowed_ip).collect(),
-            ));
-            WireguardPeer(a)
+            PeerOp::Remove(k) => WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*k),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe),
+            ]),
+            PeerOp::Keepalive(k, s) => WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*k),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::UpdateOnly),
+                WireguardPeerAttribute::PersistentKeepalive(*s),
+            ]),
         })
         .collect();
     vec![
         WireguardAttribute::IfIndex(ifindex),
-        WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers),
         WireguardAttribute::Peers(peers),
     ]
+}
+
+/// Whether this node starts the handshake with a peer: the greater public key does. When two
+/// nodes initiate at the same moment (both just learnt of each other and send their first
+/// packets), each answers the other's initiation, which overwrites its own handshake state, so
+/// both responses are dropped and WireGuard retries only after its 5 s rekey timeout. With one
+/// side starting as soon as it has the peer and the other waiting for traffic, the first
+/// session needs one round trip.
+pub fn initiates(me: &Key, peer: &Key) -> bool {
+    me > peer
+}
+
+/// How wg0's peers change from `current` (the keys the device has) to `next`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerPlan {
+    /// Removals, updates in place, additions (one request).
+    pub now: Vec<PeerOp>,
+    /// Right after: the keepalive that started a handshake set back to 0 (no keepalive
+    /// configured).
+    pub after: Vec<PeerOp>,
+    /// A moment later: the configured keepalive for new peers that start the handshake
+    /// themselves (a keepalive now would be a second initiation crossing theirs).
+    pub deferred: Vec<PeerOp>,
+    /// New peers this node starts the handshake with.
+    pub initiated: usize,
+}
+
+/// Plan the change of wg0's peers: peers no longer in `next` removed, the others updated in
+/// place (their sessions kept), new ones added; with new peers this node [`initiates`] with,
+/// a keepalive (the configured interval, or 1 s set back to 0 right after) starts the
+/// handshake at once.
+pub fn plan_peers(me: &Key, current: &[Key], next: &[Peer], keepalive_s: Option<u16>) -> PeerPlan {
+    let mut plan = PeerPlan::default();
+    for k in current {
+        if !next.iter().any(|p| &p.public_key == k) {
+            plan.now.push(PeerOp::Remove(*k));
+        }
+    }
+    for p in next {
+        let key = p.public_key;
+        if current.contains(&key) {
+            plan.now.push(PeerOp::Set(p.clone(), keepalive_s));
+        } else if initiates(me, &key) {
+            plan.now
+                .push(PeerOp::Set(p.clone(), Some(keepalive_s.unwrap_or(1))));
+            if keepalive_s.is_none() {
+                plan.after.push(PeerOp::Keepalive(key, 0));
+            }
+            plan.initiated += 1;
+        } else {
+            plan.now.push(PeerOp::Set(p.clone(), None));
+            if let Some(k) = keepalive_s {
+                plan.deferred.push(PeerOp::Keepalive(key, k));
+            }
+        }
+    }
+    plan
 }
 
 /// Parse WG_CMD_GET_DEVICE replies (one device may span several messages).
@@ -246,19 +322,14 @@ impl Wg {
         r.map(|_| ())
     }
 
-    /// Replace the device's peers with `peers`.
-    pub fn set_peers(
-        &mut self,
-        ifindex: u32,
-        peers: &[Peer],
-        keepalive_s: Option<u16>,
-    ) -> Result<(), NlError> {
+    /// Apply peer changes (nothing to do: no request).
+    pub fn apply(&mut self, ifindex: u32, ops: &[PeerOp]) -> Result<(), NlError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
         self.nl
             .request(
-                self.message(
-                    WireguardCmd::SetDevice,
-                    peer_attributes(ifindex, peers, keepalive_s),
-                ),
+                self.message(WireguardCmd::SetDevice, peer_op_attributes(ifindex, ops)),
                 0,
             )
             .map(|_| ())
@@ -301,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn set_device_replaces_peers() {
+    fn set_device_and_peer_changes() {
         let key = PrivateKey([9; 32]);
         let d = device_attributes(4, &key, 51820);
         assert!(d.contains(&WireguardAttribute::PrivateKey([9; 32])));
@@ -312,18 +383,44 @@ mod tests {
             allowed_ips: vec!["10.244.0.2/32".parse().unwrap()],
             name: "n2".into(),
         };
-        let a = peer_attributes(4, std::slice::from_ref(&peer), Some(25));
-        assert!(a.contains(&WireguardAttribute::Flags(
-            WireguardDeviceFlags::ReplacePeers
+        let a = peer_op_attributes(
+            4,
+            &[
+                PeerOp::Set(peer.clone(), Some(25)),
+                PeerOp::Remove([3; 32]),
+                PeerOp::Keepalive([5; 32], 0),
+            ],
+        );
+        // Never ReplacePeers: the peers not named keep their sessions.
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(!a.iter().any(|x| matches!(
+            x,
+            WireguardAttribute::PrivateKey(_) | WireguardAttribute::Flags(_)
         )));
-        assert!(!a
-            .iter()
-            .any(|x| matches!(x, WireguardAttribute::PrivateKey(_))));
-        let WireguardAttribute::Peers(ps) = &a[2] else {
+        let WireguardAttribute::Peers(ps) = &a[1] else {
             panic!("{a:?}")
         };
         assert!(ps[0].contains(&WireguardPeerAttribute::PersistentKeepalive(25)));
         assert!(ps[0].contains(&WireguardPeerAttribute::Endpoint(peer.endpoint.unwrap())));
+        assert!(ps[0].contains(&WireguardPeerAttribute::Flags(
+            WireguardPeerFlags::ReplaceAllowedIps
+        )));
+        assert_eq!(
+            ps[1].0,
+            [
+                WireguardPeerAttribute::PublicKey([3; 32]),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe)
+            ]
+        );
+        assert_eq!(
+            ps[2].0,
+            [
+                WireguardPeerAttribute::PublicKey([5; 32]),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::UpdateOnly),
+                WireguardPeerAttribute::PersistentKeepalive(0)
+            ]
+        );
+        assert!(peer_op_attributes(4, &[]).len() == 2);
 
         // What the kernel would report back for it, parsed.
         let reply = WireguardMessage {
@@ -348,5 +445,61 @@ mod tests {
         assert_eq!(d.peers[0].last_handshake, Some(Duration::new(1000, 5)));
         assert_eq!(d.peers[0].rx_bytes, 92);
         assert_eq!(d.peers[0].allowed_ips, peer.allowed_ips);
+    }
+
+    fn peer(k: u8) -> Peer {
+        Peer {
+            public_key: [k; 32],
+            endpoint: Some(format!("192.0.2.{k}:51820").parse().unwrap()),
+            allowed_ips: vec![format!("10.244.0.{k}/32").parse().unwrap()],
+            name: format!("n{k}"),
+        }
+    }
+
+    #[test]
+    fn the_greater_key_starts_the_handshake_and_only_it() {
+        let (a, b) = ([7; 32], [9; 32]);
+        assert!(initiates(&b, &a) && !initiates(&a, &b));
+        // Two fresh nodes planning each other: exactly one starts (a keepalive from 0), the
+        // other adds the peer with none.
+        let pa = plan_peers(&a, &[], &[peer(9)], None);
+        let pb = plan_peers(&b, &[], &[peer(7)], None);
+        assert_eq!(pa.initiated + pb.initiated, 1);
+        assert_eq!(pa.now, [PeerOp::Set(peer(9), None)]);
+        assert!(pa.after.is_empty() && pa.deferred.is_empty());
+        assert_eq!(pb.now, [PeerOp::Set(peer(7), Some(1))]);
+        assert_eq!(pb.after, [PeerOp::Keepalive([7; 32], 0)]);
+        // With a configured keepalive, the initiator uses it at once, the other side later.
+        let pa = plan_peers(&a, &[], &[peer(9)], Some(25));
+        let pb = plan_peers(&b, &[], &[peer(7)], Some(25));
+        assert_eq!(pb.now, [PeerOp::Set(peer(7), Some(25))]);
+        assert!(pb.after.is_empty() && pb.deferred.is_empty());
+        assert_eq!(pa.now, [PeerOp::Set(peer(9), None)]);
+        assert_eq!(pa.deferred, [PeerOp::Keepalive([9; 32], 25)]);
+    }
+
+    #[test]
+    fn a_new_peer_set_keeps_the_sessions_of_the_peers_it_keeps() {
+        let me = [8; 32];
+        // The device has peers 3 and 5; the new set is 5 (moved) and 9 (new, greater key).
+        let mut moved = peer(5);
+        moved.endpoint = Some("192.0.2.55:51820".parse().unwrap());
+        let plan = plan_peers(&me, &[[3; 32], [5; 32]], &[moved.clone(), peer(9)], None);
+        assert_eq!(
+            plan.now,
+            [
+                PeerOp::Remove([3; 32]),
+                PeerOp::Set(moved, None),
+                PeerOp::Set(peer(9), None)
+            ]
+        );
+        assert_eq!(plan.initiated, 0);
+        // The same set again changes nothing but the peers' fields (no removal, no keepalive).
+        let again = plan_peers(&me, &[[5; 32], [9; 32]], &[peer(5), peer(9)], None);
+        assert!(again.now.iter().all(|o| matches!(o, PeerOp::Set(_, None))));
+        assert!(again.after.is_empty() && again.deferred.is_empty());
+        // Every peer gone: removals only.
+        let gone = plan_peers(&me, &[[5; 32]], &[], Some(25));
+        assert_eq!(gone.now, [PeerOp::Remove([5; 32])]);
     }
 }

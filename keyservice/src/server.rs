@@ -267,6 +267,8 @@ impl Server {
         // before this service quotes), and why proving it failed.
         let mut proven = None;
         let mut activation_failure = None;
+        // Mutual mode: a removed node's AK, proven, gets no quote (and no answer).
+        let mut removed = None;
         let read = (|| -> std::io::Result<()> {
             if let Some(r) = &resolver {
                 // Mutual mode: finish the handshake (the client's evidence is verified in it);
@@ -278,7 +280,23 @@ impl Server {
                 if let Some(Ok(a)) = verifier.verdict() {
                     use nacre_attestation::join::{challenge_peer, ActivationError};
                     match challenge_peer(&mut tls, a) {
-                        Ok(a) => proven = Some(a),
+                        Ok(a) => {
+                            match self.service.is_removed(&a.ak_fingerprint()) {
+                                Ok(false) => {}
+                                Ok(true) => {
+                                    removed = Some(
+                                        "this node was removed from the cluster (no evidence \
+                                         is sent to it)"
+                                            .to_string(),
+                                    )
+                                }
+                                Err(e) => removed = Some(format!("reading the removed nodes: {e}")),
+                            }
+                            if removed.is_some() {
+                                return Err(std::io::Error::other("a removed node"));
+                            }
+                            proven = Some(a)
+                        }
                         Err(e) => {
                             let failure = match e {
                                 ActivationError::Io(e) if is_abort(e.kind()) => {
@@ -369,6 +387,9 @@ impl Server {
                 );
             }
             None => {}
+        }
+        if let Some(reason) = removed {
+            return self.refuse(peer, Some(fingerprint), "attest", "policy", reason);
         }
         if let Err(e) = read {
             return self.refuse(

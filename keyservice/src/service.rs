@@ -261,6 +261,12 @@ impl Service {
         Ok(out)
     }
 
+    /// Whether this AK was removed ([`Service::remove_node`]): the in-cluster service checks it
+    /// before it quotes for a client.
+    pub fn is_removed(&self, ak: &str) -> Result<bool, StoreError> {
+        self.store.is_removed(ak)
+    }
+
     /// A connection that ended before the peer presented anything (a node powering off in the
     /// middle of a request, a port scan): recorded, but neither a grant nor a refusal.
     pub fn record_aborted(&self, peer: SocketAddr, detail: String) -> Result<(), StoreError> {

@@ -640,6 +640,16 @@ impl Store {
             .collect())
     }
 
+    /// Whether this AK was removed (has a tombstone).
+    pub fn is_removed(&self, ak: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().map_err(db)?;
+        match tx.open_table(REMOVED) {
+            Ok(t) => Ok(t.get(ak).map_err(db)?.is_some()),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(db(e)),
+        }
+    }
+
     /// The removed nodes' tombstones, by AK.
     pub fn removed(&self) -> Result<Vec<(String, Removed)>, StoreError> {
         let tx = self.db.begin_read().map_err(db)?;

@@ -103,7 +103,7 @@ fn client(addr: &str, dir: &Path, node: &Node) -> Client {
 /// over mutual attested TLS and accepting `node` (its golden values, its AK enrolled); returns
 /// the address it listens on.
 fn attested_service(dir: &Path, control_plane: &Node, node: &Node) -> String {
-    attested_service_counting(dir, control_plane, node, Arc::new(AtomicUsize::new(0)))
+    attested_service_counting(dir, control_plane, node, Arc::new(AtomicUsize::new(0))).0
 }
 
 /// The service's attester, counting the evidence it makes (each is a TPM quote).
@@ -122,7 +122,7 @@ fn attested_service_counting(
     control_plane: &Node,
     node: &Node,
     quotes: Arc<AtomicUsize>,
-) -> String {
+) -> (String, Arc<Service>) {
     let (node_manifest, node_key) = manifest(&replayed(node), sysinit);
     let node_ak = Attester::with_tcti(&node.tpm.tcti).ak_public().unwrap();
     let nodes: Arc<dyn Verifier> = Arc::new(QemuVtpmVerifier::new(
@@ -133,11 +133,11 @@ fn attested_service_counting(
     let store = Store::open(&dir.join(DB_FILE)).unwrap();
     let service = Arc::new(Service::new(store, Box::new(|_: &Decision| {})).unwrap());
     let own = Counting(tpm_attest(control_plane), quotes);
-    let server = Arc::new(Server::attested(service, nodes, Arc::new(own)));
+    let server = Arc::new(Server::attested(service.clone(), nodes, Arc::new(own)));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || server.run(listener, Arc::new(AtomicBool::new(false))));
-    addr
+    (addr, service)
 }
 
 fn announce(key: u8, underlay: &str) -> Request {
@@ -461,7 +461,8 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
     let control_plane = boot("plain", &BOOT);
     let node = boot("plain", &BOOT);
     let quotes = Arc::new(AtomicUsize::new(0));
-    let addr = attested_service_counting(dir.path(), &control_plane, &node, quotes.clone());
+    let (addr, service) =
+        attested_service_counting(dir.path(), &control_plane, &node, quotes.clone());
     let quoted = || quotes.load(std::sync::atomic::Ordering::SeqCst);
 
     // A node the service does not admit (not its golden values) costs it no quote: the real
@@ -505,10 +506,9 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
         node_attest(),
         Duration::from_secs(20),
     );
-    assert!(matches!(
-        c.call(&announce(6, "10.0.2.40")).unwrap(),
-        Response::Joined(_)
-    ));
+    let Response::Joined(joined) = c.call(&announce(6, "10.0.2.40")).unwrap() else {
+        panic!("the node was not admitted")
+    };
     assert_eq!(quoted(), 1, "one quote for the admitted node");
     // A service whose PCR 11 is not what the node expects: the node does not trust it (it is
     // not authenticated, so this is a transport error: retried until the node's timeout).
@@ -527,6 +527,34 @@ fn the_service_in_the_cluster_attests_itself_to_nodes() {
         }
         other => panic!("expected the node to refuse the service, got {other:?}"),
     }
+    let before = quoted();
+
+    // Once removed, the same node (its AK proven again) gets no quote: the tombstone is
+    // checked before the service attests itself. Not authenticated, so retried by the node.
+    service.remove_node(&joined.node, "test").unwrap();
+    let c = Client::attested(
+        &addr,
+        expect(&|_| {}),
+        node_attest(),
+        Duration::from_secs(20),
+    );
+    let e = c.call(&announce(6, "10.0.2.40")).unwrap_err();
+    assert!(e.retryable(), "{e}");
+    assert_eq!(quoted(), before, "the service quoted for a removed node");
+    // The refusal is recorded just after the connection closed.
+    let refused =
+        (0..200).find_map(|_| {
+            let found =
+                service.store().decisions().unwrap().into_iter().find(|d| {
+                    d.outcome == "refused" && d.detail.contains("removed from the cluster")
+                });
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            found
+        });
+    let refused = refused.expect("no refusal of the removed node recorded");
+    assert_eq!(refused.check.as_deref(), Some("policy"), "{refused:?}");
 }
 
 /// In-cluster mode, checked the way the service checks nodes

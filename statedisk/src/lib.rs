@@ -44,6 +44,10 @@ pub struct Config {
     pub key_source_given: bool,
     /// `"hmac(sha256)"`: dm-integrity under dm-crypt (authenticated sectors). Absent: none.
     pub integrity: Option<Integrity>,
+    /// TPM key source: the image's PCR-signing public key (PEM, on the verified root).
+    pub pcr_public_key: std::path::PathBuf,
+    /// TPM key source: systemd's signed PCR policy JSON (outside what PCR 11 covers).
+    pub pcr_signature: std::path::PathBuf,
 }
 
 /// `[state_disk]` as written, before the one-selector check.
@@ -60,6 +64,10 @@ struct RawConfig {
     key_source: Option<KeySourceKind>,
     #[serde(default)]
     integrity: Option<Integrity>,
+    #[serde(default)]
+    pcr_public_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pcr_signature: Option<std::path::PathBuf>,
 }
 
 /// A `[state_disk]` table that names no disk, or more than one way.
@@ -94,11 +102,24 @@ impl TryFrom<RawConfig> for Config {
             )));
         }
         let (_, disk) = given.remove(0);
+        if r.key_source == Some(KeySourceKind::KeyService)
+            && (r.pcr_public_key.is_some() || r.pcr_signature.is_some())
+        {
+            return Err(ConfigError(
+                "pcr_public_key and pcr_signature are for key_source = \"tpm-sealed\"".into(),
+            ));
+        }
         Ok(Config {
             disk,
             key_source: r.key_source.unwrap_or_default(),
             key_source_given: r.key_source.is_some(),
             integrity: r.integrity,
+            pcr_public_key: r
+                .pcr_public_key
+                .unwrap_or_else(|| tpm::DEFAULT_PUBLIC_KEY.into()),
+            pcr_signature: r
+                .pcr_signature
+                .unwrap_or_else(|| tpm::DEFAULT_SIGNATURE.into()),
         })
     }
 }
@@ -141,7 +162,10 @@ impl Config {
     /// whose client the caller owns).
     pub fn key_source(&self) -> Option<Box<dyn KeySource>> {
         match self.key_source {
-            KeySourceKind::TpmSealed => Some(Box::new(tpm::TpmSealed::new())),
+            KeySourceKind::TpmSealed => Some(Box::new(tpm::TpmSealed::new(
+                self.pcr_public_key.clone(),
+                self.pcr_signature.clone(),
+            ))),
             KeySourceKind::KeyService => None,
         }
     }

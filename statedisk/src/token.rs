@@ -1,5 +1,6 @@
 //! nacre's LUKS2 token for the TPM-sealed key source: the sealed object's public and private
-//! parts and the policy it was sealed under. Parsed strictly (no unknown fields, fixed PCR
+//! parts and the PCR its signed policy covers (the policy itself, PolicyAuthorize with the
+//! image's PCR-signing key, is in the object's public part). Parsed strictly (no unknown fields, fixed PCR
 //! selection), so the header validator and the key source agree on one shape.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -7,7 +8,10 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub const TPM_TOKEN_TYPE: &str = "nacre-tpm2-sealed";
+/// Sealed under `PolicyAuthorize` with the image's PCR-signing key ([`crate::tpm`]).
+pub const TPM_TOKEN_TYPE: &str = "nacre-tpm2-authorized";
+/// The earlier literal-PCR 11 token: refused (no released users; such a disk is re-created).
+pub const OLD_TPM_TOKEN_TYPE: &str = "nacre-tpm2-sealed";
 /// The PCR the key is sealed to: systemd-stub's UKI measurements plus nacre's boot phases
 /// (enter-initrd, leave-initrd, sysinit) at the moment the state disk is opened.
 pub const SEALED_PCR: u32 = 11;
@@ -43,6 +47,13 @@ impl TpmToken {
     pub fn from_json(m: &Map<String, Value>) -> Result<TpmToken, String> {
         let t: TpmToken =
             serde_json::from_value(Value::Object(m.clone())).map_err(|e| e.to_string())?;
+        if t.type_ == OLD_TPM_TOKEN_TYPE {
+            return Err(format!(
+                "type = {OLD_TPM_TOKEN_TYPE:?}: sealed under a literal PCR 11 policy, which this \
+                 version no longer opens (it locks at every image update and accepts planted \
+                 objects); re-create the state disk"
+            ));
+        }
         if t.type_ != TPM_TOKEN_TYPE {
             return Err(format!("type = {:?}, expected {TPM_TOKEN_TYPE:?}", t.type_));
         }

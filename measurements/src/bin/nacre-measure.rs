@@ -209,6 +209,11 @@ enum ExportCmd {
         /// Where to write the .pcrpkey PEM.
         #[arg(long)]
         pubkey_out: Option<PathBuf>,
+        /// Sign PCR 11 only as it is at these phases (repeatable; default: every phase, as
+        /// systemd-measure does). A TPM-sealed state disk wants `sysinit` alone: it is opened
+        /// then, and a signature for `ready` would let the workload unseal its key.
+        #[arg(long = "sign-phase", value_parser = ["enter-initrd", "leave-initrd", "sysinit", "ready"])]
+        sign_phase: Vec<String>,
     },
 }
 
@@ -801,6 +806,7 @@ fn run(cli: Cli) -> Result<()> {
                 rsa_key,
                 out,
                 pubkey_out,
+                sign_phase,
             } => {
                 let (files, mut cfg) = boot.load()?;
                 cfg.phase = None;
@@ -808,7 +814,14 @@ fn run(cli: Cli) -> Result<()> {
                 let p = predict::predict(&files.uki, &cfg)?;
                 let pcr11 = p.pcrs.get(&11).context("no PCR 11 predicted")?;
                 let signer = RsaSigner::from_pem_file(&rsa_key)?;
-                let phases = pcrsig::phase_values(cfg.alg, pcr11)?;
+                let mut phases = pcrsig::phase_values(cfg.alg, pcr11)?;
+                if !sign_phase.is_empty() {
+                    phases.retain(|(path, _)| {
+                        sign_phase
+                            .iter()
+                            .any(|p| path.rsplit(':').next() == Some(p.as_str()))
+                    });
+                }
                 let j = pcrsig::sign_pcr11(&signer, cfg.alg, &phases)?;
                 write_atomic(&out, serde_json::to_string(&j)?.as_bytes())?;
                 if let Some(pk) = pubkey_out {

@@ -58,7 +58,71 @@ key_source = "tpm-sealed"
 /// With the NVMe and SCSI disk drivers (their closure from modules.dep brings nvme-core,
 /// scsi_mod, scsi_common, t10-pi, crc-t10dif, crc64-rocksoft, ...).
 const MODULES: &str = "virtio_pci virtio_blk nvme virtio_scsi sd_mod dm-verity erofs dm-crypt xts \
-     algif_skcipher crc32c_generic ext4";
+     algif_skcipher crc32c_generic ext4 qemu_fw_cfg";
+
+/// The image's PCR-signing key (made once per run with openssl) and the signed PCR 11 policy
+/// for these boots: direct kernel boot has no stub, so PCR 11 holds nacre-init's phases only,
+/// and the disk is opened at `sysinit` (the only phase signed: `nacre-measure export pcrsig
+/// --sign-phase sysinit`). The public key goes into each node's verified root
+/// (`/etc/nacre/tpm2-pcr-public-key.pem`), the signature to QEMU's fw_cfg, where the node's
+/// key source reads it (`opt/nacre/tpm2-pcr-signature.json`).
+struct PcrPolicy {
+    public_key: PathBuf,
+    signature: PathBuf,
+}
+
+fn pcr_policy() -> &'static PcrPolicy {
+    static P: OnceLock<PcrPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        use nacre_eventlog::alg::HashAlg;
+        use nacre_eventlog::runtime::{Phase, RuntimeEvent};
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("statedisk-pcr-key");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("pcr.key");
+        let out = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl genrsa");
+        let signer = nacre_measure::sign::RsaSigner::from_pem_file(&key).unwrap();
+        let mut pcr11 = vec![0u8; 32];
+        for p in [Phase::EnterInitrd, Phase::LeaveInitrd, Phase::Sysinit] {
+            let d = RuntimeEvent::Phase(p).digest(HashAlg::Sha256).unwrap();
+            pcr11 = HashAlg::Sha256.extend(&pcr11, &d).unwrap();
+        }
+        let sig = nacre_measure::pcrsig::sign_pcr11(
+            &signer,
+            HashAlg::Sha256,
+            &[("enter-initrd:leave-initrd:sysinit".into(), pcr11)],
+        )
+        .unwrap();
+        let p = PcrPolicy {
+            public_key: dir.join("tpm2-pcr-public-key.pem"),
+            signature: dir.join("tpm2-pcr-signature.json"),
+        };
+        std::fs::write(
+            &p.public_key,
+            nacre_measure::sign::to_pem("PUBLIC KEY", &signer.public_spki()),
+        )
+        .unwrap();
+        std::fs::write(&p.signature, serde_json::to_vec(&sig).unwrap()).unwrap();
+        p
+    })
+}
+
+/// QEMU's fw_cfg item with the signed policy.
+fn fw_cfg_signature() -> [String; 2] {
+    [
+        "-fw_cfg".into(),
+        format!(
+            "name=opt/nacre/tpm2-pcr-signature.json,file={}",
+            pcr_policy().signature.display()
+        ),
+    ]
+}
 
 /// Build a node: mkfs.ext4 and the TPM's device TCTI (dlopened by tss2) in the root, this
 /// `[state_disk]` configuration, the state disk's modules in the initrd's list.
@@ -85,6 +149,11 @@ fn build_node(name: &str, config: &str, modules: &str) -> PathBuf {
         ))
         .arg("--add-file")
         .arg(format!("{}:etc/nacre/init.toml", toml.display()))
+        .arg("--add-file")
+        .arg(format!(
+            "{}:etc/nacre/tpm2-pcr-public-key.pem",
+            pcr_policy().public_key.display()
+        ))
         .args(["--initrd-modules", modules])
         .status()
         .expect("tests/init/build-node.sh");
@@ -156,7 +225,12 @@ impl Boot {
 }
 
 fn boot_args(disk: &Path, tpm: &Path) -> Vec<String> {
+    let [f, v] = fw_cfg_signature();
     vec![
+        "--qemu-arg".into(),
+        f,
+        "--qemu-arg".into(),
+        v,
         "--tpm".into(),
         "--tpm-state".into(),
         tpm.display().to_string(),
@@ -338,14 +412,15 @@ fn node1() {
         "the second boot wrote the header area"
     );
 
-    // Another disk formatted by the same node (same TPM, same PCR 11): its header and token are
-    // genuine, and its key opens its own keyslot.
+    // Another disk formatted on a copy of this node's TPM (same seed, same signed policy): its
+    // header and token are genuine, and its key opens its own keyslot; the copy's anchor now
+    // names its sealed object, this TPM's anchor still names this disk's.
     let other = blank_disk("node1-other");
     let o = boot("same-node-other-disk", &other, &copy_tpm(&tpm, "other"));
     assert_mounted_and_payload_ran(&o, "other disk");
 
-    // (c) That header on this disk: valid, unsealed, activated, but the plaintext is not the file
-    // system its header names: refused, nothing written.
+    // (c) That header planted on this disk: a sealed object of this TPM under the image's policy,
+    // but not the one its anchor names: refused before unsealing, nothing written.
     let swapped = copy_disk(&disk, "swapped-same-node");
     {
         let mut img = std::fs::read(&swapped).unwrap();
@@ -359,10 +434,26 @@ fn node1() {
         &swapped,
         &copy_tpm(&tpm, "swapped-same-node"),
     );
-    assert_refused(&s, &before, &swapped, "belongs to another disk");
+    assert_refused(&s, &before, &swapped, "not the one anchored in NV index");
+
+    // (c) This disk's own header on the other disk's data: valid, unsealed, activated, but the
+    // plaintext is not the file system its header names: refused, nothing written.
+    let moved = copy_disk(&other, "header-on-other-data");
+    {
+        let mut img = std::fs::read(&moved).unwrap();
+        img[..header_len].copy_from_slice(&read_area(&disk)[..header_len]);
+        std::fs::write(&moved, &img).unwrap();
+    }
+    let before = std::fs::read(&moved).unwrap();
+    let m = boot(
+        "header-on-other-data",
+        &moved,
+        &copy_tpm(&tpm, "header-on-other-data"),
+    );
+    assert_refused(&m, &before, &moved, "belongs to another disk");
     eprintln!(
-        "statedisk: node 1: first {:.1} s, second {:.1} s, other disk {:.1} s, swapped {:.1} s",
-        a.secs, b.secs, o.secs, s.secs
+        "statedisk: node 1: first {:.1} s, second {:.1} s, other disk {:.1} s, planted {:.1} s, moved {:.1} s",
+        a.secs, b.secs, o.secs, s.secs, m.secs
     );
 
     // The integrity option: dm-integrity with HMAC-SHA256 tags under dm-crypt. The first boot
@@ -625,7 +716,7 @@ fn boot_disks(node: &Path, name: &str, disks: &[Vec<String>]) -> Boot {
         .arg("--tpm-state")
         .arg(&tpm);
     cmd.args(["--cmdline", "nacre.insecure-platform=1", "--timeout", "180"]);
-    for a in disks.iter().flatten() {
+    for a in fw_cfg_signature().iter().chain(disks.iter().flatten()) {
         cmd.arg("--qemu-arg").arg(a);
     }
     let t = Instant::now();

@@ -27,6 +27,7 @@ pub mod tpm;
 
 pub use disk::{open, Opened};
 pub use keysource::{KeyError, KeySource};
+use nacre_eventlog::runtime::{Phase, RuntimeEvent};
 pub use select::Selector;
 
 /// `[state_disk]` in `/etc/nacre/init.toml`: exactly one of `serial = "…"`,
@@ -162,10 +163,20 @@ impl Config {
     /// whose client the caller owns).
     pub fn key_source(&self) -> Option<Box<dyn KeySource>> {
         match self.key_source {
-            KeySourceKind::TpmSealed => Some(Box::new(tpm::TpmSealed::new(
-                self.pcr_public_key.clone(),
-                self.pcr_signature.clone(),
-            ))),
+            KeySourceKind::TpmSealed => {
+                let mut t =
+                    tpm::TpmSealed::new(self.pcr_public_key.clone(), self.pcr_signature.clone());
+                // What runs once the disk is open (PCR 11 extended with `ready`: the workload)
+                // must not be able to unseal its key: a signature file that allows it is refused.
+                let ready = RuntimeEvent::Phase(Phase::Ready).content();
+                t.forbid_after(vec![ring::digest::digest(
+                    &ring::digest::SHA256,
+                    ready.as_bytes(),
+                )
+                .as_ref()
+                .to_vec()]);
+                Some(Box::new(t))
+            }
             KeySourceKind::KeyService => None,
         }
     }

@@ -191,29 +191,45 @@ fn sealed_key_survives_signed_updates_but_not_substitution() {
     let sig1 = signature(&image_key, &[&v1]);
     let (key, token) = seal(&mut source(&tpm.tcti, &image_key, &sig1));
     // The same boot (and every later boot of v1): the same key.
-    assert_eq!(unseal(&mut source(&tpm.tcti, &image_key, &sig1), &token).unwrap(), key);
+    assert_eq!(
+        unseal(&mut source(&tpm.tcti, &image_key, &sig1), &token).unwrap(),
+        key
+    );
 
     // Image v2 (another PCR 11 before sysinit), signed by the same key: the disk still opens.
     tpm = tpm.reboot();
     let v2 = boot_image(&tpm.tcti, 2);
     assert_ne!(v1, v2);
     let sig2 = signature(&image_key, &[&v2]);
-    assert_eq!(unseal(&mut source(&tpm.tcti, &image_key, &sig2), &token).unwrap(), key);
+    assert_eq!(
+        unseal(&mut source(&tpm.tcti, &image_key, &sig2), &token).unwrap(),
+        key
+    );
     // v1's signature does not cover v2's PCR 11.
     let e = unseal(&mut source(&tpm.tcti, &image_key, &sig1), &token).unwrap_err();
     assert!(e.contains("no signature for PCR 11 as it is now"), "{e}");
     // An image signed by another key: its signature file names no entry of the image's key...
     let foreign_sig = signature(&other_key, &[&v2]);
     let e = SignedPolicy::parse(&image_key.public_pem, &foreign_sig).unwrap_err();
-    assert!(e.contains("no sha256 PCR 11 entry signed by the image's key"), "{e}");
+    assert!(
+        e.contains("no sha256 PCR 11 entry signed by the image's key"),
+        "{e}"
+    );
     // ...and with that other key as the image's, the sealed object's policy is not its.
     let e = unseal(&mut source(&tpm.tcti, &other_key, &foreign_sig), &token).unwrap_err();
-    assert!(e.contains("not PolicyAuthorize with the image's PCR public key"), "{e}");
+    assert!(
+        e.contains("not PolicyAuthorize with the image's PCR public key"),
+        "{e}"
+    );
     // A signature file that also signs PCR 11 after `ready` (what the workload sees) is refused:
     // the workload could unseal the key.
     let ready = sha256(&[&v2, &phase(Phase::Ready)]);
     let e = unseal(
-        &mut source(&tpm.tcti, &image_key, &signature(&image_key, &[&v2, &ready])),
+        &mut source(
+            &tpm.tcti,
+            &image_key,
+            &signature(&image_key, &[&v2, &ready]),
+        ),
         &token,
     )
     .unwrap_err();
@@ -238,7 +254,10 @@ fn sealed_key_survives_signed_updates_but_not_substitution() {
     assert_ne!(key_b, key);
     let e = unseal(&mut source(&tpm.tcti, &image_key, &sig2), &token).unwrap_err();
     assert!(e.contains("is not the one anchored in NV index"), "{e}");
-    assert_eq!(unseal(&mut source(&tpm.tcti, &image_key, &sig2), &token_b).unwrap(), key_b);
+    assert_eq!(
+        unseal(&mut source(&tpm.tcti, &image_key, &sig2), &token_b).unwrap(),
+        key_b
+    );
 
     // Another TPM (another owner seed) cannot load the sealed object at all.
     let other = swtpm("other", 23221);
@@ -256,7 +275,9 @@ fn sealed_key_survives_signed_updates_but_not_substitution() {
     // A token with a field nacre does not write is refused before the TPM is asked.
     let mut odd = token_b.clone();
     odd.insert("pin".into(), serde_json::json!(true));
-    assert!(source(&tpm.tcti, &image_key, &sig2).use_token(&odd).is_err());
+    assert!(source(&tpm.tcti, &image_key, &sig2)
+        .use_token(&odd)
+        .is_err());
 }
 
 /// NV index ANCHOR_INDEX defined with owner authorization and no policy (an attacker's).

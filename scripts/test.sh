@@ -34,6 +34,8 @@ echo "== cargo test (host tests, oracles, QEMU boots)"
 cargo test --workspace --no-fail-fast
 echo "== attested cluster: key service + three OVMF/swtpm guests (tests/e2e/cluster.sh)"
 tests/e2e/cluster.sh
+echo "== TPM-sealed state disk across a signed image update: OVMF, systemd-stub UKIs, swtpm (tests/e2e/sealed-update.sh)"
+tests/e2e/sealed-update.sh
 echo "== image: reproducibility and input sensitivity (tests/image/reproducible.sh)"
 tests/image/reproducible.sh
 echo "== image: root hash from the UKI, its .cmdline and veritysetup agree (scripts/check-image.sh)"

@@ -6,7 +6,7 @@
 #
 # Usage: boot-cluster.sh WORKDIR [--timeout S] [--service-port PORT]... [--service CMD]...
 #                        [--tpm-state-root DIR] [--pcap FILE] [--secure-boot VARS.fd]
-#                        [--fw-cfg NAME:FILE]... [--stop-file PATH]
+#                        [--fw-cfg NAME:FILE]... [--fw-cfg-item NAME:ITEM:FILE]... [--stop-file PATH]
 #                        --node NAME:ESP_DISK:ROOT_DISK[:STATE_DISK] [--node ...]
 #   Namespace nacre-e2e-<pid>: lo, bridge br0 10.0.2.2/24, tap<i> per node (i from 1, in order),
 #   udhcpd leasing 10.0.2.100-10.0.2.199 (router 10.0.2.2; lease file WORKDIR/udhcpd.leases).
@@ -21,6 +21,8 @@
 #     serial "nacre-state". Paths must not contain ':' or ','.
 #   --secure-boot VARS.fd: every node boots OVMF_CODE_4M.secboot.fd (q35 smm=on) with a copy of
 #     VARS.fd (own PK/KEK/db enrolled) instead of the plain firmware.
+#   --fw-cfg-item NAME:ITEM:FILE: node NAME gets FILE as the fw_cfg item ITEM (e.g.
+#     opt/nacre/tpm2-pcr-signature.json); may repeat.
 #   --fw-cfg NAME:FILE: node NAME gets FILE as the fw_cfg item opt/nacre/cluster.toml (its
 #     cluster configuration, nacre_cluster).
 #   --stop-file PATH: once PATH exists, the guests still running are stopped (exit "stopped")
@@ -45,12 +47,14 @@ fail() { log "FAILED: $*"; exit 7; }
 
 work="" timeout=300 ports=() services=() nodes=() tpm_root="" pcap="" sb_vars="" stop_file=""
 declare -A fwcfg=()
+fwitems=()
 while (($#)); do
   case "$1" in
     --timeout) timeout="${2:?}"; shift 2 ;;
     --service-port) ports+=("${2:?}"); shift 2 ;;
     --secure-boot) sb_vars="${2:?}"; shift 2 ;;
     --fw-cfg) fwcfg[${2%%:*}]=${2#*:}; shift 2 ;;
+    --fw-cfg-item) fwitems+=("$2"); shift 2 ;;
     --stop-file) stop_file="${2:?}"; shift 2 ;;
     --service) services+=("${2:?}"); shift 2 ;;
     --node) nodes+=("${2:?}"); shift 2 ;;
@@ -250,6 +254,12 @@ for i in "${!names[@]}"; do
                                         -device virtio-blk-pci,drive=root)
   fwcfg_args=()
   [[ -z "${fwcfg[$name]:-}" ]] || fwcfg_args=(-fw_cfg "name=opt/nacre/cluster.toml,file=${fwcfg[$name]}")
+  for item in "${fwitems[@]}"; do
+    IFS=: read -r iname iitem ifile <<<"$item"
+    [[ $iname == "$name" ]] || continue
+    [[ -f $ifile ]] || usage "node $name: no such file: $ifile"
+    fwcfg_args+=(-fw_cfg "name=$iitem,file=$(realpath "$ifile")")
+  done
   mac=$(printf '52:54:00:e2:e0:%02x' "$n")
   ip netns exec "$ns" "$QEMU" -accel tcg "${machine[@]}" -cpu max -m 1024 -smp 1 -nographic -monitor none -no-reboot \
     -serial "file:$dir/console.log" \

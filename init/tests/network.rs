@@ -172,6 +172,7 @@ impl Wire {
         let before = &self.wg_messages[..data.unwrap_or(self.wg_messages.len())];
         let mut responders: Vec<Ipv4Addr> =
             before.iter().filter(|m| m.1 == 2).map(|m| m.2).collect();
+        responders.sort();
         responders.dedup();
         let first_init = before.iter().find(|m| m.1 == 1).map(|m| m.0);
         let secs = match (data, first_init) {
@@ -323,6 +324,16 @@ fn two_nodes_reach_each_other_only_through_wg0() {
         "network: wire (node1's side): {} frames, {} WireGuard, {} exchange, {} TCP",
         wire.frames, wire.wireguard, wire.exchange, wire.tcp
     );
+    // Across the whole run (wg0 deleted and re-created, then set down included): nothing with a
+    // cluster address crossed the underlay in clear.
+    assert!(
+        wire.cluster_in_clear.is_empty(),
+        "cluster traffic in clear on the underlay: {:?}",
+        wire.cluster_in_clear
+    );
+    assert_eq!(wire.tcp, 0, "TCP in clear on the underlay");
+    assert!(wire.wireguard > 0, "no WireGuard packets on the wire");
+    assert!(wire.exchange > 0, "no key exchange on the wire");
     // Issue 19: the first packets between two fresh nodes. Both payloads ping at once; the
     // figure is each node's first ping to its first answer (console), and on the wire the
     // first initiation to the first data message. Two initiations crossing (one each way)

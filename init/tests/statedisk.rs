@@ -62,8 +62,8 @@ const MODULES: &str = "virtio_pci virtio_blk nvme virtio_scsi sd_mod dm-verity e
 
 /// The image's PCR-signing key (made once per run with openssl) and the signed PCR 11 policy
 /// for these boots: direct kernel boot has no stub, so PCR 11 holds nacre-init's phases only,
-/// and the disk is opened at `sysinit` (the only phase signed: `nacre-measure export pcrsig
-/// --sign-phase sysinit`). The public key goes into each node's verified root
+/// and the disk is opened at `sysinit` (the only phase signed, with nacre's policyRef:
+/// `nacre-measure export pcrsig --state-disk`). The public key goes into each node's verified root
 /// (`/etc/nacre/tpm2-pcr-public-key.pem`), the signature to QEMU's fw_cfg, where the node's
 /// key source reads it (`opt/nacre/tpm2-pcr-signature.json`).
 struct PcrPolicy {
@@ -93,10 +93,11 @@ fn pcr_policy() -> &'static PcrPolicy {
             let d = RuntimeEvent::Phase(p).digest(HashAlg::Sha256).unwrap();
             pcr11 = HashAlg::Sha256.extend(&pcr11, &d).unwrap();
         }
-        let sig = nacre_measure::pcrsig::sign_pcr11(
+        let sig = nacre_measure::pcrsig::sign_pcr11_with_ref(
             &signer,
             HashAlg::Sha256,
             &[("enter-initrd:leave-initrd:sysinit".into(), pcr11)],
+            nacre_measure::pcrsig::STATE_DISK_POLICY_REF,
         )
         .unwrap();
         let p = PcrPolicy {

@@ -57,11 +57,26 @@ pub fn phase_values(bank: HashAlg, pcr11_stub: &[u8]) -> Result<Vec<(String, Vec
     Ok(out)
 }
 
+/// The policyRef of nacre's TPM-sealed state disk (`nacre_statedisk::tpm::POLICY_REF`): its
+/// signatures sign `pol || ref`, so systemd's (empty policyRef) never open the disk.
+pub const STATE_DISK_POLICY_REF: &[u8] = b"nacre state disk";
+
 /// The `.pcrsig` JSON: `{"<bank>": [{"pcrs": [11], "pkfp": ..., "pol": ..., "sig": ...}, ...]}`.
 pub fn sign_pcr11(
     signer: &RsaSigner,
     bank: HashAlg,
     phases: &[(String, Vec<u8>)],
+) -> Result<serde_json::Value, SignError> {
+    sign_pcr11_with_ref(signer, bank, phases, b"")
+}
+
+/// [`sign_pcr11`] for `PolicyAuthorize` with a policyRef: each `sig` signs `pol || policy_ref`
+/// (the TPM's aHash), in the same JSON shape.
+pub fn sign_pcr11_with_ref(
+    signer: &RsaSigner,
+    bank: HashAlg,
+    phases: &[(String, Vec<u8>)],
+    policy_ref: &[u8],
 ) -> Result<serde_json::Value, SignError> {
     let pkfp = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -70,7 +85,9 @@ pub fn sign_pcr11(
     let mut entries = Vec::new();
     for (_phase, value) in phases {
         let pol = policy_pcr_digest(bank, &[(11, value)]);
-        let sig = signer.sign(&pol)?;
+        let mut message = pol.clone();
+        message.extend_from_slice(policy_ref);
+        let sig = signer.sign(&message)?;
         entries.push(serde_json::json!({
             "pcrs": [11],
             "pkfp": pkfp,

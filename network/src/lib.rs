@@ -113,6 +113,8 @@ const DEFERRED_KEEPALIVE: Duration = Duration::from_secs(2);
 /// private key (kept in PID 1's memory as the kernel keeps it; wiped on drop), port, overlay
 /// address and the peers it has now ([`update_peers`] keeps them current).
 struct Wg0State {
+    /// wg0's interface index (a link named wg0 with another index is not this node's).
+    ifindex: u32,
     key: wg::PrivateKey,
     public_key: wg::Key,
     listen_port: u16,
@@ -556,6 +558,7 @@ fn setup_wireguard(
         &public_key,
         &peers,
         cfg.persistent_keepalive_s,
+        false,
     )?;
     route_cluster_via(rt, &cfg.cluster_ranges, link.index)?;
     if initiated > 0 {
@@ -583,6 +586,7 @@ fn setup_wireguard(
         log(&format!("{WG_IFNAME}: peer {n}"));
     }
     *wg0_state() = Some(Wg0State {
+        ifindex: link.index,
         key,
         public_key,
         listen_port: cfg.listen_port,
@@ -688,6 +692,7 @@ fn apply_peers(
     me: &wg::Key,
     next: &[peers::Peer],
     keepalive_s: Option<u16>,
+    initiate_all: bool,
 ) -> Result<usize, NetError> {
     let current: Vec<wg::Key> = wgnl
         .device(index)
@@ -696,7 +701,7 @@ fn apply_peers(
         .iter()
         .map(|p| p.public_key)
         .collect();
-    let plan = wg::plan_peers(me, &current, next, keepalive_s);
+    let plan = wg::plan_peers(me, &current, next, keepalive_s, initiate_all);
     wgnl.apply(index, &plan.now)
         .ctx(|| format!("setting {WG_IFNAME}'s peers"))?;
     wgnl.apply(index, &plan.after)
@@ -740,49 +745,73 @@ pub(crate) fn spawn_quiet(
 
 /// Create wg0 again if it was deleted (by anyone: nothing in a node deletes it), as
 /// [`setup_overlay`] made it: the same key (so peers and the key service know it), port,
-/// overlay address and the current peers, then up. Returns what it did, or `None` when wg0
-/// exists or was never set up in this process. The caller puts the routes back
-/// ([`reconcile_routes`]); until then the fail-closed fallbacks answer.
+/// overlay address and the current peers, then up; this node starts the handshake with every
+/// peer (theirs still hold sessions with the old wg0 and would not). A link named wg0 that is
+/// not this node's (another interface index) is deleted first. Returns what it did, or `None`
+/// when wg0 is this node's or was never set up in this process. If a step fails, the link just
+/// made is deleted again, so the watcher's next notification (that deletion) tries again, a
+/// second later. The caller puts the routes back ([`reconcile_routes`]); until then the
+/// fail-closed fallbacks answer.
 pub fn restore_wg0(rt: &mut Rtnl) -> Result<Option<String>, NetError> {
-    let guard = wg0_state();
-    let Some(st) = guard.as_ref() else {
+    let mut guard = wg0_state();
+    let Some(st) = guard.as_mut() else {
         return Ok(None);
     };
     let sel = Selector::Name(WG_IFNAME.into());
-    if rt.find(&sel).ctx(|| "listing interfaces".into())?.is_some() {
-        return Ok(None);
+    let mut replaced = String::new();
+    if let Some(l) = rt.find(&sel).ctx(|| "listing interfaces".into())? {
+        if l.index == st.ifindex {
+            return Ok(None);
+        }
+        rt.delete_link(l.index)
+            .ctx(|| format!("deleting a {WG_IFNAME} that is not this node's"))?;
+        replaced = format!(" (a {WG_IFNAME} made by someone else was deleted)");
     }
-    ignore_errno(rt.create_wireguard(WG_IFNAME), libc::EEXIST)
+    rt.create_wireguard(WG_IFNAME)
         .ctx(|| format!("creating {WG_IFNAME} again"))?;
     let link = wait_for_link(rt, &sel)?;
-    let mut wgnl = wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
-    wgnl.configure(link.index, &st.key, st.listen_port)
-        .ctx(|| format!("setting {WG_IFNAME}'s key and port {}", st.listen_port))?;
-    let dev = wgnl
-        .device(link.index)
-        .ctx(|| format!("reading {WG_IFNAME} back"))?;
-    if dev.public_key != Some(st.public_key) || dev.listen_port != st.listen_port {
-        return Err(NetError::Key(format!(
-            "{WG_IFNAME} created again reports another key or port"
-        )));
+    let made = (|| {
+        let mut wgnl =
+            wg::Wg::open().ctx(|| "opening the wireguard generic netlink family".into())?;
+        wgnl.configure(link.index, &st.key, st.listen_port)
+            .ctx(|| format!("setting {WG_IFNAME}'s key and port {}", st.listen_port))?;
+        let dev = wgnl
+            .device(link.index)
+            .ctx(|| format!("reading {WG_IFNAME} back"))?;
+        if dev.public_key != Some(st.public_key) || dev.listen_port != st.listen_port {
+            return Err(NetError::Key(format!(
+                "{WG_IFNAME} created again reports another key or port"
+            )));
+        }
+        rt.add_address(link.index, &st.overlay, false)
+            .ctx(|| format!("adding {} to {WG_IFNAME}", st.overlay))?;
+        rt.set_up(link.index)
+            .ctx(|| format!("setting {WG_IFNAME} up"))?;
+        apply_peers(
+            &mut wgnl,
+            link.index,
+            &st.public_key,
+            &st.peers,
+            st.keepalive_s,
+            true,
+        )
+    })();
+    match made {
+        Ok(initiated) => {
+            st.ifindex = link.index;
+            Ok(Some(format!(
+                "{WG_IFNAME} was deleted: created again with its key, {}, port {} and {} peer(s) ({initiated} handshake(s) started){replaced}",
+                st.overlay,
+                st.listen_port,
+                st.peers.len()
+            )))
+        }
+        Err(e) => {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = rt.delete_link(link.index);
+            Err(e)
+        }
     }
-    ignore_errno(rt.add_address(link.index, &st.overlay, false), libc::EEXIST)
-        .ctx(|| format!("adding {} to {WG_IFNAME}", st.overlay))?;
-    rt.set_up(link.index)
-        .ctx(|| format!("setting {WG_IFNAME} up"))?;
-    let initiated = apply_peers(
-        &mut wgnl,
-        link.index,
-        &st.public_key,
-        &st.peers,
-        st.keepalive_s,
-    )?;
-    Ok(Some(format!(
-        "{WG_IFNAME} was deleted: created again with its key, {}, port {} and {} peer(s) ({initiated} handshake(s) started)",
-        st.overlay,
-        st.listen_port,
-        st.peers.len()
-    )))
 }
 
 /// Replace wg0's peers with a new set from the peer source (checked like the first set). The
@@ -796,6 +825,11 @@ pub fn update_peers(
     peers::validate(peers, me, &cfg.cluster_ranges)
         .map_err(|err| NetError::Peers { source_name, err })?;
     let mut state = wg0_state();
+    // Recorded first: if wg0 is gone now, the restore makes it with this set (never with
+    // peers the source no longer vouches for).
+    if let Some(st) = state.as_mut() {
+        st.peers = peers.to_vec();
+    }
     let (link, mut wgnl) = open_wg0()?;
     apply_peers(
         &mut wgnl,
@@ -803,10 +837,8 @@ pub fn update_peers(
         &me.public_key,
         peers,
         cfg.persistent_keepalive_s,
+        false,
     )?;
-    if let Some(st) = state.as_mut() {
-        st.peers = peers.to_vec();
-    }
     drop(state);
     // The routes that went with wg0 (and cni0) may have gone with a link change since.
     let mut rt = Rtnl::open().ctx(|| "opening rtnetlink".into())?;

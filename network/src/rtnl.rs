@@ -291,6 +291,12 @@ impl Rtnl {
         )
     }
 
+    pub fn delete_link(&mut self, index: u32) -> Result<(), NlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(m), 0)
+    }
+
     pub fn create_bridge(&mut self, name: &str) -> Result<(), NlError> {
         self.ack(
             RouteNetlinkMessage::NewLink(new_bridge_message(name)),

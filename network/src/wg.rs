@@ -166,10 +166,17 @@ pub struct PeerPlan {
 }
 
 /// Plan the change of wg0's peers: peers no longer in `next` removed, the others updated in
-/// place (their sessions kept), new ones added; with new peers this node [`initiates`] with,
-/// a keepalive (the configured interval, or 1 s set back to 0 right after) starts the
-/// handshake at once.
-pub fn plan_peers(me: &Key, current: &[Key], next: &[Peer], keepalive_s: Option<u16>) -> PeerPlan {
+/// place (their sessions and keepalive kept), new ones added; with new peers this node
+/// [`initiates`] with (every new peer if `initiate_all`: wg0 re-created, its peers still hold
+/// sessions with the old one and will not start), a keepalive (the configured interval, or 1 s
+/// set back to 0 right after) starts the handshake at once.
+pub fn plan_peers(
+    me: &Key,
+    current: &[Key],
+    next: &[Peer],
+    keepalive_s: Option<u16>,
+    initiate_all: bool,
+) -> PeerPlan {
     let mut plan = PeerPlan::default();
     for k in current {
         if !next.iter().any(|p| &p.public_key == k) {
@@ -179,8 +186,10 @@ pub fn plan_peers(me: &Key, current: &[Key], next: &[Peer], keepalive_s: Option<
     for p in next {
         let key = p.public_key;
         if current.contains(&key) {
-            plan.now.push(PeerOp::Set(p.clone(), keepalive_s));
-        } else if initiates(me, &key) {
+            // The keepalive is left as it is: set from 0 now, it would start a handshake that
+            // could cross one the peer starts (a peer still waiting for its deferred one).
+            plan.now.push(PeerOp::Set(p.clone(), None));
+        } else if initiate_all || initiates(me, &key) {
             plan.now
                 .push(PeerOp::Set(p.clone(), Some(keepalive_s.unwrap_or(1))));
             if keepalive_s.is_none() {
@@ -462,16 +471,16 @@ mod tests {
         assert!(initiates(&b, &a) && !initiates(&a, &b));
         // Two fresh nodes planning each other: exactly one starts (a keepalive from 0), the
         // other adds the peer with none.
-        let pa = plan_peers(&a, &[], &[peer(9)], None);
-        let pb = plan_peers(&b, &[], &[peer(7)], None);
+        let pa = plan_peers(&a, &[], &[peer(9)], None, false);
+        let pb = plan_peers(&b, &[], &[peer(7)], None, false);
         assert_eq!(pa.initiated + pb.initiated, 1);
         assert_eq!(pa.now, [PeerOp::Set(peer(9), None)]);
         assert!(pa.after.is_empty() && pa.deferred.is_empty());
         assert_eq!(pb.now, [PeerOp::Set(peer(7), Some(1))]);
         assert_eq!(pb.after, [PeerOp::Keepalive([7; 32], 0)]);
         // With a configured keepalive, the initiator uses it at once, the other side later.
-        let pa = plan_peers(&a, &[], &[peer(9)], Some(25));
-        let pb = plan_peers(&b, &[], &[peer(7)], Some(25));
+        let pa = plan_peers(&a, &[], &[peer(9)], Some(25), false);
+        let pb = plan_peers(&b, &[], &[peer(7)], Some(25), false);
         assert_eq!(pb.now, [PeerOp::Set(peer(7), Some(25))]);
         assert!(pb.after.is_empty() && pb.deferred.is_empty());
         assert_eq!(pa.now, [PeerOp::Set(peer(9), None)]);
@@ -484,7 +493,13 @@ mod tests {
         // The device has peers 3 and 5; the new set is 5 (moved) and 9 (new, greater key).
         let mut moved = peer(5);
         moved.endpoint = Some("192.0.2.55:51820".parse().unwrap());
-        let plan = plan_peers(&me, &[[3; 32], [5; 32]], &[moved.clone(), peer(9)], None);
+        let plan = plan_peers(
+            &me,
+            &[[3; 32], [5; 32]],
+            &[moved.clone(), peer(9)],
+            None,
+            false,
+        );
         assert_eq!(
             plan.now,
             [
@@ -494,12 +509,26 @@ mod tests {
             ]
         );
         assert_eq!(plan.initiated, 0);
-        // The same set again changes nothing but the peers' fields (no removal, no keepalive).
-        let again = plan_peers(&me, &[[5; 32], [9; 32]], &[peer(5), peer(9)], None);
+        // The same set again changes nothing but the peers' fields (no removal, no keepalive,
+        // even with one configured: the peers have theirs).
+        let again = plan_peers(
+            &me,
+            &[[5; 32], [9; 32]],
+            &[peer(5), peer(9)],
+            Some(25),
+            false,
+        );
         assert!(again.now.iter().all(|o| matches!(o, PeerOp::Set(_, None))));
         assert!(again.after.is_empty() && again.deferred.is_empty());
+        // wg0 re-created: this node starts with every peer, whatever the keys.
+        let restored = plan_peers(&me, &[], &[peer(5), peer(9)], None, true);
+        assert_eq!(restored.initiated, 2);
+        assert_eq!(
+            restored.after,
+            [PeerOp::Keepalive([5; 32], 0), PeerOp::Keepalive([9; 32], 0)]
+        );
         // Every peer gone: removals only.
-        let gone = plan_peers(&me, &[[5; 32]], &[], Some(25));
+        let gone = plan_peers(&me, &[[5; 32]], &[], Some(25), false);
         assert_eq!(gone.now, [PeerOp::Remove([5; 32])]);
     }
 }

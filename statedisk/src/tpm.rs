@@ -5,8 +5,10 @@
 //!
 //! The sealed object (a keyed-hash object under the owner hierarchy's storage primary key, ECC
 //! P-256, re-created from the owner seed each boot, never persisted) has the policy
-//! `PolicyAuthorize(keyName, policyRef = "")`, where `keyName` is the TPM name of the image's
-//! PCR-signing RSA public key: systemd's scheme (`.pcrpkey`/`.pcrsig`). No literal PCR value is
+//! `PolicyAuthorize(keyName, policyRef = "nacre state disk")` ([`POLICY_REF`]), where `keyName`
+//! is the TPM name of the image's PCR-signing RSA public key: systemd's scheme
+//! (`.pcrpkey`/`.pcrsig`) with a policyRef of its own, so that signatures made for systemd's
+//! uses (empty policyRef, every phase) never open the disk. No literal PCR value is
 //! in the object, so an image update whose PCR 11 values are signed by the same key keeps the
 //! disk; an image signed by another key cannot unseal it.
 //!
@@ -47,9 +49,10 @@
 //!   (another boot loader, or QEMU direct kernel boot as in the tests) can extend the same digests
 //!   and satisfy any signed PCR 11 policy — as with systemd's own `.pcrsig`. Binding PCR 7
 //!   (Secure Boot state) in addition closes that on Secure Boot nodes; not done yet.
-//! - Sign only the phase the disk is opened at (`sysinit`): a signature file that also signs
-//!   `ready` lets the node's workload (PCR 11 at `ready`) unseal the key and rewrite the anchor.
-//!   `nacre-measure export pcrsig --phase sysinit` writes just that entry. The key source refuses
+//! - Sign only the phase the disk is opened at (`sysinit`): a signature that also approves
+//!   `ready` would let the node's workload (PCR 11 at `ready`) unseal the key and rewrite the
+//!   anchor. `nacre-measure export pcrsig --state-disk` signs just that entry with
+//!   [`POLICY_REF`]; systemd's signatures cannot serve (their policyRef is empty). The key source refuses
 //!   a signature file that signs PCR 11 as it will be after the events the caller names
 //!   ([`TpmSealed::forbid_after`]: nacre-init names `ready`).
 //!
@@ -99,6 +102,12 @@ pub const ANCHOR_INDEX: u32 = 0x0181_4E43;
 const NAME_LEN: usize = 34;
 /// TPM_CC_PolicyAuthorize.
 const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
+/// The policyRef of the sealed object's `PolicyAuthorize`: a signature approves a PCR policy
+/// for nacre's state disk only if it signs `pol || POLICY_REF` (`nacre-measure export pcrsig
+/// --state-disk`, which signs the `sysinit` value alone). systemd's signatures (empty
+/// policyRef), whatever phases they sign, never open it: a `ready` one would let the workload
+/// unseal the key.
+pub const POLICY_REF: &[u8] = b"nacre state disk";
 
 fn fail(what: &str, e: impl std::fmt::Display) -> KeyError {
     KeyError::Failed {
@@ -208,9 +217,13 @@ impl SignedPolicy {
         let params = PublicRsaParametersBuilder::new()
             .with_scheme(RsaScheme::Null)
             .with_key_bits(bits)
-            .with_exponent(
-                RsaExponent::create(self.exponent).map_err(|e| fail("PCR public key", e))?,
-            )
+            // 65537 as 0 (the TPM's default exponent, which every TPM takes; the key's name, and
+            // so the sealed object's policy, depends on this encoding).
+            .with_exponent(if self.exponent == 65537 {
+                RsaExponent::default()
+            } else {
+                RsaExponent::create(self.exponent).map_err(|e| fail("PCR public key", e))?
+            })
             .with_symmetric(SymmetricDefinitionObject::Null)
             .with_is_signing_key(true)
             .with_is_decryption_key(true)
@@ -293,11 +306,11 @@ fn policy_pcr11(value: &[u8]) -> Vec<u8> {
     ])
 }
 
-/// The policy digest of `PolicyAuthorize(keyName, policyRef = "")` on a fresh SHA-256 session:
+/// The policy digest of `PolicyAuthorize(keyName, POLICY_REF)` on a fresh SHA-256 session:
 /// H(H(0^32 || TPM_CC_PolicyAuthorize || keyName) || policyRef).
 fn authorize_policy(key_name: &[u8]) -> Vec<u8> {
     let inner = sha256(&[&[0u8; 32], &TPM_CC_POLICY_AUTHORIZE.to_be_bytes(), key_name]);
-    sha256(&[&inner])
+    sha256(&[&inner, POLICY_REF])
 }
 
 pub struct TpmSealed {
@@ -533,7 +546,7 @@ fn authorized_session(
                     ),
                 )
             })?;
-        let a_hash = Digest::try_from(sha256(&[pol])).map_err(|e| fail("aHash", e))?;
+        let a_hash = Digest::try_from(sha256(&[pol, POLICY_REF])).map_err(|e| fail("aHash", e))?;
         let signature = Signature::RsaSsa(
             RsaSignature::create(
                 HashingAlgorithm::Sha256,
@@ -548,7 +561,8 @@ fn authorized_session(
                 e,
             )
         })?;
-        ctx.policy_authorize(policy, now, Nonce::default(), key_name, ticket)
+        let policy_ref = Nonce::try_from(POLICY_REF.to_vec()).map_err(|e| fail("policyRef", e))?;
+        ctx.policy_authorize(policy, now, policy_ref, key_name, ticket)
             .map_err(|e| fail("PolicyAuthorize", e))?;
         Ok(())
     })();
@@ -631,11 +645,34 @@ impl TpmSealed {
                 .build()
                 .map_err(|e| fail("sealed object template", e))?;
             let data = SensitiveData::try_from(key.to_vec()).map_err(|e| fail("sealed data", e))?;
+            // The key crosses to the TPM encrypted: a session salted with the primary key, with
+            // parameter encryption of the command (TPM2_Create's sensitive data).
+            let session = ctx
+                .start_auth_session(
+                    Some(parent),
+                    None,
+                    None,
+                    SessionType::Hmac,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(|e| fail("starting a salted session", e))?
+                .ok_or_else(|| fail("starting a salted session", "no session handle"))?;
+            let (attrs, mask) = SessionAttributesBuilder::new()
+                .with_continue_session(true)
+                .with_decrypt(true)
+                .build();
             let created = ctx
-                .execute_with_nullauth_session(|c| {
-                    c.create(parent, public, None, Some(data), None, None)
-                })
-                .map_err(|e| fail("TPM2_Create (sealing the disk key)", e))?;
+                .tr_sess_set_attributes(session, attrs, mask)
+                .map_err(|e| fail("session attributes", e))
+                .and_then(|_| {
+                    ctx.execute_with_session(Some(session), |c| {
+                        c.create(parent, public, None, Some(data), None, None)
+                    })
+                    .map_err(|e| fail("TPM2_Create (sealing the disk key)", e))
+                });
+            flush_session(&mut ctx, session);
+            let created = created?;
             // The object's name, from the TPM.
             let obj = ctx
                 .execute_with_nullauth_session(|c| {
@@ -816,7 +853,23 @@ impl KeySource for TpmSealed {
             }
             None => {
                 let key = random_key()?;
-                self.created = Some(self.seal(&key)?);
+                let token = self.seal(&key)?;
+                // Read back as the next boot will (the anchor readable without authorization,
+                // the signed policy satisfied): a key that could not be opened again is never
+                // used (e.g. an anchor index someone defined beforehand with an auth value).
+                let again = self.unseal(&token).map_err(|e| {
+                    fail(
+                        "unsealing the key just sealed (the disk is not formatted)",
+                        e,
+                    )
+                })?;
+                if again.as_slice() != key.as_slice() {
+                    return Err(fail(
+                        "unsealing the key just sealed",
+                        "another key came back",
+                    ));
+                }
+                self.created = Some(token);
                 Ok(key)
             }
         }

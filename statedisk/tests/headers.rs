@@ -178,7 +178,7 @@ fn cryptsetup_header_with_nacre_token_is_accepted() {
     refused(
         &plain,
         &tpm_profile(),
-        &["tokens", "no \"nacre-tpm2-sealed\" token"],
+        &["tokens", "no \"nacre-tpm2-authorized\" token"],
     );
     refused(
         &a,
@@ -186,7 +186,7 @@ fn cryptsetup_header_with_nacre_token_is_accepted() {
             integrity: false,
             token_type: None,
         },
-        &["tokens.0.type", "nacre-tpm2-sealed"],
+        &["tokens.0.type", "nacre-tpm2-authorized"],
     );
 }
 

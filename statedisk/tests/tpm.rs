@@ -6,7 +6,7 @@ use nacre_eventlog::runtime::{Phase, RuntimeEvent};
 use nacre_measure::pcrsig;
 use nacre_measure::sign::RsaSigner;
 use nacre_statedisk::keysource::KeySource;
-use nacre_statedisk::tpm::{SignedPolicy, TpmSealed, ANCHOR_INDEX};
+use nacre_statedisk::tpm::{SignedPolicy, TpmSealed, ANCHOR_INDEX, POLICY_REF};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -141,13 +141,21 @@ fn pcr_key(dir: &std::path::Path, name: &str) -> PcrKey {
     PcrKey { signer, public_pem }
 }
 
-/// systemd's signature JSON (`nacre-measure export pcrsig`) for these PCR 11 values.
+/// The state disk's signature JSON (`nacre-measure export pcrsig --state-disk`: nacre's
+/// policyRef) for these PCR 11 values.
 fn signature(k: &PcrKey, values: &[&[u8]]) -> Vec<u8> {
+    signature_with_ref(k, values, pcrsig::STATE_DISK_POLICY_REF)
+}
+
+fn signature_with_ref(k: &PcrKey, values: &[&[u8]], policy_ref: &[u8]) -> Vec<u8> {
     let phases: Vec<(String, Vec<u8>)> = values
         .iter()
         .map(|v| ("sysinit".to_string(), v.to_vec()))
         .collect();
-    serde_json::to_vec(&pcrsig::sign_pcr11(&k.signer, HashAlg::Sha256, &phases).unwrap()).unwrap()
+    serde_json::to_vec(
+        &pcrsig::sign_pcr11_with_ref(&k.signer, HashAlg::Sha256, &phases, policy_ref).unwrap(),
+    )
+    .unwrap()
 }
 
 fn source(tcti: &str, k: &PcrKey, sig: &[u8]) -> TpmSealed {
@@ -234,6 +242,34 @@ fn sealed_key_survives_signed_updates_but_not_substitution() {
     )
     .unwrap_err();
     assert!(e.contains("after the disk is open"), "{e}");
+    // systemd's signature for the same PCR 11 (empty policyRef, as `systemd-measure sign` and
+    // `export pcrsig` without --state-disk write) does not open it.
+    assert_eq!(pcrsig::STATE_DISK_POLICY_REF, POLICY_REF);
+    let e = unseal(
+        &mut source(
+            &tpm.tcti,
+            &image_key,
+            &signature_with_ref(&image_key, &[&v2], b""),
+        ),
+        &token,
+    )
+    .unwrap_err();
+    assert!(e.contains("TPM2_VerifySignature"), "{e}");
+    // Not even once the workload runs (PCR 11 after `ready`), with systemd's signature for that
+    // value and no check of the file by the key source: the TPM refuses.
+    extend_pcr11(&tpm.tcti, &phase(Phase::Ready));
+    let mut workload = TpmSealed::with_tcti(
+        &tpm.tcti,
+        SignedPolicy::parse(
+            &image_key.public_pem,
+            &signature_with_ref(&image_key, &[&ready], b""),
+        )
+        .unwrap(),
+    );
+    let e = unseal(&mut workload, &token).unwrap_err();
+    assert!(e.contains("TPM2_VerifySignature"), "{e}");
+    tpm = tpm.reboot();
+    assert_eq!(boot_image(&tpm.tcti, 2), v2);
     // The signature must verify: a flipped byte in it is refused by the TPM.
     let mut bad: serde_json::Value = serde_json::from_slice(&sig2).unwrap();
     let entry = &mut bad["sha256"][0]["sig"];

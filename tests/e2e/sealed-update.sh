@@ -5,7 +5,7 @@
 # One node root (nacre-init, an erofs root under dm-verity, the image's PCR-signing public key
 # at /etc/nacre/tpm2-pcr-public-key.pem, `key_source = "tpm-sealed"`) in two UKIs whose command
 # lines differ: v1 and its update v2, whose PCR 11 differ. `nacre-measure export pcrsig
-# --sign-phase sysinit` signs each one's PCR 11 at sysinit (predicted from the UKI); the
+# --state-disk` signs each one's PCR 11 at sysinit (predicted from the UKI); the
 # signature reaches the node through QEMU's fw_cfg (opt/nacre/tpm2-pcr-signature.json).
 #
 #   1. v1 with v1's signature: the disk is formatted, its key sealed and anchored; a marker is
@@ -80,7 +80,7 @@ make_esp v1 "$cmdline"
 make_esp v2 "$cmdline mitigations=auto"
 
 sign() { # ESP KEY OUT
-  "$measure" export pcrsig "$work/$1-esp.img" --rsa-key "$work/$2" --sign-phase sysinit \
+  "$measure" export pcrsig "$work/$1-esp.img" --rsa-key "$work/$2" --state-disk \
     --out "$work/$3" 2>/dev/null
 }
 sign v1 pcr.key v1.sig.json

@@ -210,10 +210,14 @@ enum ExportCmd {
         #[arg(long)]
         pubkey_out: Option<PathBuf>,
         /// Sign PCR 11 only as it is at these phases (repeatable; default: every phase, as
-        /// systemd-measure does). A TPM-sealed state disk wants `sysinit` alone: it is opened
-        /// then, and a signature for `ready` would let the workload unseal its key.
+        /// systemd-measure does).
         #[arg(long = "sign-phase", value_parser = ["enter-initrd", "leave-initrd", "sysinit", "ready"])]
         sign_phase: Vec<String>,
+        /// For nacre's TPM-sealed state disk: PCR 11 at `sysinit` alone (when the disk is
+        /// opened; a `ready` signature would let the workload unseal its key), signed with
+        /// nacre's policyRef (docs/state-disk.md). systemd-cryptsetup cannot use the result.
+        #[arg(long, conflicts_with = "sign_phase")]
+        state_disk: bool,
     },
 }
 
@@ -806,7 +810,8 @@ fn run(cli: Cli) -> Result<()> {
                 rsa_key,
                 out,
                 pubkey_out,
-                sign_phase,
+                mut sign_phase,
+                state_disk,
             } => {
                 let (files, mut cfg) = boot.load()?;
                 cfg.phase = None;
@@ -815,6 +820,9 @@ fn run(cli: Cli) -> Result<()> {
                 let pcr11 = p.pcrs.get(&11).context("no PCR 11 predicted")?;
                 let signer = RsaSigner::from_pem_file(&rsa_key)?;
                 let mut phases = pcrsig::phase_values(cfg.alg, pcr11)?;
+                if state_disk {
+                    sign_phase = vec!["sysinit".into()];
+                }
                 if !sign_phase.is_empty() {
                     phases.retain(|(path, _)| {
                         sign_phase
@@ -822,7 +830,12 @@ fn run(cli: Cli) -> Result<()> {
                             .any(|p| path.rsplit(':').next() == Some(p.as_str()))
                     });
                 }
-                let j = pcrsig::sign_pcr11(&signer, cfg.alg, &phases)?;
+                let policy_ref: &[u8] = if state_disk {
+                    pcrsig::STATE_DISK_POLICY_REF
+                } else {
+                    b""
+                };
+                let j = pcrsig::sign_pcr11_with_ref(&signer, cfg.alg, &phases, policy_ref)?;
                 write_atomic(&out, serde_json::to_string(&j)?.as_bytes())?;
                 if let Some(pk) = pubkey_out {
                     write_atomic(

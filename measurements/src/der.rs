@@ -1,5 +1,6 @@
-//! Just enough DER to find fields of an X.509 certificate without a full ASN.1 stack: the
-//! measurement code only needs byte ranges (a subject name to look for), never to trust them.
+//! Just enough DER for the few fixed shapes nacre-measure writes or splits itself (a
+//! SubjectPublicKeyInfo's parts, an RSA key wrapped as one). Certificates and PKCS#7 are read
+//! with RustCrypto's `x509-cert`/`cms` ([`crate::pkcs7`]).
 
 /// Split one TLV off the front: (tag, whole TLV, contents, rest).
 /// (tag, whole TLV, contents, rest)
@@ -24,29 +25,6 @@ fn tlv(b: &[u8]) -> Option<Tlv<'_>> {
     let end = hdr.checked_add(len)?;
     let whole = b.get(..end)?;
     Some((tag, whole, &whole[hdr..], &b[end..]))
-}
-
-/// The subject `Name` (the whole DER TLV) of an X.509 certificate.
-pub fn x509_subject(cert: &[u8]) -> Option<&[u8]> {
-    let (0x30, _, cert_body, _) = tlv(cert)? else {
-        return None;
-    };
-    let (0x30, _, tbs, _) = tlv(cert_body)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    // Optional [0] version.
-    if rest.first() == Some(&0xa0) {
-        rest = tlv(rest)?.3;
-    }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
-        rest = tlv(rest)?.3;
-    }
-    let (0x30, subject, _, _) = tlv(rest)? else {
-        return None;
-    };
-    Some(subject)
 }
 
 /// The parts of a SubjectPublicKeyInfo: (algorithm OID contents, parameters OID contents or
@@ -103,27 +81,4 @@ pub fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
     let mut body = alg.to_vec();
     body.extend(encode_tlv(0x03, &bits));
     encode_tlv(0x30, &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_subject_of_a_real_certificate() {
-        // Debian's snakeoil Secure Boot certificate, shipped with the ovmf package.
-        let pem = std::fs::read_to_string("/usr/share/ovmf/PkKek-1-snakeoil.pem")
-            .expect("ovmf is installed by scripts/install-deps.sh");
-        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        let subject = x509_subject(&der).unwrap();
-        assert_eq!(subject[0], 0x30);
-        assert!(String::from_utf8_lossy(subject).contains("SnakeOil"));
-        for cut in 0..der.len() {
-            let _ = x509_subject(&der[..cut]);
-        }
-    }
 }

@@ -335,41 +335,44 @@ pub enum AuthorityError {
 /// `signatures` (PKCS#7 SignedData blobs from its certificate table), or whose SHA-256
 /// Authenticode digest `image_sha256` is listed in `db`.
 ///
-/// edk2 tries each db entry as a trust anchor and logs the first that verifies. Nacre does not
-/// check the RSA signature itself; it requires (1) a db certificate embedded in the SignedData
-/// (the signer, as sbsign embeds it) or whose subject appears there as an issuer (a CA in db),
-/// and (2) the image's Authenticode digest inside the same SignedData (the DigestInfo of its
-/// SpcIndirectDataContent, `04 20 <sha256>`), so an image changed after signing is refused as
-/// the firmware refuses it. The Secure Boot boot tests confirm the result against OVMF.
+/// As edk2 (DxeImageVerificationLib): a digest listed in db approves the image; otherwise each
+/// signature in turn is read from its structure ([`crate::pkcs7`]: the signer its SignerInfo
+/// names, whose signature over the signed attributes must verify) and must carry the image's
+/// digest; then each db certificate, in db order, is tried as the only trust anchor, and the
+/// first the signer chains to (the signer itself, or an issuer up the embedded certificates)
+/// is the authority. dbx is not consulted. The Secure Boot boot tests confirm the result
+/// against OVMF.
 pub fn find_db_authority(
     db: &[SignatureData],
     signatures: &[&[u8]],
     image_sha256: &[u8],
 ) -> Result<SignatureData, AuthorityError> {
-    let contains = |hay: &[u8], needle: &[u8]| {
-        !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-    };
     if let Some(e) = db
         .iter()
         .find(|e| e.list_type == EFI_CERT_SHA256 && e.data == image_sha256)
     {
         return Ok(e.clone());
     }
-    let mut digest_info = vec![0x04, 0x20];
-    digest_info.extend_from_slice(image_sha256);
+    let anchors: Vec<(&SignatureData, x509_cert::Certificate)> = db
+        .iter()
+        .filter(|e| e.list_type == EFI_CERT_X509)
+        .filter_map(|e| crate::pkcs7::certificate(&e.data).map(|c| (e, c)))
+        .collect();
     let mut signed_other_contents = false;
-    for e in db.iter().filter(|e| e.list_type == EFI_CERT_X509) {
-        for sig in signatures {
-            let by_this_key = contains(sig, &e.data)
-                || crate::der::x509_subject(&e.data).is_some_and(|s| contains(sig, s));
-            if !by_this_key {
-                continue;
-            }
-            if contains(sig, &digest_info) {
-                return Ok(e.clone());
-            }
-            signed_other_contents = true;
+    for sig in signatures {
+        let Ok(a) = crate::pkcs7::parse_authenticode(sig) else {
+            continue;
+        };
+        let Some((e, _)) = anchors
+            .iter()
+            .find(|(_, anchor)| crate::pkcs7::chains_to(&a, anchor))
+        else {
+            continue;
+        };
+        if a.image_digest == image_sha256 {
+            return Ok((*e).clone());
         }
+        signed_other_contents = true;
     }
     Err(if signed_other_contents {
         AuthorityError::DigestNotSigned

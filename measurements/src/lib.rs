@@ -8,6 +8,7 @@ pub mod efivars;
 pub mod manifest;
 pub mod pcrsig;
 pub mod pe;
+pub mod pkcs7;
 pub mod predict;
 pub mod sign;
 pub mod snp;

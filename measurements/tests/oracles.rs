@@ -369,3 +369,188 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// The Secure Boot db authority (what firmware logs into PCR 7) read from the signature's
+/// structure, with sbsign-signed UKIs and openssl-made chains: a db of several certificates, a
+/// UKI signed by a leaf that chains to a db root through an intermediate the signature carries
+/// (the root is the authority, not the leaf), db order deciding between two that verify, and
+/// refusals: a missing intermediate, a db certificate with the root's name but another key, a
+/// signature with one byte changed, an image changed after signing.
+#[test]
+fn db_authority_is_read_from_the_signature_structure() {
+    use nacre_measure::efivars::{
+        find_db_authority, AuthorityError, Guid, SignatureData, EFI_CERT_X509,
+    };
+    let uki = Uki::build("console=ttyS0");
+    let f = |n: &str| uki.file(n);
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args));
+    let ca = |name: &str, subj: &str| {
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+            &f(&format!("{name}.key")),
+            "-out",
+            &f(&format!("{name}.crt")),
+        ]);
+    };
+    // issued(NAME, SUBJECT, ISSUER, is a CA)
+    let issued = |name: &str, subj: &str, issuer: &str, is_ca: bool| {
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subj,
+            "-keyout",
+            &f(&format!("{name}.key")),
+            "-out",
+            &f(&format!("{name}.csr")),
+        ]);
+        std::fs::write(
+            f(&format!("{name}.ext")),
+            if is_ca {
+                "basicConstraints=critical,CA:TRUE\n"
+            } else {
+                "basicConstraints=CA:FALSE\n"
+            },
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &f(&format!("{name}.csr")),
+            "-CA",
+            &f(&format!("{issuer}.crt")),
+            "-CAkey",
+            &f(&format!("{issuer}.key")),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &f(&format!("{name}.ext")),
+            "-out",
+            &f(&format!("{name}.crt")),
+        ]);
+    };
+    ca("root", "/CN=nacre test root");
+    issued("inter", "/CN=nacre test intermediate", "root", true);
+    issued("leaf", "/CN=nacre test signer", "inter", false);
+    ca("other", "/CN=someone else");
+    ca("impostor", "/CN=nacre test root"); // the root's name, another key
+    let sign = |out: &str, addcert: bool| {
+        let mut c = Command::new("sbsign");
+        c.args(["--key", &f("leaf.key"), "--cert", &f("leaf.crt")]);
+        if addcert {
+            c.args(["--addcert", &f("inter.crt")]);
+        }
+        run(c.args(["--output", &f(out), uki.uki.to_str().unwrap()]));
+        std::fs::read(f(out)).unwrap()
+    };
+    let with_inter = sign("chained.efi", true);
+    let leaf_only = sign("leaf-only.efi", false);
+    let entry = |name: &str, owner: u8| {
+        let der = openssl(&[
+            "x509",
+            "-in",
+            &f(&format!("{name}.crt")),
+            "-outform",
+            "DER",
+            "-out",
+            &f(&format!("{name}.der")),
+        ]);
+        assert!(der.is_empty());
+        SignatureData {
+            list_type: EFI_CERT_X509,
+            owner: Guid([owner; 16]),
+            data: std::fs::read(f(&format!("{name}.der"))).unwrap(),
+        }
+    };
+    let (root, leaf, other, impostor, inter) = (
+        entry("root", 1),
+        entry("leaf", 2),
+        entry("other", 3),
+        entry("impostor", 4),
+        entry("inter", 5),
+    );
+    let authority = |image: &[u8], db: &[SignatureData]| {
+        let pe = PeImage::parse(image).unwrap();
+        let digest = authenticode::digest(&pe, &ring::digest::SHA256);
+        find_db_authority(db, &pe.signatures().unwrap(), digest.as_ref())
+    };
+
+    // A db of several certificates: the root that issued the intermediate that issued the signer.
+    assert_eq!(
+        authority(&with_inter, &[other.clone(), root.clone()]),
+        Ok(root.clone())
+    );
+    assert_eq!(
+        authority(&with_inter, &[other.clone(), inter.clone()]),
+        Ok(inter.clone())
+    );
+    // Two that verify: the first in db order.
+    assert_eq!(
+        authority(&with_inter, &[other.clone(), leaf.clone(), root.clone()]),
+        Ok(leaf.clone())
+    );
+    assert_eq!(
+        authority(&with_inter, &[root.clone(), leaf.clone()]),
+        Ok(root.clone())
+    );
+    // The leaf alone in db verifies without any intermediate.
+    assert_eq!(
+        authority(&leaf_only, std::slice::from_ref(&leaf)),
+        Ok(leaf.clone())
+    );
+    // Refused: no db entry at all; the root without the intermediate in the signature; a
+    // certificate with the root's name and another key (matching names are not enough).
+    assert_eq!(
+        authority(&with_inter, std::slice::from_ref(&other)),
+        Err(AuthorityError::NotAuthorized)
+    );
+    assert_eq!(
+        authority(&leaf_only, std::slice::from_ref(&root)),
+        Err(AuthorityError::NotAuthorized)
+    );
+    assert_eq!(
+        authority(&with_inter, &[impostor.clone(), other.clone()]),
+        Err(AuthorityError::NotAuthorized)
+    );
+    // One byte of the signer's signature changed (the last of the SignedData): refused.
+    let pe = PeImage::parse(&with_inter).unwrap();
+    let blob = pe.signatures().unwrap()[0];
+    let der_len = 4 + usize::from(u16::from_be_bytes([blob[2], blob[3]]));
+    assert_eq!(&blob[..2], &[0x30, 0x82]);
+    let at = blob.as_ptr() as usize - with_inter.as_ptr() as usize + der_len - 1;
+    let mut bad = with_inter.clone();
+    bad[at] ^= 1;
+    assert_eq!(
+        authority(&bad, std::slice::from_ref(&root)),
+        Err(AuthorityError::NotAuthorized)
+    );
+    // The image changed after signing (one byte of the .cmdline section's text): the signature
+    // is genuine but for other contents.
+    let mut changed = with_inter.clone();
+    let pos = changed
+        .windows(13)
+        .position(|w| w == b"console=ttyS0")
+        .unwrap();
+    changed[pos] = b'C';
+    assert_eq!(
+        authority(&changed, std::slice::from_ref(&root)),
+        Err(AuthorityError::DigestNotSigned)
+    );
+}

@@ -612,7 +612,14 @@ fn anchor(ctx: &mut Context) -> Result<Option<(NvIndexHandle, NvPublic)>, KeyErr
 }
 
 impl TpmSealed {
-    fn seal(&mut self, key: &[u8]) -> Result<TpmToken, KeyError> {
+    /// The steps sealing and unsealing share: the signed policy (read once), the TPM, the
+    /// refusal of a policy that signs PCR 11 after the forbidden events, the image's PCR key
+    /// loaded (public part) and the owner primary key; `f` runs with them, and both keys are
+    /// flushed whatever it returns.
+    fn with_keys<T>(
+        &mut self,
+        f: impl FnOnce(&mut Context, &SignedPolicy, KeyHandle, &Name, KeyHandle) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
         let p = self.signed_policy()?;
         let mut ctx = self.context()?;
         self.check_forbidden(&mut ctx, &p)?;
@@ -624,7 +631,14 @@ impl TpmSealed {
                 return Err(e);
             }
         };
-        let result = (|| {
+        let result = f(&mut ctx, &p, sign_key, &key_name, parent);
+        let _ = ctx.flush_context(parent.into());
+        let _ = ctx.flush_context(sign_key.into());
+        result
+    }
+
+    fn seal(&mut self, key: &[u8]) -> Result<TpmToken, KeyError> {
+        self.with_keys(|ctx, p, sign_key, key_name, parent| {
             let digest = authorize_policy(key_name.value());
             // Sealed data: no user auth (the policy is the only way to unseal), bound to this TPM.
             let attrs = ObjectAttributesBuilder::new()
@@ -671,7 +685,7 @@ impl TpmSealed {
                     })
                     .map_err(|e| fail("TPM2_Create (sealing the disk key)", e))
                 });
-            flush_session(&mut ctx, session);
+            flush_session(ctx, session);
             let created = created?;
             // The object's name, from the TPM.
             let obj = ctx
@@ -688,7 +702,7 @@ impl TpmSealed {
             let name = name.map_err(|e| fail("name of the sealed object", e))?;
             // Anchor it: define nacre's index if absent (a foreign one is refused), then write
             // the name under the signed policy.
-            let h = match anchor(&mut ctx)? {
+            let h = match anchor(ctx)? {
                 Some((h, public)) => {
                     check_anchor_public(&public, &digest)?;
                     h
@@ -701,22 +715,19 @@ impl TpmSealed {
                     .map_err(|e| fail("defining the anchor NV index", e))?
                 }
             };
-            let session = authorized_session(&mut ctx, &p, sign_key, &key_name, None)?;
+            let session = authorized_session(ctx, p, sign_key, key_name, None)?;
             let buf =
                 MaxNvBuffer::try_from(name.value().to_vec()).map_err(|e| fail("anchor data", e))?;
             let w = ctx
                 .execute_with_session(Some(session), |c| c.nv_write(NvAuth::NvIndex(h), h, buf, 0));
-            flush_session(&mut ctx, session);
+            flush_session(ctx, session);
             w.map_err(|e| fail("writing the anchor NV index", e))?;
             let public = created
                 .out_public
                 .marshall()
                 .map_err(|e| fail("marshalling the sealed object", e))?;
             Ok(TpmToken::new(&public, created.out_private.value()))
-        })();
-        let _ = ctx.flush_context(parent.into());
-        let _ = ctx.flush_context(sign_key.into());
-        result
+        })
     }
 
     fn unseal(&mut self, token: &TpmToken) -> Result<Zeroizing<Vec<u8>>, KeyError> {
@@ -724,18 +735,7 @@ impl TpmSealed {
             .map_err(|e| fail("token: sealed object public part", e))?;
         let private = Private::try_from(token.private_bytes())
             .map_err(|e| fail("token: sealed object private part", e))?;
-        let p = self.signed_policy()?;
-        let mut ctx = self.context()?;
-        self.check_forbidden(&mut ctx, &p)?;
-        let (sign_key, key_name) = load_signing_key(&mut ctx, &p)?;
-        let parent = match primary(&mut ctx) {
-            Ok(k) => k,
-            Err(e) => {
-                let _ = ctx.flush_context(sign_key.into());
-                return Err(e);
-            }
-        };
-        let result = (|| {
+        self.with_keys(|ctx, p, sign_key, key_name, parent| {
             let digest = authorize_policy(key_name.value());
             if public.auth_policy().value() != digest.as_slice() {
                 return Err(fail(
@@ -756,7 +756,7 @@ impl TpmSealed {
                 let name = ctx
                     .tr_get_name(obj.into())
                     .map_err(|e| fail("name of the sealed object", e))?;
-                let (h, nv_public) = anchor(&mut ctx)?.ok_or_else(|| {
+                let (h, nv_public) = anchor(ctx)?.ok_or_else(|| {
                     fail(
                         "refusing the sealed object",
                         format!(
@@ -782,7 +782,7 @@ impl TpmSealed {
                         ),
                     ));
                 }
-                let session = authorized_session(&mut ctx, &p, sign_key, &key_name, Some(parent))?;
+                let session = authorized_session(ctx, p, sign_key, key_name, Some(parent))?;
                 let (attrs, mask) = SessionAttributesBuilder::new()
                     .with_continue_session(true)
                     .with_encrypt(true)
@@ -794,15 +794,12 @@ impl TpmSealed {
                         ctx.execute_with_session(Some(session), |c| c.unseal(obj.into()))
                             .map_err(|e| fail("unsealing the disk key", e))
                     });
-                flush_session(&mut ctx, session);
+                flush_session(ctx, session);
                 Ok(Zeroizing::new(r?.value().to_vec()))
             })();
             let _ = ctx.flush_context(obj.into());
             r
-        })();
-        let _ = ctx.flush_context(parent.into());
-        let _ = ctx.flush_context(sign_key.into());
-        result
+        })
     }
 }
 
